@@ -1,0 +1,3 @@
+from bodycomp_cli.cli import main
+
+main()

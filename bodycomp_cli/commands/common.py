@@ -1,0 +1,61 @@
+"""What every command shares: the exit-2 boundary for user errors, consoles and common options."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from bodycomp_cli.errors import BodycompError
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable)
+
+
+def report_user_errors(func: F) -> F:
+    """Turn a BodycompError into one line on stderr and exit code 2, with no traceback.
+
+    Ctrl-C becomes exit 130 (the shell's convention) without a traceback either.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except BodycompError as error:
+            message = " ".join(str(error).split("\n"))
+            err_console.print(f"error: {message}", markup=False, highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted", markup=False, highlight=False)
+            sys.stderr.flush()
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# `-L T5 T8 T10 L3` (space-separated after one flag, as in the original) is made possible by cli.py,
+# which swaps every option named `levels` for a greedy one; repeated `-L` works as well.
+LevelsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-L",
+        "--levels",
+        help="Vertebral levels, space-separated after one flag (-L T5 T8 T10 L3) or repeated.",
+        show_default=False,
+    ),
+]
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing output folder (only after success).")
+]
+
+
+def not_available_yet(command: str, issue: str) -> None:
+    """Say plainly that a command is not built yet (exit 2), rather than pretend."""
+    raise BodycompError(f"`bodycomp {command}` is not available yet ({issue})")
