@@ -1,0 +1,76 @@
+"""Turn estimate's INPUT arguments (series folders, volume files, manifest CSVs) into a list of series."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bodycomp_cli.errors import BodycompError
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npz")
+
+
+@dataclass(frozen=True)
+class SeriesInput:
+    series: str  # the id used in results.csv, qc.csv and output file names
+    path: Path  # a DICOM series folder, a NIfTI file or an .npz volume
+    origin: str  # where it was named, for error messages
+
+
+def series_id_for(path: Path) -> str:
+    """A DICOM folder's name, or a volume file's name without its suffix (`ct.nii.gz` -> `ct`)."""
+    name = path.name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _check_volume_path(path: Path, origin: str) -> None:
+    if not path.exists():
+        raise BodycompError(f"{origin}: {path} does not exist")
+    if path.is_file() and not path.name.lower().endswith(VOLUME_SUFFIXES):
+        raise BodycompError(f"{origin}: {path} is not a DICOM folder, NIfTI (.nii, .nii.gz), .npz or manifest CSV")
+
+
+def _read_manifest(manifest: Path) -> list[SeriesInput]:
+    """The series of a prepare-slices manifest (`series`, `path`; `z_<LEVEL>` and `split` are ignored)."""
+    from bodycomp_cli.io.manifests import read_manifest, refuse_duplicates, resolve_path, row_label
+
+    table = read_manifest(manifest, ["series", "path"])
+    refuse_duplicates(manifest, list(table["series"]), "series")
+    entries = []
+    for index, (series, value) in enumerate(zip(table["series"], table["path"], strict=True)):
+        if not series:
+            raise BodycompError(f"{row_label(manifest, index)}: column 'series' is blank")
+        path = resolve_path(manifest, index, "path", value)
+        origin = row_label(manifest, index)
+        _check_volume_path(path, origin)
+        entries.append(SeriesInput(series, path, origin))
+    return entries
+
+
+def collect_inputs(paths: Sequence[Path]) -> list[SeriesInput]:
+    """Every series named by the arguments, in order; refuses missing paths and repeated series ids.
+
+    Example: collect_inputs([Path("cohort.csv"), Path("dicom/patient7"), Path("ct.nii.gz")])
+    """
+    entries: list[SeriesInput] = []
+    for path in map(Path, paths):
+        if path.is_file() and path.suffix.lower() == ".csv":
+            entries.extend(_read_manifest(path))
+        else:
+            _check_volume_path(path, "input")
+            entries.append(SeriesInput(series_id_for(path), path, f"input {path}"))
+    if not entries:
+        raise BodycompError("no series to estimate: the inputs name none")
+    seen: dict[str, SeriesInput] = {}
+    for entry in entries:
+        if entry.series in seen:
+            raise BodycompError(
+                f"series id `{entry.series}` is given twice ({seen[entry.series].origin} and {entry.origin}); "
+                "list them in a manifest CSV with unique `series` ids"
+            )
+        seen[entry.series] = entry
+    return entries
