@@ -1,21 +1,106 @@
-"""prepare-slices and prepare-seg (stubs until the foundation issue lands)."""
+"""prepare-slices and prepare-seg: thin Typer wrappers around bodycomp_cli.prepare (no torch here)."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated
 
-from bodycomp_cli.commands.common import not_available_yet, report_user_errors
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bodycomp_cli.commands.common import LevelsOption, OverwriteOption, report_user_errors
+
+ManifestArg = Annotated[Path, typer.Argument(help="CSV manifest (see docs/data-format.md).", show_default=False)]
+OutputArg = Annotated[Path, typer.Argument(help="Output folder (built aside, renamed into place).")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the random split (used without a split column).")]
+
+
+def _consoles() -> tuple[Console, Console]:
+    # Made at call time so that they write to whatever sys.stdout/sys.stderr are now (CliRunner swaps them).
+    return Console(), Console(stderr=True, soft_wrap=True)
+
+
+def _print_table(console: Console, title: str, columns: list[str], rows: list[list[object]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for row in rows:
+        table.add_row(*(str(value) for value in row))
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("prepare-slices")
     @report_user_errors
-    def prepare_slices() -> None:
-        """Turn CT series into the slice-selection training layout (images/<split>/*.png, meta/<split>.csv)."""
-        not_available_yet("prepare-slices", "foundation issue")
+    def prepare_slices_command(
+        manifest: ManifestArg,
+        output_dir: OutputArg,
+        levels: LevelsOption = None,
+        val_frac: Annotated[float, typer.Option(help="Fraction of series for val (no split column).")] = 0.1,
+        test_frac: Annotated[float, typer.Option(help="Fraction of series for test (no split column).")] = 0.1,
+        seed: SeedOption = 0,
+        window_level: Annotated[float, typer.Option(help="Window level (HU) of the 8-bit PNGs.")] = 40.0,
+        window_width: Annotated[float, typer.Option(help="Window width (HU) of the 8-bit PNGs.")] = 400.0,
+        workers: Annotated[
+            int | None, typer.Option(help="Worker processes (default: all cores); output is the same for any N.")
+        ] = None,
+        overwrite: OverwriteOption = False,
+    ) -> None:
+        """Turn CT series into the slice-selection training layout (images/<split>/*.png, meta/<split>.csv).
+
+        Example: bodycomp prepare-slices series.csv slices/ -L T5 T8 T10 L3 --workers 4
+        """
+        from bodycomp_cli.prepare.progress import ProgressReporter
+        from bodycomp_cli.prepare.slices import prepare_slices
+
+        out, err = _consoles()
+        summary = prepare_slices(
+            manifest,
+            output_dir,
+            levels=levels,
+            val_frac=val_frac,
+            test_frac=test_frac,
+            seed=seed,
+            window_level=window_level,
+            window_width=window_width,
+            workers=workers,
+            overwrite=overwrite,
+            progress=ProgressReporter(err, "prepare-slices", "slices"),
+        )
+        rows = [[split, summary.series[split], summary.slices[split]] for split in summary.series]
+        _print_table(out, f"{output_dir} ({summary.workers} workers)", ["split", "series", "slices"], rows)
 
     @app.command("prepare-seg")
     @report_user_errors
-    def prepare_seg() -> None:
-        """Build the segmentation training arrays (train/val images and masks .npy)."""
-        not_available_yet("prepare-seg", "foundation issue")
+    def prepare_seg_command(
+        manifest: ManifestArg,
+        output_dir: OutputArg,
+        val_frac: Annotated[float, typer.Option(help="Fraction of groups (or rows) for val (no split column).")] = 0.2,
+        seed: SeedOption = 0,
+        size: Annotated[int, typer.Option(help="Output slices are SIZE x SIZE (others are resized).")] = 512,
+        thoracic: Annotated[
+            bool, typer.Option("-t", "--thoracic", help="Thoracic labels 0-2 (no visceral fat); otherwise 0-3.")
+        ] = False,
+        overwrite: OverwriteOption = False,
+    ) -> None:
+        """Build the segmentation training arrays (train/val images and masks .npy, N x S x S x 1).
+
+        Example: bodycomp prepare-seg slices.csv seg_data/ --size 512 --val-frac 0.2
+        """
+        from bodycomp_cli.prepare.progress import ProgressReporter
+        from bodycomp_cli.prepare.seg import prepare_seg
+
+        out, err = _consoles()
+        summary = prepare_seg(
+            manifest,
+            output_dir,
+            val_frac=val_frac,
+            seed=seed,
+            size=size,
+            thoracic=thoracic,
+            overwrite=overwrite,
+            progress=ProgressReporter(err, "prepare-seg", "slices"),
+        )
+        rows = [[split, count, f"{size}x{size}"] for split, count in summary.items()]
+        _print_table(out, str(output_dir), ["split", "slices", "size"], rows)

@@ -1,0 +1,234 @@
+"""Read a CT volume (npz, DICOM series folder, NIfTI) into HU, display orientation, z ascending.
+
+Display orientation: rows run anterior -> posterior and columns from the patient's right to their
+left (the radiological display of an axial slice). Patient z in mm grows toward the head.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bodycomp_cli.errors import BodycompError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# |slice normal . z| below this is not an axial acquisition (about 37 degrees of tilt).
+MIN_AXIAL_COSINE = 0.8
+INT16_MIN, INT16_MAX = np.iinfo(np.int16).min, np.iinfo(np.int16).max
+
+
+@dataclass
+class Volume:
+    hu: np.ndarray  # Z x H x W, HU (int16 or float32), display orientation, z ascending
+    z_mm: np.ndarray  # (Z,) float64, ascending
+    pixel_spacing: tuple[float, float] | None  # (row_mm, col_mm)
+    modality: str | None  # DICOM Modality, None for npz/NIfTI
+    source: Path
+
+
+def read_volume(path: Path) -> Volume:
+    """Read an .npz, a DICOM series folder or a NIfTI file as a 3-D HU volume.
+
+    Example: `read_volume(Path("ct/case01.nii.gz")).hu.shape  # (Z, H, W)`
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BodycompError(f"{path}: file not found")
+    if path.is_dir():
+        volume = read_dicom_files(sorted(p for p in path.iterdir() if p.is_file()), path)
+    elif path.name.lower().endswith(NIFTI_SUFFIXES):
+        volume = read_nifti(path)
+    elif path.suffix.lower() == ".npz":
+        volume = _read_npz(path)
+    else:
+        raise BodycompError(f"{path}: not a volume (expected .npz, .nii, .nii.gz or a DICOM series folder)")
+    if volume.hu.ndim != 3:
+        raise BodycompError(f"{path}: volume is not 3-D (shape {volume.hu.shape})")
+    return volume
+
+
+def hu_array(values: np.ndarray, source: Path) -> np.ndarray:
+    """Keep int16/float32 as they are; narrow other HU arrays to int16 when exact, else float32."""
+    values = np.asarray(values)
+    # The original toolkit's rule: signed integers of 16 bits or more, or floating point.
+    if values.dtype.kind not in "if" or (values.dtype.kind == "i" and values.dtype.itemsize < 2):
+        raise BodycompError(f"{source}: dtype {values.dtype} cannot hold HU (need signed int >= 16 bit or float)")
+    if values.dtype.kind == "f":
+        if not np.isfinite(values).all():
+            raise BodycompError(f"{source}: NaN or inf in the HU values")
+        return values.astype(np.float32, copy=False)
+    if values.dtype == np.int16:
+        return values
+    if values.size and (values.min() < INT16_MIN or values.max() > INT16_MAX):
+        return values.astype(np.float32)
+    return values.astype(np.int16)
+
+
+def _read_npz(path: Path) -> Volume:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in ("hu", "z_mm") if key not in archive.files]
+            if missing:
+                raise BodycompError(f"{path}: npz has no {' or '.join(missing)} array (found: {archive.files})")
+            hu = archive["hu"]
+            z_mm = archive["z_mm"]
+            spacing = archive["pixel_spacing"] if "pixel_spacing" in archive.files else None
+    except BodycompError:
+        raise
+    except Exception as error:  # zipfile/numpy raise many types for a truncated or corrupt archive
+        raise BodycompError(f"{path}: cannot read npz ({error})") from None
+    if hu.ndim != 3:
+        raise BodycompError(f"{path}: volume is not 3-D (hu shape {hu.shape})")
+    z_mm = np.asarray(z_mm, dtype=np.float64).reshape(-1)
+    if len(z_mm) != hu.shape[0]:
+        raise BodycompError(f"{path}: z_mm has {len(z_mm)} values but hu has {hu.shape[0]} slices")
+    if not np.isfinite(z_mm).all():
+        raise BodycompError(f"{path}: z_mm has NaN or inf")
+    order = np.argsort(z_mm, kind="stable")
+    hu = hu_array(hu, path)[order]
+    pixel_spacing = None
+    if spacing is not None and np.size(spacing) == 2:
+        pixel_spacing = (float(np.ravel(spacing)[0]), float(np.ravel(spacing)[1]))
+    return Volume(
+        hu=np.ascontiguousarray(hu), z_mm=z_mm[order], pixel_spacing=pixel_spacing, modality=None, source=path
+    )
+
+
+# ---------------------------------------------------------------------------------------------- DICOM
+
+
+def _dicom_datasets(files: list[Path], folder: Path) -> list:
+    """Read every file that is a DICOM image; warn about (and skip) everything else."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    datasets = []
+    for file in files:
+        try:
+            ds = pydicom.dcmread(file)
+        except (InvalidDicomError, EOFError, OSError, ValueError) as error:
+            warnings.warn(f"{file}: not a DICOM file, skipped ({type(error).__name__})", stacklevel=3)
+            continue
+        if "PixelData" not in ds:  # DICOMDIR, structured reports, presentation states
+            warnings.warn(f"{file}: DICOM file without pixel data, skipped", stacklevel=3)
+            continue
+        datasets.append((file, ds))
+    if not datasets:
+        raise BodycompError(f"{folder}: no DICOM image files found")
+    series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in datasets}
+    if len(series) > 1:
+        raise BodycompError(f"{folder}: folder holds {len(series)} DICOM series (SeriesInstanceUID); give one per row")
+    return datasets
+
+
+def _display_transform(orientation: np.ndarray, source: Path) -> tuple[bool, bool, bool, np.ndarray]:
+    """From ImageOrientationPatient: (transpose, flip_rows, flip_cols, unit slice normal with +z).
+
+    DICOM patient axes are LPS: +x to the patient's left, +y posterior, +z head. Display columns
+    must run toward +x and rows toward +y.
+    """
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    normal = np.cross(row_dir, col_dir)
+    if abs(normal[2]) < MIN_AXIAL_COSINE:
+        raise BodycompError(f"{source}: not an axial series (ImageOrientationPatient {list(orientation)})")
+    transpose = abs(row_dir[1]) > abs(row_dir[0])
+    if transpose:
+        row_dir, col_dir = col_dir, row_dir
+    flip_cols = row_dir[0] < 0
+    flip_rows = col_dir[1] < 0
+    return transpose, flip_rows, flip_cols, normal if normal[2] > 0 else -normal
+
+
+def _to_display(pixels: np.ndarray, transpose: bool, flip_rows: bool, flip_cols: bool) -> np.ndarray:
+    # The leading axis is the slice axis; the last two are (row, col) as stored.
+    if transpose:
+        pixels = np.swapaxes(pixels, -1, -2)
+    if flip_rows:
+        pixels = pixels[..., ::-1, :]
+    if flip_cols:
+        pixels = pixels[..., ::-1]
+    return pixels
+
+
+def read_dicom_files(files: list[Path], source: Path) -> Volume:
+    """Read DICOM files of one series (a folder's files, or one file) into a z-ascending volume."""
+    datasets = _dicom_datasets(files, source)
+    first = datasets[0][1]
+    try:
+        orientation = np.asarray([float(v) for v in first.ImageOrientationPatient], dtype=np.float64)
+    except AttributeError:
+        raise BodycompError(f"{datasets[0][0]}: no ImageOrientationPatient") from None
+    transpose, flip_rows, flip_cols, normal = _display_transform(orientation, source)
+    positions = []
+    for file, ds in datasets:
+        if "ImagePositionPatient" not in ds:
+            raise BodycompError(f"{file}: no ImagePositionPatient")
+        positions.append([float(v) for v in ds.ImagePositionPatient])
+    positions = np.asarray(positions, dtype=np.float64)
+    # Sort along the slice normal (pointing to the head), which for axial slices orders z as well.
+    distance = positions @ normal
+    order = np.argsort(distance, kind="stable")
+    if len(order) > 1 and np.any(np.diff(distance[order]) <= 1e-6):
+        raise BodycompError(f"{source}: two DICOM slices share one position along the slice normal")
+    slices = []
+    shape = None
+    for index in order:
+        file, ds = datasets[index]
+        try:
+            stored = ds.pixel_array
+        except Exception as error:  # pydicom raises many types for missing decoders or bad data
+            raise BodycompError(f"{file}: cannot decode pixel data ({error})") from None
+        if stored.ndim != 2:
+            raise BodycompError(f"{file}: DICOM image is not 2-D (shape {stored.shape})")
+        if shape is not None and stored.shape != shape:
+            raise BodycompError(f"{file}: slice shape {stored.shape} differs from {shape} in the same series")
+        shape = stored.shape
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        slices.append(stored.astype(np.float64) * slope + intercept)
+    hu = np.stack(slices)
+    if np.array_equal(hu, np.rint(hu)) and hu.min() >= INT16_MIN and hu.max() <= INT16_MAX:
+        hu = hu.astype(np.int16)
+    else:
+        hu = hu.astype(np.float32)
+    hu = np.ascontiguousarray(_to_display(hu, transpose, flip_rows, flip_cols))
+    spacing = None
+    if "PixelSpacing" in first:
+        row_mm, col_mm = (float(v) for v in first.PixelSpacing)
+        spacing = (col_mm, row_mm) if transpose else (row_mm, col_mm)
+    modality = str(first.Modality) if "Modality" in first else None
+    return Volume(hu=hu, z_mm=positions[order, 2], pixel_spacing=spacing, modality=modality, source=source)
+
+
+# ---------------------------------------------------------------------------------------------- NIfTI
+
+
+def read_nifti(path: Path) -> Volume:
+    """Read a NIfTI volume (or a 2-D slice, returned as Z=1) in display orientation, z ascending."""
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except Exception as error:  # nibabel raises many types for truncated or foreign files
+        raise BodycompError(f"{path}: cannot read NIfTI ({error})") from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, np.newaxis]
+    if data.ndim != 3:
+        raise BodycompError(f"{path}: volume is not 3-D (shape {data.shape})")
+    data = hu_array(data, path)
+    # nibabel world space is RAS+. Array axes (0, 1, 2) must run to Superior (z ascending),
+    # Posterior (rows anterior -> posterior) and Left (columns from the patient's right to left).
+    transform = ornt_transform(io_orientation(image.affine), axcodes2ornt(("S", "P", "L")))
+    hu = np.ascontiguousarray(apply_orientation(data, transform))
+    affine = image.affine @ inv_ornt_aff(transform, data.shape)
+    centre = np.array([0.0, (hu.shape[1] - 1) / 2.0, (hu.shape[2] - 1) / 2.0, 1.0])
+    z_mm = np.array([(affine @ (centre + [k, 0, 0, 0]))[2] for k in range(hu.shape[0])], dtype=np.float64)
+    spacing = (float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 2])))
+    return Volume(hu=hu, z_mm=z_mm, pixel_spacing=spacing, modality=None, source=path)

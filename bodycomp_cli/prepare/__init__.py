@@ -1,0 +1,1 @@
+"""Data preparation: CT series -> slice-selection PNG layout, labelled slices -> segmentation arrays."""

@@ -1,0 +1,228 @@
+"""prepare-seg: labelled slices -> {train,val}_{images,masks}.npy (N x S x S x 1) and {train,val}_index.csv.
+
+Arrays are created with np.lib.format.open_memmap and filled a chunk of rows at a time, each chunk
+mapped, written and unmapped again, so memory stays flat however many rows the manifest has.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.io.atomic import atomic_output_dir
+from bodycomp_cli.io.manifests import (
+    read_manifest,
+    refuse_blank_or_duplicate,
+    resolve_path,
+    row_label,
+    splits_for_rows,
+)
+from bodycomp_cli.io.volumes import NIFTI_SUFFIXES, hu_array, read_dicom_files, read_nifti
+from bodycomp_cli.prepare.progress import ProgressReporter
+
+SPLITS = ("train", "val")
+CHUNK_ROWS = 64  # 64 x 512 x 512 x (2 + 1) bytes = 48 MB buffered at most
+LABELS = {False: (0, 1, 2, 3), True: (0, 1, 2)}  # thoracic models have no visceral fat class
+
+
+@dataclass(frozen=True)
+class SegRow:
+    index: int
+    id: str
+    image: Path
+    mask: Path
+    split: str
+
+
+def _two_d(array: np.ndarray, where: str, what: str) -> np.ndarray:
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise BodycompError(f"{where}: {what} is not 2-D (shape {array.shape})")
+    return array
+
+
+def _load_npy(path: Path, where: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as error:  # numpy raises several types for a truncated or foreign file
+        raise BodycompError(f"{where}: cannot read {path} ({error})") from None
+
+
+def load_image(path: Path, where: str) -> np.ndarray:
+    """A 2-D HU slice from .npy, a single-slice DICOM file or a 2-D NIfTI, in display orientation."""
+    name = path.name.lower()
+    if name.endswith(".npy"):
+        image = _two_d(_load_npy(path, where), f"{where}: {path}", "image")
+        try:
+            return hu_array(image, path)
+        except BodycompError as error:
+            raise BodycompError(f"{where}: {error}") from None
+    try:
+        if name.endswith(NIFTI_SUFFIXES):
+            volume = read_nifti(path)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a non-DICOM file is reported as the error below
+                volume = read_dicom_files([path], path)
+    except BodycompError as error:
+        raise BodycompError(f"{where}: {error}") from None
+    if volume.hu.shape[0] != 1:
+        raise BodycompError(f"{where}: {path}: image is not 2-D (shape {volume.hu.shape})")
+    return volume.hu[0]
+
+
+def load_mask(path: Path, where: str, allowed: tuple[int, ...]) -> np.ndarray:
+    """A 2-D uint8 label mask from .npy or an 8-bit grayscale .png, with labels in `allowed`."""
+    name = path.name.lower()
+    if name.endswith(".png"):
+        import imageio.v3 as iio
+
+        try:
+            mask = iio.imread(path)
+        except Exception as error:  # imageio/Pillow raise many types for corrupt files
+            raise BodycompError(f"{where}: cannot read {path} ({error})") from None
+        if mask.ndim == 3:
+            raise BodycompError(f"{where}: {path}: mask PNG is not grayscale (shape {mask.shape})")
+        if mask.dtype != np.uint8:
+            raise BodycompError(f"{where}: {path}: mask PNG is not 8-bit ({mask.dtype})")
+    elif name.endswith(".npy"):
+        mask = _two_d(_load_npy(path, where), f"{where}: {path}", "mask")
+    else:
+        raise BodycompError(f"{where}: {path}: mask must be .npy or .png")
+    if mask.ndim != 2:
+        raise BodycompError(f"{where}: {path}: mask is not 2-D (shape {mask.shape})")
+    if mask.dtype.kind == "f":
+        if not np.isfinite(mask).all() or not np.array_equal(mask, np.rint(mask)):
+            raise BodycompError(f"{where}: {path}: float mask has fractional, NaN or inf values")
+    elif mask.dtype.kind not in "iub":
+        raise BodycompError(f"{where}: {path}: mask dtype {mask.dtype} is not integer labels")
+    found = np.unique(mask)
+    bad = [value for value in found.tolist() if value not in allowed]
+    if bad:
+        shown = ", ".join(str(int(value)) for value in bad)
+        raise BodycompError(
+            f"{where}: {path}: labels {shown} outside the allowed {', '.join(map(str, allowed))}"
+            f" (found {', '.join(str(int(v)) for v in found)})"
+        )
+    return mask.astype(np.uint8)
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """S x S int16 image (bilinear, antialiased) and uint8 mask (nearest); S x S input is copied unchanged."""
+    if image.shape != (size, size):
+        from PIL import Image
+
+        # Pillow's bilinear filter widens its support when shrinking, which is the antialiasing.
+        resized = Image.fromarray(image.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
+        image = np.asarray(resized)
+        mask = np.asarray(Image.fromarray(mask, mode="L").resize((size, size), Image.Resampling.NEAREST))
+    if image.dtype.kind == "f":
+        image = np.rint(image)
+    image = np.clip(image, np.iinfo(np.int16).min, np.iinfo(np.int16).max).astype(np.int16)
+    return image, mask.astype(np.uint8)
+
+
+class ChunkedArrayWriter:
+    """Fill an N x S x S x 1 .npy file in row order, a chunk at a time, through open_memmap."""
+
+    def __init__(self, path: Path, rows: int, size: int, dtype: type) -> None:
+        self.path, self.rows, self.size, self.dtype = path, rows, size, dtype
+        np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(rows, size, size, 1)).flush()
+        self.buffer: list[np.ndarray] = []
+        self.written = 0
+
+    def append(self, slice_2d: np.ndarray) -> None:
+        self.buffer.append(slice_2d)
+        if len(self.buffer) >= CHUNK_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        array = np.lib.format.open_memmap(self.path, mode="r+")
+        array[self.written : self.written + len(self.buffer), :, :, 0] = np.stack(self.buffer)
+        array.flush()
+        del array  # unmap, so written pages leave this process
+        self.written += len(self.buffer)
+        self.buffer = []
+
+
+def read_seg_manifest(manifest: Path, val_frac: float, seed: int) -> list[SegRow]:
+    """Validate columns, ids, splits and file existence before any array is built."""
+    table = read_manifest(manifest, ["image", "mask"])
+    ids = list(table["id"]) if "id" in table.columns else [str(index + 1) for index in range(len(table))]
+    refuse_blank_or_duplicate(manifest, ids, "id")
+    groups = list(table["group"]) if "group" in table.columns else ids
+    # A blank group cell keeps that row on its own rather than pooling all blanks together.
+    groups = [group if group else f"\0row{index}" for index, group in enumerate(groups)]
+    splits = splits_for_rows(manifest, table, SPLITS, groups, {"val": val_frac}, seed)
+    return [
+        SegRow(
+            index=index,
+            id=ids[index],
+            image=resolve_path(manifest, index, "image", table.at[index, "image"]),
+            mask=resolve_path(manifest, index, "mask", table.at[index, "mask"]),
+            split=splits[index],
+        )
+        for index in range(len(table))
+    ]
+
+
+def prepare_seg(
+    manifest: Path,
+    output_dir: Path,
+    val_frac: float = 0.2,
+    seed: int = 0,
+    size: int = 512,
+    thoracic: bool = False,
+    overwrite: bool = False,
+    progress: ProgressReporter | None = None,
+) -> dict[str, int]:
+    """Build train/val image (int16 HU) and mask (uint8) arrays plus index CSVs; returns rows per split.
+
+    Example: `prepare_seg(Path("slices.csv"), Path("seg_data"), size=512, thoracic=False)`
+    """
+    if size < 1:
+        raise BodycompError(f"--size must be positive, got {size}")
+    manifest = Path(manifest)
+    rows = read_seg_manifest(manifest, val_frac, seed)
+    allowed = LABELS[thoracic]
+    progress = progress or ProgressReporter(None)
+    with atomic_output_dir(Path(output_dir), overwrite) as tmp:
+        counts = {split: sum(row.split == split for row in rows) for split in SPLITS}
+        writers = {
+            split: (
+                ChunkedArrayWriter(tmp / f"{split}_images.npy", counts[split], size, np.int16),
+                ChunkedArrayWriter(tmp / f"{split}_masks.npy", counts[split], size, np.uint8),
+            )
+            for split in SPLITS
+        }
+        index_rows: dict[str, list[dict[str, str]]] = {split: [] for split in SPLITS}
+        with progress:
+            progress.update("total", len(rows))
+            for row in rows:
+                where = row_label(manifest, row.index)
+                image = load_image(row.image, where)
+                mask = load_mask(row.mask, where, allowed)
+                if image.shape != mask.shape:
+                    raise BodycompError(
+                        f"{where}: image {row.image.name} is {image.shape} but mask {row.mask.name} is {mask.shape}"
+                    )
+                image, mask = resize_pair(image, mask, size)
+                image_writer, mask_writer = writers[row.split]
+                image_writer.append(image)
+                mask_writer.append(mask)
+                index_rows[row.split].append({"id": row.id, "image": str(row.image), "mask": str(row.mask)})
+                progress.update("done", 1)
+        for split, (image_writer, mask_writer) in writers.items():
+            image_writer.flush()
+            mask_writer.flush()
+            table = pd.DataFrame(index_rows[split], columns=["id", "image", "mask"])
+            table.to_csv(tmp / f"{split}_index.csv", index_label="row")
+    return counts

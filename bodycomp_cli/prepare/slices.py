@@ -1,0 +1,247 @@
+"""prepare-slices: CT series -> images/<split>/NNNNNN.png (8-bit, windowed) and meta/<split>.csv.
+
+Work is spread over processes one series at a time (so each worker holds at most one volume). Each
+worker writes its slices under a scratch name; the main process then renames them to contiguous
+per-split ids in manifest order, so the output does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import queue
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.io.atomic import atomic_output_dir
+from bodycomp_cli.io.manifests import (
+    parse_float,
+    read_manifest,
+    refuse_blank_or_duplicate,
+    resolve_path,
+    splits_for_rows,
+)
+from bodycomp_cli.io.volumes import read_volume
+from bodycomp_cli.io.windowing import DEFAULT_WINDOW_LEVEL, DEFAULT_WINDOW_WIDTH, window_hu
+from bodycomp_cli.prepare.png import encode_gray8_png
+from bodycomp_cli.prepare.progress import ProgressReporter
+
+SPLITS = ("train", "val", "test")
+WORK_DIR = ".work"
+PNG_COMPRESS_LEVEL = 1  # lossless either way; level 1 is ~3x faster to write than zlib's default
+
+
+@dataclass(frozen=True)
+class SeriesJob:
+    index: int  # manifest row
+    series: str
+    path: Path
+    split: str
+    level_z: dict[str, float | None]
+
+
+@dataclass
+class SeriesResult:
+    index: int
+    z_mm: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SlicesSummary:
+    series: dict[str, int]
+    slices: dict[str, int]
+    workers: int
+
+
+def default_workers() -> int:
+    """All cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=4)
+def _int16_lut(level: float, width: float) -> np.ndarray:
+    """window_hu of every int16 value, indexed by the value's uint16 bit pattern (no int widening)."""
+    table = window_hu(np.arange(-32768, 32768, dtype=np.int32), level, width)
+    return np.concatenate([table[32768:], table[:32768]])
+
+
+def window_volume(hu: np.ndarray, level: float, width: float) -> np.ndarray:
+    """window_hu, bit for bit, but through a lookup table for int16 volumes (several times faster)."""
+    if hu.dtype == np.int16:
+        return np.take(_int16_lut(level, width), hu.view(np.uint16))
+    return window_hu(hu, level, width)
+
+
+def write_series_slices(
+    job: SeriesJob, work_dir: Path, level: float, width: float, report: Callable[[str, int], None]
+) -> SeriesResult:
+    """Read one series, window it and write one PNG per slice (z ascending) under work_dir/<row>/."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        volume = read_volume(job.path)
+    report("total", volume.hu.shape[0])
+    target = work_dir / f"{job.index:06d}"
+    target.mkdir(parents=True)
+    for start in range(0, volume.hu.shape[0], 16):
+        images = window_volume(volume.hu[start : start + 16], level, width)
+        for offset, image in enumerate(images):
+            (target / f"{start + offset:06d}.png").write_bytes(encode_gray8_png(image, PNG_COMPRESS_LEVEL))
+        report("done", len(images))
+    return SeriesResult(job.index, volume.z_mm, [str(w.message) for w in caught])
+
+
+# Set in each worker process by the pool initializer: where progress messages go.
+_PROGRESS_QUEUE = None
+
+
+def _init_worker(progress_queue) -> None:  # noqa: ANN001
+    global _PROGRESS_QUEUE
+    _PROGRESS_QUEUE = progress_queue
+
+
+def _worker(job: SeriesJob, work_dir: Path, level: float, width: float) -> SeriesResult:
+    return write_series_slices(job, work_dir, level, width, lambda kind, n: _PROGRESS_QUEUE.put((kind, n)))
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # fork starts workers in milliseconds; after torch is loaded (its thread pools) a fresh server is safer.
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and "torch" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _run_jobs(
+    jobs: Sequence[SeriesJob], work_dir: Path, level: float, width: float, workers: int, progress: ProgressReporter
+) -> list[SeriesResult]:
+    if workers == 1:
+        return [write_series_slices(job, work_dir, level, width, progress.update) for job in jobs]
+    context = _pool_context()
+    messages = context.Queue()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(messages,)) as pool:
+        futures = [pool.submit(_worker, job, work_dir, level, width) for job in jobs]
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
+            _drain(messages, progress)
+            failed = [future for future in done if future.exception() is not None]
+            if failed:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise failed[0].exception()
+        _drain(messages, progress)
+        return [future.result() for future in futures]
+
+
+def _drain(messages, progress: ProgressReporter) -> None:  # noqa: ANN001
+    while True:
+        try:
+            kind, count = messages.get_nowait()
+        except queue.Empty:
+            return
+        progress.update(kind, count)
+
+
+def read_series_manifest(
+    manifest: Path, levels: Sequence[str] | None, val_frac: float, test_frac: float, seed: int
+) -> tuple[list[SeriesJob], list[str]]:
+    """Validate the whole manifest before any image work; return the jobs and the levels used."""
+    table = read_manifest(manifest, ["series", "path"])
+    z_columns = [column for column in table.columns if column.startswith("z_") and len(column) > 2]
+    if levels:
+        levels = list(dict.fromkeys(levels))
+        for level in levels:
+            if f"z_{level}" not in z_columns:
+                found = ", ".join(column[2:] for column in z_columns) or "none"
+                raise BodycompError(f"{manifest}: -L {level} has no column 'z_{level}' (levels in manifest: {found})")
+    else:
+        levels = [column[2:] for column in z_columns]
+        if not levels:
+            raise BodycompError(f"{manifest}: no z_<LEVEL> columns (e.g. z_L3) giving the z (mm) of each level")
+    series_ids = list(table["series"])
+    refuse_blank_or_duplicate(manifest, series_ids, "series")
+    splits = splits_for_rows(manifest, table, SPLITS, series_ids, {"val": val_frac, "test": test_frac}, seed)
+    jobs = []
+    for index, row in table.iterrows():
+        level_z = {level: parse_float(manifest, index, f"z_{level}", row[f"z_{level}"]) for level in levels}
+        path = resolve_path(manifest, index, "path", row["path"])
+        jobs.append(SeriesJob(index, row["series"], path, splits[index], level_z))
+    return jobs, levels
+
+
+def prepare_slices(
+    manifest: Path,
+    output_dir: Path,
+    levels: Sequence[str] | None = None,
+    val_frac: float = 0.1,
+    test_frac: float = 0.1,
+    seed: int = 0,
+    window_level: float = DEFAULT_WINDOW_LEVEL,
+    window_width: float = DEFAULT_WINDOW_WIDTH,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: ProgressReporter | None = None,
+) -> SlicesSummary:
+    """Build the slice-selection layout (images/<split>/*.png, meta/<split>.csv) from a series manifest.
+
+    Example: `prepare_slices(Path("series.csv"), Path("slices"), levels=["L3"], workers=2)`
+    """
+    if window_width <= 0:
+        raise BodycompError(f"--window-width must be positive, got {window_width}")
+    if workers is not None and workers < 1:
+        raise BodycompError(f"--workers must be at least 1, got {workers}")
+    jobs, levels = read_series_manifest(Path(manifest), levels, val_frac, test_frac, seed)
+    workers = min(workers or default_workers(), len(jobs))
+    progress = progress or ProgressReporter(None)
+    with atomic_output_dir(Path(output_dir), overwrite) as tmp:
+        work_dir = tmp / WORK_DIR
+        with progress:
+            results = _run_jobs(jobs, work_dir, window_level, window_width, workers, progress)
+        for result in results:
+            for message in result.warnings:
+                progress.warn(message)
+        summary = _assemble(tmp, work_dir, jobs, results, levels)
+        work_dir.rmdir()
+    summary.workers = workers
+    return summary
+
+
+def _assemble(
+    out: Path, work_dir: Path, jobs: Sequence[SeriesJob], results: Sequence[SeriesResult], levels: Sequence[str]
+) -> SlicesSummary:
+    """Rename scratch PNGs to contiguous per-split ids (manifest order, z ascending) and write meta CSVs."""
+    used = [split for split in SPLITS if split in ("train", "val") or any(job.split == split for job in jobs)]
+    summary = SlicesSummary(series=dict.fromkeys(used, 0), slices=dict.fromkeys(used, 0), workers=0)
+    (out / "meta").mkdir()
+    for split in used:
+        image_dir = out / "images" / split
+        image_dir.mkdir(parents=True)
+        rows = []
+        for job, result in zip(jobs, results, strict=True):
+            if job.split != split:
+                continue
+            series_dir = work_dir / f"{job.index:06d}"
+            for slice_index, z in enumerate(result.z_mm):
+                os.replace(series_dir / f"{slice_index:06d}.png", image_dir / f"{len(rows):06d}.png")
+                offsets = {
+                    f"ZOffset_{level}": (np.nan if job.level_z[level] is None else float(z) - job.level_z[level])
+                    for level in levels
+                }
+                rows.append({"series": job.series, "slice_index": slice_index, "z_mm": float(z), **offsets})
+            series_dir.rmdir()
+            summary.series[split] += 1
+        columns = ["series", "slice_index", "z_mm", *(f"ZOffset_{level}" for level in levels)]
+        pd.DataFrame(rows, columns=columns).to_csv(out / "meta" / f"{split}.csv")
+        summary.slices[split] = len(rows)
+    return summary
