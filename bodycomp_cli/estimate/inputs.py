@@ -36,14 +36,12 @@ def _check_volume_path(path: Path, origin: str) -> None:
 
 def _read_manifest(manifest: Path) -> list[SeriesInput]:
     """The series of a prepare-slices manifest (`series`, `path`; `z_<LEVEL>` and `split` are ignored)."""
-    from bodycomp_cli.io.manifests import read_manifest, refuse_duplicates, resolve_path, row_label
+    from bodycomp_cli.io.manifests import read_manifest, refuse_blank_or_duplicate, resolve_path, row_label
 
     table = read_manifest(manifest, ["series", "path"])
-    refuse_duplicates(manifest, list(table["series"]), "series")
+    refuse_blank_or_duplicate(manifest, list(table["series"]), "series")
     entries = []
     for index, (series, value) in enumerate(zip(table["series"], table["path"], strict=True)):
-        if not series:
-            raise BodycompError(f"{row_label(manifest, index)}: column 'series' is blank")
         path = resolve_path(manifest, index, "path", value)
         origin = row_label(manifest, index)
         _check_volume_path(path, origin)

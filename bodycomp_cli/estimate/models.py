@@ -1,0 +1,141 @@
+"""The two trained models estimate applies: `--select-model`, and `--seg-model` per level."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bodycomp_cli.errors import BodycompError
+
+# `L3=RUN` or `T5,T8,T10=RUN`: level names before the first `=`, a run folder after it.
+_LEVEL_MAPPING = re.compile(r"^\s*([A-Za-z0-9_]+(?:\s*,\s*[A-Za-z0-9_]+)*)\s*=(.+)$")
+
+
+def parse_seg_model_specs(specs: Sequence[str], levels: Sequence[str]) -> dict[str, Path]:
+    """Map every level to a segmentation run folder.
+
+    A spec without `=` is the default for every level not named elsewhere; `L3=RUN` and
+    `T5,T8,T10=RUN` name levels. Example: parse_seg_model_specs(["T5,T8=thorax", "abdomen"], ["T5", "T8", "L3"])
+    """
+    default: Path | None = None
+    mapped: dict[str, Path] = {}
+    for spec in specs:
+        match = _LEVEL_MAPPING.match(spec)
+        if match is None:
+            if default is not None:
+                raise BodycompError(
+                    f"--seg-model {spec}: a second model for all levels (the first is {default}); "
+                    "map levels with --seg-model L3=RUN_DIR"
+                )
+            default = Path(spec)
+            continue
+        for level in (name.strip() for name in match.group(1).split(",")):
+            if level not in levels:
+                raise BodycompError(f"--seg-model {spec}: level {level} is not estimated (levels: {', '.join(levels)})")
+            if level in mapped:
+                raise BodycompError(f"--seg-model {spec}: level {level} already has a model ({mapped[level]})")
+            mapped[level] = Path(match.group(2).strip())
+    missing = [level for level in levels if level not in mapped and default is None]
+    if missing:
+        raise BodycompError(
+            f"no --seg-model for level {', '.join(missing)}: give one model for all levels, "
+            f"map it ({missing[0]}=RUN_DIR), or leave the level out with -L"
+        )
+    return {level: mapped.get(level, default) for level in levels}  # type: ignore[misc]
+
+
+def check_run_folder(run_dir: Path, option: str) -> None:
+    """Refuse a run folder without config.json or a checkpoint, naming it, before anything is written."""
+    if not run_dir.is_dir():
+        raise BodycompError(f"{option} {run_dir}: no such run folder")
+    if not (run_dir / "config.json").is_file():
+        raise BodycompError(f"{option} {run_dir}: no config.json (not a bodycomp run folder)")
+    if not any(run_dir.glob("checkpoint_*.pt")):
+        raise BodycompError(f"{option} {run_dir}: no checkpoint (checkpoint_best.pt or checkpoint_last.pt)")
+
+
+def _load(run_dir: Path, option: str, task: str, device: str) -> Any:
+    from bodycomp_cli.engine.inference import load_run
+
+    check_run_folder(run_dir, option)
+    which = "best" if (run_dir / "checkpoint_best.pt").is_file() else "last"
+    run = load_run(run_dir, device=device, which=which)
+    if run.config.get("task") != task:
+        raise BodycompError(f"{option} {run_dir}: a {run.config.get('task')} run, but this option needs a {task} run")
+    return run
+
+
+@dataclass
+class EstimatorModels:
+    """The loaded runs, and the few facts estimate needs from their configs."""
+
+    select_run: Any
+    seg_runs: dict[str, Any]  # level -> loaded segmentation run (runs shared between levels are one object)
+    levels: list[str]  # the levels estimated, in the selection model's output order
+    level_columns: list[int]  # each level's column in the selection model's output
+    seg_paths: dict[str, Path] = field(default_factory=dict)
+    batch_size: int = 32
+
+    @property
+    def threshold_mm(self) -> float:
+        return float(self.select_run.config.get("threshold", 10.0))
+
+    def slice_outputs(self, hu_volume: np.ndarray) -> np.ndarray:
+        """Z x len(levels) sigmoid outputs of the selection model, in `levels` order."""
+        from bodycomp_cli.engine.inference import predict_slice_offsets
+
+        outputs = predict_slice_offsets(self.select_run, hu_volume, batch_size=self.batch_size)
+        return np.asarray(outputs)[:, self.level_columns]
+
+    def classes(self, level: str) -> list[str]:
+        return list(self.seg_runs[level].config["classes"])
+
+    def segment(self, level: str, hu_slices: np.ndarray) -> np.ndarray:
+        """N x H x W uint8 labels from the level's segmentation model, at the slices' own size."""
+        from bodycomp_cli.engine.inference import predict_segmentation
+
+        return predict_segmentation(self.seg_runs[level], hu_slices, batch_size=self.batch_size)
+
+
+def load_estimator_models(
+    select_dir: Path,
+    seg_specs: Sequence[str],
+    levels: Sequence[str] | None,
+    device: str = "cpu",
+    batch_size: int = 32,
+) -> EstimatorModels:
+    """Load the selection run and each level's segmentation run, refusing wrong or incomplete folders.
+
+    Example: load_estimator_models(Path("models/select"), ["models/seg"], ["L3"])
+    """
+    select_dir = Path(select_dir)
+    check_run_folder(select_dir, "--select-model")
+    for spec in seg_specs:
+        # Check every folder before loading anything, so a typo in the last one costs no waiting.
+        match = _LEVEL_MAPPING.match(spec)
+        check_run_folder(Path(match.group(2).strip() if match else spec), "--seg-model")
+    select_run = _load(select_dir, "--select-model", "slice_selection", device)
+    model_levels = [str(level) for level in select_run.config.get("levels", [])]
+    chosen = list(levels) if levels else model_levels
+    unknown = [level for level in chosen if level not in model_levels]
+    if unknown:
+        raise BodycompError(
+            f"-L {', '.join(unknown)}: the selection model {select_dir} predicts {', '.join(model_levels)} only"
+        )
+    seg_paths = parse_seg_model_specs(seg_specs, chosen)
+    loaded: dict[Path, Any] = {}
+    for path in dict.fromkeys(seg_paths.values()):
+        loaded[path] = _load(path, "--seg-model", "segmentation", device)
+    return EstimatorModels(
+        select_run=select_run,
+        seg_runs={level: loaded[path] for level, path in seg_paths.items()},
+        levels=chosen,
+        level_columns=[model_levels.index(level) for level in chosen],
+        seg_paths=seg_paths,
+        batch_size=batch_size,
+    )

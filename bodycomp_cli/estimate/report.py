@@ -1,0 +1,102 @@
+"""results.csv, results.json and qc.csv: their columns, and writing them whole after every series."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.estimate.measure import STATISTICS
+from bodycomp_cli.io.atomic import atomic_write_text
+
+LEVEL_FIELDS = ("slice_index", "z_mm", "zero_crossings")
+INTEGER_FIELDS = ("slice_index", "zero_crossings")
+QC_COLUMNS = ("series", "reason", "path")
+
+Layout = list[tuple[str, list[str]]]  # (level, tissues measured at it), in column order
+
+
+def result_columns(layout: Layout) -> list[str]:
+    """`series`, then per level its slice fields and each tissue's statistics."""
+    columns = ["series"]
+    for level, tissues in layout:
+        columns += [f"{level}_{name}" for name in LEVEL_FIELDS]
+        columns += [f"{level}_{tissue}_{stat}" for tissue in tissues for stat in STATISTICS]
+    return columns
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def nested_record(row: dict[str, object], layout: Layout) -> dict[str, object]:
+    """One results.json entry: {series, levels: {L3: {slice_index, z_mm, zero_crossings, tissues: {...}}}}."""
+    levels = {}
+    for level, tissues in layout:
+        entry: dict[str, object] = {name: _cell(row[f"{level}_{name}"]) for name in LEVEL_FIELDS}
+        entry["tissues"] = {
+            tissue: {stat: _cell(row[f"{level}_{tissue}_{stat}"]) for stat in STATISTICS} for tissue in tissues
+        }
+        levels[level] = entry
+    return {"series": row["series"], "levels": levels}
+
+
+def write_results(output_dir: Path, rows: Sequence[dict[str, object]], layout: Layout) -> None:
+    """Rewrite results.csv and results.json from all rows so far (each file replaced atomically)."""
+    import pandas as pd
+
+    columns = result_columns(layout)
+    buffer = io.StringIO()
+    pd.DataFrame(list(rows), columns=columns).to_csv(buffer, index=False)
+    atomic_write_text(output_dir / "results.csv", buffer.getvalue())
+    document = {"columns": columns, "series": [nested_record(row, layout) for row in rows]}
+    atomic_write_text(output_dir / "results.json", json.dumps(document, indent=1) + "\n")
+
+
+def write_qc(output_dir: Path, failures: Sequence[dict[str, str]]) -> None:
+    import pandas as pd
+
+    buffer = io.StringIO()
+    pd.DataFrame(list(failures), columns=list(QC_COLUMNS)).to_csv(buffer, index=False)
+    atomic_write_text(output_dir / "qc.csv", buffer.getvalue())
+
+
+def read_previous_results(output_dir: Path, layout: Layout) -> list[dict[str, object]]:
+    """The rows of an earlier run's results.csv (for --resume); its columns must match this run's."""
+    import pandas as pd
+
+    path = output_dir / "results.csv"
+    if not path.is_file():
+        return []
+    try:
+        table = pd.read_csv(path, dtype={"series": str}, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise BodycompError(f"{path}: cannot read the earlier results ({str(error).splitlines()[0]})") from None
+    expected = result_columns(layout)
+    if list(table.columns) != expected:
+        raise BodycompError(
+            f"{path}: its columns differ from this run's (other levels or models?); "
+            "resume with the same -L and models, or write to a new folder"
+        )
+    rows = []
+    for record in table.to_dict("records"):
+        for column, value in record.items():
+            if column.endswith(INTEGER_FIELDS) and not (isinstance(value, float) and math.isnan(value)):
+                record[column] = int(value)
+        rows.append(record)
+    return rows
+
+
+def read_previous_qc(output_dir: Path) -> list[dict[str, str]]:
+    import pandas as pd
+
+    path = output_dir / "qc.csv"
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return [row for row in table.to_dict("records") if set(QC_COLUMNS) <= set(row)]

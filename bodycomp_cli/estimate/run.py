@@ -1,0 +1,221 @@
+"""The estimate pipeline: per series QC, slice choice per level, segmentation, measurements, outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.estimate.inputs import SeriesInput
+from bodycomp_cli.estimate.measure import STATISTICS, measure_tissues
+from bodycomp_cli.estimate.preview import save_preview
+from bodycomp_cli.estimate.qc import QcSettings, qc_failure
+from bodycomp_cli.estimate.report import (
+    Layout,
+    read_previous_qc,
+    read_previous_results,
+    write_qc,
+    write_results,
+)
+from bodycomp_cli.estimate.selection import select_level_slice
+from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output
+
+
+class Models(Protocol):
+    """What the pipeline needs of the models (EstimatorModels, or a fake in the tests)."""
+
+    levels: list[str]
+
+    @property
+    def threshold_mm(self) -> float: ...
+
+    def slice_outputs(self, hu_volume: np.ndarray) -> np.ndarray: ...
+
+    def classes(self, level: str) -> list[str]: ...
+
+    def segment(self, level: str, hu_slices: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class EstimateOptions:
+    range_mm: float = 0.0  # also segment slices within +-range_mm of the chosen one
+    save_masks: bool = False
+    previews: bool = True
+    resume: bool = False
+    overwrite: bool = False
+    qc: QcSettings = field(default_factory=QcSettings)
+    show_progress: bool = True
+
+
+@dataclass
+class EstimateSummary:
+    output_dir: Path
+    estimated: list[str] = field(default_factory=list)  # series done in this run
+    already_done: list[str] = field(default_factory=list)  # skipped by --resume
+    qc_failed: list[dict[str, str]] = field(default_factory=list)
+    slices: int = 0  # slices passed through the selection model in this run
+    seconds: float = 0.0
+
+
+def file_stem(series: str) -> str:
+    """A series id made safe as a file name (`a/b c` -> `a_b_c`)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", series).strip("._") or "series"
+
+
+def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an existing non-empty output folder unless --resume or --overwrite (before any work)."""
+    if resume and overwrite:
+        raise BodycompError("--resume and --overwrite contradict each other: choose one")
+    if resume:
+        if output_dir.exists() and not output_dir.is_dir():
+            raise BodycompError(f"{output_dir}: exists and is not a folder")
+        return
+    refuse_existing_output(output_dir, overwrite)
+
+
+@contextlib.contextmanager
+def _working_folder(output_dir: Path, options: EstimateOptions) -> Iterator[Path]:
+    # Results are written into the folder as each series finishes, so a killed cohort run keeps what it
+    # did and --resume continues it. Replacing an earlier run (--overwrite) instead builds in a temporary
+    # sibling that replaces the old folder only at the end, so a failure leaves the old results intact.
+    check_output_dir(output_dir, options.resume, options.overwrite)
+    if not options.resume and output_dir.is_dir() and any(output_dir.iterdir()):
+        with atomic_output_dir(output_dir, overwrite=True) as tmp:
+            yield tmp
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    yield output_dir
+
+
+def measurement_layout(models: Models) -> Layout:
+    return [(level, list(models.classes(level)[1:])) for level in models.levels]
+
+
+def estimate_series(volume, models: Models, options: EstimateOptions) -> tuple[dict[str, object], dict[str, dict]]:
+    """Row of results.csv for one volume, and per level what the previews and masks need."""
+    outputs = models.slice_outputs(volume.hu)
+    row: dict[str, object] = {}
+    details: dict[str, dict] = {}
+    for column, level in enumerate(models.levels):
+        choice = select_level_slice(outputs[:, column], volume.z_mm, models.threshold_mm)
+        z_chosen = float(volume.z_mm[choice.index])
+        # --range: every slice within +-MM of the chosen one; the chosen slice always counts.
+        near = np.flatnonzero(np.abs(volume.z_mm - z_chosen) <= options.range_mm)
+        indices = near if choice.index in near else np.array([choice.index])
+        labels = models.segment(level, np.asarray(volume.hu[indices]))
+        classes = models.classes(level)
+        stats = measure_tissues(volume.hu[indices], labels, classes, volume.pixel_spacing)
+        row[f"{level}_slice_index"] = int(choice.index)
+        row[f"{level}_z_mm"] = z_chosen
+        row[f"{level}_zero_crossings"] = int(choice.zero_crossings)
+        for tissue, values in stats.items():
+            for stat in STATISTICS:
+                row[f"{level}_{tissue}_{stat}"] = values[stat]
+        chosen_labels = labels[int(np.flatnonzero(indices == choice.index)[0])]
+        details[level] = {"choice": choice, "labels": chosen_labels, "classes": classes}
+    return row, details
+
+
+def _write_series_files(folder: Path, stem: str, volume, details: dict[str, dict], options: EstimateOptions) -> None:
+    for level, detail in details.items():
+        choice = detail["choice"]
+        if options.save_masks:
+            buffer = io.BytesIO()
+            np.save(buffer, detail["labels"].astype(np.uint8))
+            atomic_write_bytes(folder / "masks" / f"{stem}_{level}.npy", buffer.getvalue())
+        if options.previews:
+            save_preview(
+                folder / "previews" / f"{stem}_{level}.png",
+                volume.hu[choice.index],
+                detail["labels"],
+                detail["classes"],
+                choice.smoothed,
+                volume.z_mm,
+                choice.index,
+                f"{stem}  {level}: slice {choice.index}, z = {volume.z_mm[choice.index]:.1f} mm",
+                volume.pixel_spacing,
+            )
+
+
+def run_estimate(
+    inputs: Sequence[SeriesInput], models: Models, output_dir: Path, options: EstimateOptions
+) -> EstimateSummary:
+    """Estimate every series into output_dir; QC failures go to qc.csv and are skipped.
+
+    Raises BodycompError only when every series fails QC. Example:
+    run_estimate(collect_inputs([Path("cohort.csv")]), load_estimator_models(...), Path("out"), EstimateOptions())
+    """
+    from bodycomp_cli.io.volumes import read_volume
+
+    output_dir = Path(output_dir)
+    layout = measurement_layout(models)
+    summary = EstimateSummary(output_dir=output_dir)
+    started = time.perf_counter()
+    with _working_folder(output_dir, options) as folder, _progress(options.show_progress) as progress:
+        rows = read_previous_results(folder, layout) if options.resume else []
+        done = {str(row["series"]) for row in rows}
+        names = {entry.series for entry in inputs}
+        qc_rows = [row for row in read_previous_qc(folder) if row["series"] not in names] if options.resume else []
+        task = progress.add_task("estimate", total=len(inputs))
+        for entry in inputs:
+            progress.update(task, description=f"estimate {entry.series}")
+            if entry.series in done:
+                summary.already_done.append(entry.series)
+                progress.advance(task)
+                continue
+            try:
+                volume = read_volume(entry.path)
+                reason = qc_failure(volume, options.qc)
+            except BodycompError as error:  # unreadable, mixed-series or non-axial: skipped, not fatal
+                reason = str(error)
+            if reason is not None:
+                failure = {"series": entry.series, "reason": reason, "path": str(entry.path)}
+                summary.qc_failed.append(failure)
+                qc_rows.append(failure)
+                write_qc(folder, qc_rows)
+                progress.console.print(f"QC: skipped {entry.series}: {reason}", markup=False, highlight=False)
+                progress.advance(task)
+                continue
+            if volume.pixel_spacing is None:
+                progress.console.print(
+                    f"{entry.series}: no pixel spacing in {entry.path}; areas are left blank", markup=False
+                )
+            row, details = estimate_series(volume, models, options)
+            rows.append({"series": entry.series, **row})
+            _write_series_files(folder, file_stem(entry.series), volume, details, options)
+            write_results(folder, rows, layout)
+            summary.estimated.append(entry.series)
+            summary.slices += volume.hu.shape[0]
+            progress.advance(task)
+        write_results(folder, rows, layout)
+        write_qc(folder, qc_rows)
+        if not summary.estimated and not summary.already_done:
+            failed = len(summary.qc_failed)
+            raise BodycompError(f"every series failed QC ({failed}); the reasons are in {output_dir / 'qc.csv'}")
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+@contextlib.contextmanager
+def _progress(show: bool) -> Iterator:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not show,
+    )
+    with progress:
+        yield progress

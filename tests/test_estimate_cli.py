@@ -1,0 +1,172 @@
+"""`bodycomp estimate`: the pipeline on fake models (QC, resume, range, outputs), then the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pandas as pd
+import pytest
+
+from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.estimate.inputs import collect_inputs
+from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
+
+LEVEL_Z_MM = 50.0  # where the fake selection model 'sees' L3 in every series
+THRESHOLD_MM = 10.0
+QUIET = EstimateOptions(previews=False, show_progress=False)
+
+
+def write_series(path: Path, n_slices: int = 30, step: float = 4.0, pixel_spacing=(0.5, 0.5)) -> None:
+    """An .npz series: air, a 'muscle' block (40 HU) and a 'fat' block (-100 HU); slice z in pixel [0, 0]."""
+    z = np.arange(n_slices) * step
+    hu = np.full((n_slices, 16, 16), -1000, dtype=np.int16)
+    hu[:, 2:6, 2:12] = 40  # 40 muscle pixels
+    hu[:, 8:10, 2:12] = -100  # 20 fat pixels
+    hu[:, 0, 0] = np.rint(z)  # the fake model reads z here, as a real one reads anatomy
+    np.savez(path, hu=hu, z_mm=z, pixel_spacing=np.array(pixel_spacing))
+
+
+class FakeModels:
+    """The selection model reads z from pixel [0, 0]; the segmentation thresholds HU."""
+
+    levels = ["L3"]
+    threshold_mm = THRESHOLD_MM
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.segmented: list[int] = []  # slices per segment() call
+        self.fail_on = fail_on  # a series whose first slice z makes the fake 'crash' (an interrupted run)
+
+    def slice_outputs(self, hu_volume: np.ndarray) -> np.ndarray:
+        z = hu_volume[:, 0, 0].astype(np.float64)
+        if self.fail_on is not None and hu_volume.shape[0] == int(self.fail_on):
+            raise KeyboardInterrupt
+        return (1.0 / (1.0 + np.exp(-(z - LEVEL_Z_MM) / THRESHOLD_MM)))[:, None]
+
+    def classes(self, level: str) -> list[str]:
+        return ["background", "muscle", "subcutaneous_fat", "visceral_fat"]
+
+    def segment(self, level: str, hu_slices: np.ndarray) -> np.ndarray:
+        self.segmented.append(len(hu_slices))
+        labels = np.zeros(hu_slices.shape, dtype=np.uint8)
+        labels[(hu_slices >= 30) & (hu_slices <= 100)] = 1
+        labels[(hu_slices >= -190) & (hu_slices <= -30)] = 2
+        labels[:, 0, 0] = 0  # the z marker is no tissue
+        return labels
+
+
+def test_results_previews_and_masks_of_one_series(tmp_path: Path) -> None:
+    write_series(tmp_path / "s1.npz")
+    out = tmp_path / "out"
+    options = EstimateOptions(save_masks=True, show_progress=False)
+    summary = run_estimate(collect_inputs([tmp_path / "s1.npz"]), FakeModels(), out, options)
+    assert summary.estimated == ["s1"] and summary.slices == 30
+    row = pd.read_csv(out / "results.csv").iloc[0]
+    assert row["series"] == "s1"
+    assert row["L3_slice_index"] == 12 and row["L3_z_mm"] == 48.0  # the slice nearest 50 mm (4 mm steps)
+    assert row["L3_zero_crossings"] == 1
+    assert row["L3_muscle_area_cm2"] == pytest.approx(40 * 0.25 / 100)
+    assert row["L3_muscle_mean_hu"] == 40.0 and row["L3_muscle_iqr_hu"] == 0.0
+    assert row["L3_subcutaneous_fat_area_cm2"] == pytest.approx(20 * 0.25 / 100)
+    assert row["L3_subcutaneous_fat_median_hu"] == -100.0
+    assert row["L3_visceral_fat_area_cm2"] == 0.0 and np.isnan(row["L3_visceral_fat_mean_hu"])
+    document = json.loads((out / "results.json").read_text())
+    level = document["series"][0]["levels"]["L3"]
+    assert level["slice_index"] == 12 and level["tissues"]["muscle"]["mean_hu"] == 40.0
+    assert level["tissues"]["visceral_fat"]["mean_hu"] is None
+    mask = np.load(out / "masks" / "s1_L3.npy")
+    assert mask.dtype == np.uint8 and mask.shape == (16, 16)
+    assert (mask == 1).sum() == 40 and (mask == 2).sum() == 20
+    preview = iio.imread(out / "previews" / "s1_L3.png")
+    assert preview.ndim == 3 and preview.shape[1] > preview.shape[0]  # slice and curve side by side
+    assert pd.read_csv(out / "qc.csv").empty
+
+
+def test_range_segments_the_neighbours_and_averages(tmp_path: Path) -> None:
+    write_series(tmp_path / "s1.npz")
+    models = FakeModels()
+    options = EstimateOptions(range_mm=8.0, previews=False, show_progress=False)
+    run_estimate(collect_inputs([tmp_path / "s1.npz"]), models, tmp_path / "out", options)
+    assert models.segmented == [5]  # z 40, 44, 48, 52, 56: within 8 mm of 48
+    row = pd.read_csv(tmp_path / "out" / "results.csv").iloc[0]
+    assert row["L3_muscle_area_cm2"] == pytest.approx(0.1)  # the same 40 px on every slice
+
+
+def test_resume_continues_an_interrupted_cohort(tmp_path: Path) -> None:
+    for name, n_slices in [("a", 30), ("b", 31), ("c", 32)]:
+        write_series(tmp_path / f"{name}.npz", n_slices=n_slices)
+    pd.DataFrame({"series": ["a", "b", "c"], "path": ["a.npz", "b.npz", "c.npz"]}).to_csv(
+        tmp_path / "cohort.csv", index=False
+    )
+    inputs = collect_inputs([tmp_path / "cohort.csv"])
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):  # killed while on series b
+        run_estimate(inputs, FakeModels(fail_on="31"), out, QUIET)
+    assert list(pd.read_csv(out / "results.csv")["series"]) == ["a"]
+    with pytest.raises(BodycompError, match="output folder exists"):
+        run_estimate(inputs, FakeModels(), out, QUIET)
+    models = FakeModels()
+    summary = run_estimate(inputs, models, out, EstimateOptions(resume=True, previews=False, show_progress=False))
+    assert summary.already_done == ["a"] and summary.estimated == ["b", "c"]
+    assert models.segmented == [1, 1]  # a was not estimated again
+    results = pd.read_csv(out / "results.csv")
+    assert list(results["series"]) == ["a", "b", "c"]
+    assert list(results["L3_slice_index"]) == [12, 12, 12]
+    assert [entry["series"] for entry in json.loads((out / "results.json").read_text())["series"]] == ["a", "b", "c"]
+
+
+def test_qc_failures_are_listed_and_the_run_goes_on(tmp_path: Path) -> None:
+    write_series(tmp_path / "good.npz")
+    write_series(tmp_path / "short.npz", n_slices=12)
+    np.savez(tmp_path / "flat.npz", hu=np.zeros((25, 8, 8), dtype=np.int16), z_mm=np.arange(25.0))  # no air
+    (tmp_path / "empty_dicom").mkdir()  # no DICOM files: the reader refuses it, QC skips it
+    inputs = collect_inputs([tmp_path / n for n in ("short.npz", "good.npz", "flat.npz", "empty_dicom")])
+    summary = run_estimate(inputs, FakeModels(), tmp_path / "out", QUIET)
+    assert summary.estimated == ["good"]
+    qc = pd.read_csv(tmp_path / "out" / "qc.csv")
+    assert list(qc["series"]) == ["short", "flat", "empty_dicom"]
+    assert qc["reason"][0] == "12 slices, fewer than the minimum 20"
+    assert qc["reason"][1].startswith("no air in the series")
+    assert "no DICOM image files" in qc["reason"][2]
+    assert list(pd.read_csv(tmp_path / "out" / "results.csv")["series"]) == ["good"]
+
+
+def test_every_series_failing_qc_is_a_user_error(tmp_path: Path) -> None:
+    write_series(tmp_path / "short.npz", n_slices=5)
+    with pytest.raises(BodycompError, match="every series failed QC"):
+        run_estimate(collect_inputs([tmp_path / "short.npz"]), FakeModels(), tmp_path / "out", QUIET)
+    assert "fewer than the minimum" in (tmp_path / "out" / "qc.csv").read_text()
+
+
+def test_overwrite_replaces_an_earlier_run_only_after_success(tmp_path: Path) -> None:
+    write_series(tmp_path / "s1.npz")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("earlier run")
+    with pytest.raises(KeyboardInterrupt):
+        run_estimate(
+            collect_inputs([tmp_path / "s1.npz"]),
+            FakeModels(fail_on="30"),
+            out,
+            EstimateOptions(overwrite=True, previews=False, show_progress=False),
+        )
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    run_estimate(
+        collect_inputs([tmp_path / "s1.npz"]),
+        FakeModels(),
+        out,
+        EstimateOptions(overwrite=True, previews=False, show_progress=False),
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["qc.csv", "results.csv", "results.json"]
+
+
+def test_inputs_name_missing_paths_and_repeated_ids(tmp_path: Path) -> None:
+    with pytest.raises(BodycompError, match="nope.npz does not exist"):
+        collect_inputs([tmp_path / "nope.npz"])
+    (tmp_path / "x").mkdir()
+    write_series(tmp_path / "x" / "s.npz")
+    write_series(tmp_path / "s.npz")
+    with pytest.raises(BodycompError, match="series id `s` is given twice"):
+        collect_inputs([tmp_path / "s.npz", tmp_path / "x" / "s.npz"])
