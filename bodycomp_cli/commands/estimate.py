@@ -1,21 +1,176 @@
-"""estimate and evaluate (stubs until the estimate issue lands)."""
+"""estimate and evaluate: thin Typer wrappers around bodycomp_cli.estimate (torch is imported inside)."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated
 
-from bodycomp_cli.commands.common import not_available_yet, report_user_errors
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bodycomp_cli.commands.common import LevelsOption, OverwriteOption, report_user_errors
+
+GpusOption = Annotated[
+    int | None,
+    typer.Option("-g", "--gpus", help="GPUs to use: 0 = CPU, N > 1 = DataParallel (default: 1 if CUDA, else 0)."),
+]
+AmpOption = Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (never on the CPU).")]
+BatchOption = Annotated[int, typer.Option("-b", "--batch-size", help="Slices per inference batch.", min=1)]
+
+
+def _table(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...]) -> Table:
+    table = Table(title=title)
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def register(app: typer.Typer) -> None:
     @app.command("estimate")
     @report_user_errors
-    def estimate() -> None:
-        """Find vertebral levels in CT series and measure muscle and fat areas and HU there."""
-        not_available_yet("estimate", "estimate issue")
+    def estimate_command(
+        inputs: Annotated[
+            list[Path],
+            typer.Argument(
+                help="DICOM series folders, NIfTI files, .npz volumes or manifest CSVs (series, path).",
+                show_default=False,
+            ),
+        ],
+        select_model: Annotated[
+            Path, typer.Option("--select-model", help="Slice-selection run folder.", show_default=False)
+        ],
+        seg_model: Annotated[
+            list[str],
+            typer.Option(
+                "--seg-model",
+                help="Segmentation run for all levels, or LEVELS=RUN_DIR (L3=abdomen, T5,T8=thorax); repeatable.",
+                show_default=False,
+            ),
+        ],
+        output_dir: Annotated[Path, typer.Option("-o", "--output", help="Output folder.", show_default=False)],
+        levels: LevelsOption = None,
+        range_mm: Annotated[
+            float, typer.Option("--range", help="Also measure every slice within +-MM of the chosen one.", min=0)
+        ] = 0.0,
+        save_masks: Annotated[bool, typer.Option("--save-masks", help="Write masks/<series>_<LEVEL>.npy.")] = False,
+        previews: Annotated[bool, typer.Option("--previews/--no-previews", help="Write previews/*.png.")] = True,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue in OUTPUT: skip series already in results.csv.")
+        ] = False,
+        overwrite: OverwriteOption = False,
+        min_slices: Annotated[int, typer.Option(help="QC: fewest slices a series may have.", min=1)] = 20,
+        spacing_tolerance: Annotated[
+            float, typer.Option(help="QC: largest departure (mm) of a z step from the median step.", min=0)
+        ] = 0.1,
+        gpus: GpusOption = None,
+        amp: AmpOption = True,
+        batch_size: BatchOption = 32,
+    ) -> None:
+        """Find vertebral levels in CT series and measure muscle and fat areas and HU there.
+
+        Example: bodycomp estimate cohort.csv --select-model models/select --seg-model models/seg -o results/
+        """
+        from bodycomp_cli.estimate.inputs import collect_inputs
+        from bodycomp_cli.estimate.models import load_estimator_models
+        from bodycomp_cli.estimate.qc import QcSettings
+        from bodycomp_cli.estimate.run import EstimateOptions, check_output_dir, run_estimate
+
+        out = Console()
+        # Everything that can be refused is checked before the output folder exists.
+        series = collect_inputs(inputs)
+        check_output_dir(output_dir, resume, overwrite)
+        models = load_estimator_models(
+            select_model, seg_model, levels, gpus=gpus, amp=amp, batch_size=batch_size, log=out.print
+        )
+        options = EstimateOptions(
+            range_mm=range_mm,
+            save_masks=save_masks,
+            previews=previews,
+            resume=resume,
+            overwrite=overwrite,
+            qc=QcSettings(min_slices=min_slices, spacing_tolerance_mm=spacing_tolerance),
+        )
+        summary = run_estimate(series, models, output_dir, options)
+        rate = summary.slices / summary.seconds if summary.seconds > 0 else 0.0
+        rows = [
+            ("estimated", str(len(summary.estimated))),
+            ("already done (--resume)", str(len(summary.already_done))),
+            ("failed QC (qc.csv)", str(len(summary.qc_failed))),
+            ("slices/s", f"{rate:.1f}"),
+        ]
+        out.print(_table(f"estimate -> {output_dir}", rows, ("series", "count")))
 
     @app.command("evaluate")
     @report_user_errors
-    def evaluate() -> None:
-        """Score a trained model on prepared data: Dice, area error, slice-selection error."""
-        not_available_yet("evaluate", "estimate issue")
+    def evaluate_command(
+        run_dir: Annotated[Path, typer.Argument(help="Trained run folder (config.json, checkpoints).")],
+        data_dir: Annotated[Path, typer.Argument(help="Prepared data: prepare-seg arrays or prepare-slices layout.")],
+        output_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "-o", "--output", help="Output folder [default: RUN_DIR/evaluation_SPLIT].", show_default=False
+            ),
+        ] = None,
+        split: Annotated[str, typer.Option(help="Which split of DATA_DIR to score.")] = "val",
+        pixel_spacing: Annotated[
+            float | None,
+            typer.Option(help="Segmentation: pixel size in mm of the prepared arrays, for areas in cm^2.", min=0),
+        ] = None,
+        overwrite: OverwriteOption = False,
+        gpus: GpusOption = None,
+        amp: AmpOption = True,
+        batch_size: BatchOption = 16,
+    ) -> None:
+        """Score a trained model on prepared data: Dice, area error, slice-selection error.
+
+        Example: bodycomp evaluate models/seg_run seg_data/ --split val -o eval_seg/
+        """
+        from bodycomp_cli.estimate.evaluate import EvaluateOptions, evaluate_run
+
+        options = EvaluateOptions(
+            split=split, overwrite=overwrite, gpus=gpus, amp=amp, batch_size=batch_size, pixel_spacing_mm=pixel_spacing
+        )
+        report = evaluate_run(run_dir, data_dir, output_dir, options)
+        Console().print(evaluation_table(report))
+
+
+def _cell(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def evaluation_table(report: dict) -> Table:
+    """The rich table of an evaluation report (segmentation or slice selection)."""
+    title = f"evaluate {report['run']} on {report['data']} ({report['split']}) -> {report.get('output', '')}"
+    if report["task"] == "segmentation":
+        unit = report["area_unit"]
+        rows = [
+            (
+                tissue,
+                _cell(values["dice_mean"]),
+                _cell(values["dice_pooled"]),
+                _cell(values[f"area_error_abs_{unit}"], 2),
+                _cell(values[f"area_error_signed_{unit}"], 2),
+            )
+            for tissue, values in report["tissues"].items()
+        ]
+        columns = ("tissue", "Dice (mean)", "Dice (pooled)", f"|area error| {unit}", f"area error {unit}")
+        return _table(title, rows, columns)
+    rows = []
+    for level, values in report["levels"].items():
+        selection = values["selection"] or {}
+        rows.append(
+            (
+                level,
+                _cell(values["mae_mm"], 2),
+                _cell(selection.get("median_mm"), 2),
+                _cell(selection.get("median_slices"), 1),
+                _cell(selection.get("within_5mm"), 2),
+                _cell(selection.get("within_10mm"), 2),
+                str(selection.get("n_series", "-")),
+            )
+        )
+    columns = ("level", "MAE mm (near)", "median error mm", "median slices", "<=5 mm", "<=10 mm", "series")
+    return _table(title, rows, columns)

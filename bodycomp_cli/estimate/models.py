@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,48 @@ def check_run_folder(run_dir: Path, option: str) -> None:
         raise BodycompError(f"{option} {run_dir}: no checkpoint (checkpoint_best.pt or checkpoint_last.pt)")
 
 
-def _load(run_dir: Path, option: str, task: str, device: str) -> Any:
+@dataclass(frozen=True)
+class InferenceSetup:
+    device: str  # "cpu" or "cuda:0"
+    n_gpus: int  # DataParallel over cuda:0..n-1 when > 1
+    amp: bool  # autocast (bf16 where supported, else fp16); CUDA only
+    description: str
+
+
+def inference_setup(gpus: int | None, amp: bool = True) -> InferenceSetup:
+    """Choose devices as training does (-g, default 1 GPU if CUDA is there); AMP only on CUDA."""
+    from bodycomp_cli.engine.devices import resolve_devices
+
+    setup = resolve_devices(gpus)
+    use_amp = amp and setup.device.type == "cuda"
+    return InferenceSetup(str(setup.device), setup.n_gpus, use_amp, setup.describe() + (", AMP" if use_amp else ""))
+
+
+@contextlib.contextmanager
+def autocast(setup: InferenceSetup) -> Iterator[None]:
+    if not setup.amp:
+        yield
+        return
+    import torch
+
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    with torch.autocast("cuda", dtype=dtype):
+        yield
+
+
+def load_for_inference(run_dir: Path, option: str, task: str | None, setup: InferenceSetup) -> Any:
+    """load_run on the chosen device (best checkpoint, else last), refusing a run of the wrong task."""
     from bodycomp_cli.engine.inference import load_run
 
     check_run_folder(run_dir, option)
     which = "best" if (run_dir / "checkpoint_best.pt").is_file() else "last"
-    run = load_run(run_dir, device=device, which=which)
-    if run.config.get("task") != task:
+    run = load_run(run_dir, device=setup.device, which=which)
+    if task is not None and run.config.get("task") != task:
         raise BodycompError(f"{option} {run_dir}: a {run.config.get('task')} run, but this option needs a {task} run")
+    if setup.n_gpus > 1:
+        import torch
+
+        run.model = torch.nn.DataParallel(run.model, device_ids=list(range(setup.n_gpus)))
     return run
 
 
@@ -80,6 +115,7 @@ class EstimatorModels:
     level_columns: list[int]  # each level's column in the selection model's output
     seg_paths: dict[str, Path] = field(default_factory=dict)
     batch_size: int = 32
+    setup: InferenceSetup = field(default_factory=lambda: InferenceSetup("cpu", 0, False, "the CPU"))
 
     @property
     def threshold_mm(self) -> float:
@@ -89,8 +125,9 @@ class EstimatorModels:
         """Z x len(levels) sigmoid outputs of the selection model, in `levels` order."""
         from bodycomp_cli.engine.inference import predict_slice_offsets
 
-        outputs = predict_slice_offsets(self.select_run, hu_volume, batch_size=self.batch_size)
-        return np.asarray(outputs)[:, self.level_columns]
+        with autocast(self.setup):
+            outputs = predict_slice_offsets(self.select_run, hu_volume, batch_size=self.batch_size)
+        return np.asarray(outputs, dtype=np.float64)[:, self.level_columns]
 
     def classes(self, level: str) -> list[str]:
         return list(self.seg_runs[level].config["classes"])
@@ -99,15 +136,18 @@ class EstimatorModels:
         """N x H x W uint8 labels from the level's segmentation model, at the slices' own size."""
         from bodycomp_cli.engine.inference import predict_segmentation
 
-        return predict_segmentation(self.seg_runs[level], hu_slices, batch_size=self.batch_size)
+        with autocast(self.setup):
+            return predict_segmentation(self.seg_runs[level], hu_slices, batch_size=self.batch_size)
 
 
 def load_estimator_models(
     select_dir: Path,
     seg_specs: Sequence[str],
     levels: Sequence[str] | None,
-    device: str = "cpu",
+    gpus: int | None = None,
+    amp: bool = True,
     batch_size: int = 32,
+    log: Callable[[str], None] | None = None,
 ) -> EstimatorModels:
     """Load the selection run and each level's segmentation run, refusing wrong or incomplete folders.
 
@@ -119,7 +159,10 @@ def load_estimator_models(
         # Check every folder before loading anything, so a typo in the last one costs no waiting.
         match = _LEVEL_MAPPING.match(spec)
         check_run_folder(Path(match.group(2).strip() if match else spec), "--seg-model")
-    select_run = _load(select_dir, "--select-model", "slice_selection", device)
+    setup = inference_setup(gpus, amp)
+    if log is not None:
+        log(f"inference on {setup.description}")
+    select_run = load_for_inference(select_dir, "--select-model", "slice_selection", setup)
     model_levels = [str(level) for level in select_run.config.get("levels", [])]
     chosen = list(levels) if levels else model_levels
     unknown = [level for level in chosen if level not in model_levels]
@@ -130,7 +173,7 @@ def load_estimator_models(
     seg_paths = parse_seg_model_specs(seg_specs, chosen)
     loaded: dict[Path, Any] = {}
     for path in dict.fromkeys(seg_paths.values()):
-        loaded[path] = _load(path, "--seg-model", "segmentation", device)
+        loaded[path] = load_for_inference(path, "--seg-model", "segmentation", setup)
     return EstimatorModels(
         select_run=select_run,
         seg_runs={level: loaded[path] for level, path in seg_paths.items()},
@@ -138,4 +181,5 @@ def load_estimator_models(
         level_columns=[model_levels.index(level) for level in chosen],
         seg_paths=seg_paths,
         batch_size=batch_size,
+        setup=setup,
     )

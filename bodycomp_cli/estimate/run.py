@@ -159,7 +159,7 @@ def run_estimate(
     layout = measurement_layout(models)
     summary = EstimateSummary(output_dir=output_dir)
     started = time.perf_counter()
-    with _working_folder(output_dir, options) as folder, _progress(options.show_progress) as progress:
+    with _working_folder(output_dir, options) as folder, progress_bar(options.show_progress) as progress:
         rows = read_previous_results(folder, layout) if options.resume else []
         done = {str(row["series"]) for row in rows}
         names = {entry.series for entry in inputs}
@@ -205,7 +205,7 @@ def run_estimate(
 
 
 @contextlib.contextmanager
-def _progress(show: bool) -> Iterator:
+def progress_bar(show: bool) -> Iterator:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

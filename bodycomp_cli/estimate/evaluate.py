@@ -1,0 +1,91 @@
+"""`bodycomp evaluate`: score a trained run on prepared data; the task comes from the run's config."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.estimate.models import autocast, check_run_folder, inference_setup, load_for_inference
+from bodycomp_cli.io.atomic import atomic_output_dir, refuse_existing_output
+
+TASKS = ("segmentation", "slice_selection")
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    split: str = "val"
+    overwrite: bool = False
+    gpus: int | None = None
+    amp: bool = True
+    batch_size: int = 16
+    pixel_spacing_mm: float | None = None  # segmentation: square pixels of this size, for areas in cm^2
+    show_progress: bool = True
+
+
+def default_output_dir(run_dir: Path, split: str) -> Path:
+    return Path(run_dir) / f"evaluation_{split}"
+
+
+def _run_task(run_dir: Path) -> str:
+    config_path = run_dir / "config.json"
+    try:
+        task = json.loads(config_path.read_text()).get("task")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise BodycompError(f"{config_path}: not a readable run config ({error})") from None
+    if task not in TASKS:
+        raise BodycompError(f"{config_path}: unknown task {task!r} (valid: {', '.join(TASKS)})")
+    return task
+
+
+def hu_from_uint8(images: np.ndarray, level: float, width: float) -> np.ndarray:
+    """HU that window back to exactly these 8-bit pixels, so the model sees what it was trained on."""
+    return (level - width / 2.0) + images.astype(np.float32) * np.float32(width / 255.0)
+
+
+def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options: EvaluateOptions) -> dict:
+    """Score the run on DATA_DIR's split; writes evaluation.json (and worst-case PNGs) to output_dir.
+
+    Example: evaluate_run(Path("models/seg"), Path("seg_data"), None, EvaluateOptions(split="val"))
+    """
+    from bodycomp_cli.engine.inference import predict_segmentation, predict_slice_offsets
+    from bodycomp_cli.estimate.evaluate_seg import evaluate_segmentation
+    from bodycomp_cli.estimate.evaluate_select import evaluate_slice_selection
+    from bodycomp_cli.estimate.run import progress_bar
+
+    run_dir, data_dir = Path(run_dir), Path(data_dir)
+    check_run_folder(run_dir, "RUN_DIR")
+    if not data_dir.is_dir():
+        raise BodycompError(f"{data_dir}: no such data folder")
+    task = _run_task(run_dir)
+    output_dir = Path(output_dir) if output_dir is not None else default_output_dir(run_dir, options.split)
+    refuse_existing_output(output_dir, options.overwrite)
+    setup = inference_setup(options.gpus, options.amp)
+    run = load_for_inference(run_dir, "RUN_DIR", task, setup)
+    report: dict = {"task": task, "run": str(run_dir), "data": str(data_dir), "split": options.split}
+    report["device"] = setup.description
+    with atomic_output_dir(output_dir, options.overwrite) as tmp, progress_bar(options.show_progress) as progress:
+        if task == "segmentation":
+
+            def predict(images: np.ndarray) -> np.ndarray:
+                with autocast(setup):
+                    return predict_segmentation(run, images, batch_size=options.batch_size)
+
+            report |= evaluate_segmentation(
+                run, predict, data_dir, options.split, tmp, options.batch_size, options.pixel_spacing_mm, progress
+            )
+        else:
+            window = run.config.get("window", {"level": 40.0, "width": 400.0})
+
+            def predict(images: np.ndarray) -> np.ndarray:
+                hu = hu_from_uint8(images, float(window["level"]), float(window["width"]))
+                with autocast(setup):
+                    return np.asarray(predict_slice_offsets(run, hu, batch_size=options.batch_size), np.float64)
+
+            report |= evaluate_slice_selection(run, predict, data_dir, options.split, options.batch_size, progress)
+        (tmp / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
+    report["output"] = str(output_dir)
+    return report

@@ -1,0 +1,150 @@
+"""Segmentation report card: per-tissue Dice and area error on prepared arrays ({split}_images/masks.npy)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from bodycomp_cli.errors import BodycompError
+
+WORST_CASES = 4  # overlay PNGs of the slices with the lowest mean Dice
+
+
+def slice_counts(truth: np.ndarray, prediction: np.ndarray, n_classes: int) -> np.ndarray:
+    """N x (classes - 1) x 3 pixel counts per slice and tissue: (intersection, predicted, true)."""
+    counts = np.zeros((len(truth), n_classes - 1, 3), dtype=np.int64)
+    for label in range(1, n_classes):
+        t = (truth == label).reshape(len(truth), -1)
+        p = (prediction == label).reshape(len(truth), -1)
+        counts[:, label - 1] = np.stack([(t & p).sum(1), p.sum(1), t.sum(1)], axis=1)
+    return counts
+
+
+def dice_summary(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per tissue: mean Dice over slices (slices where the tissue is absent from both are skipped),
+    pooled Dice over all pixels, and the per-slice Dice (NaN where skipped)."""
+    intersection, predicted, true = counts[..., 0], counts[..., 1], counts[..., 2]
+    total = predicted + true
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_slice = np.where(total > 0, 2.0 * intersection / total, np.nan)
+        pooled = 2.0 * intersection.sum(0) / total.sum(0)
+    counted = np.isfinite(per_slice).sum(0)
+    mean = np.array([np.nanmean(per_slice[:, k]) if counted[k] else np.nan for k in range(per_slice.shape[1])])
+    return mean, pooled, per_slice
+
+
+def _pixel_area_cm2(data_dir: Path, split: str, n: int, pixel_spacing_mm: float | None) -> np.ndarray | None:
+    """cm^2 per pixel for every slice: --pixel-spacing, else row/col_spacing_mm columns of the index CSV."""
+    if pixel_spacing_mm is not None:
+        return np.full(n, pixel_spacing_mm**2 / 100.0)
+    index_csv = data_dir / f"{split}_index.csv"
+    if not index_csv.is_file():
+        return None
+    import pandas as pd
+
+    table = pd.read_csv(index_csv)
+    if not {"row_spacing_mm", "col_spacing_mm"} <= set(table.columns) or len(table) != n:
+        return None
+    area = table["row_spacing_mm"].to_numpy(float) * table["col_spacing_mm"].to_numpy(float) / 100.0
+    return area if np.all(np.isfinite(area)) else None
+
+
+def _load_arrays(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    arrays = []
+    for kind in ("images", "masks"):
+        path = data_dir / f"{split}_{kind}.npy"
+        if not path.is_file():
+            raise BodycompError(f"{path}: not found (segmentation data from prepare-seg, --split {split})")
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as error:
+            raise BodycompError(f"{path}: not a readable .npy ({error})") from None
+        if array.ndim == 4 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.ndim != 3:
+            raise BodycompError(f"{path}: expected N x H x W (x 1), got shape {array.shape}")
+        arrays.append(array)
+    images, masks = arrays
+    if images.shape != masks.shape:
+        raise BodycompError(f"{data_dir}: {split}_images.npy {images.shape} and {split}_masks.npy {masks.shape} differ")
+    if images.dtype == np.uint8:
+        raise BodycompError(f"{data_dir / (split + '_images.npy')}: uint8 images; raw HU is expected")
+    return images, masks
+
+
+def evaluate_segmentation(
+    run,
+    predict: Callable[[np.ndarray], np.ndarray],
+    data_dir: Path,
+    split: str,
+    output_dir: Path,
+    batch_size: int = 16,
+    pixel_spacing_mm: float | None = None,
+    progress=None,
+) -> dict:
+    """Dice per tissue (mean over slices and pooled) and area error, plus worst-case overlay PNGs."""
+    images, masks = _load_arrays(data_dir, split)
+    classes = list(run.config["classes"])
+    if int(masks.max()) >= len(classes):
+        raise BodycompError(f"{data_dir / (split + '_masks.npy')}: label {int(masks.max())} but the run has {classes}")
+    counts = np.zeros((len(images), len(classes) - 1, 3), dtype=np.int64)
+    task = progress.add_task("evaluate", total=len(images)) if progress else None
+    for start in range(0, len(images), batch_size):
+        stop = min(start + batch_size, len(images))
+        prediction = predict(np.asarray(images[start:stop]))
+        counts[start:stop] = slice_counts(np.asarray(masks[start:stop]), prediction, len(classes))
+        if progress:
+            progress.advance(task, stop - start)
+    mean, pooled, per_slice = dice_summary(counts)
+    area = _pixel_area_cm2(data_dir, split, len(images), pixel_spacing_mm)
+    unit = "cm2" if area is not None else "px"
+    # Area error = predicted - true, per slice; in pixels when no spacing is known.
+    difference = (counts[..., 1] - counts[..., 2]).astype(np.float64)
+    if area is not None:
+        difference = difference * area[:, None]
+    tissues = {}
+    for k, tissue in enumerate(classes[1:]):
+        tissues[tissue] = {
+            "dice_mean": _number(mean[k]),
+            "dice_pooled": _number(pooled[k]),
+            "dice_slices": int(np.isfinite(per_slice[:, k]).sum()),
+            f"area_error_abs_{unit}": float(np.abs(difference[:, k]).mean()),
+            f"area_error_signed_{unit}": float(difference[:, k].mean()),
+        }
+    # A slice's score: its mean Dice over the tissues present (1 when it has none, in truth or prediction).
+    counted = np.isfinite(per_slice)
+    slice_score = np.where(
+        counted.any(1), np.where(counted, per_slice, 0.0).sum(1) / np.maximum(counted.sum(1), 1), 1.0
+    )
+    worst = [int(i) for i in np.argsort(slice_score, kind="stable")[:WORST_CASES]]
+    worst_entries = []
+    for rank, index in enumerate(worst, start=1):
+        prediction = predict(np.asarray(images[index : index + 1]))[0]
+        name = f"worst_{rank}_slice_{index:06d}.png"
+        _save_comparison(output_dir / name, images[index], masks[index], prediction, classes, index, slice_score[index])
+        worst_entries.append({"slice": index, "mean_dice": float(slice_score[index]), "png": name})
+    return {"slices": len(images), "area_unit": unit, "tissues": tissues, "worst_slices": worst_entries}
+
+
+def _number(value: float) -> float | None:
+    return None if not np.isfinite(value) else float(value)
+
+
+def _save_comparison(path, hu, truth, prediction, classes, index, score) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from bodycomp_cli.estimate.preview import overlay_rgb
+    from bodycomp_cli.io.atomic import atomic_path
+
+    figure = Figure(figsize=(8, 4.3), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    for axes, labels, title in zip(figure.subplots(1, 2), (truth, prediction), ("truth", "prediction"), strict=True):
+        axes.imshow(overlay_rgb(np.asarray(hu), np.asarray(labels), classes), interpolation="nearest")
+        axes.set_title(f"slice {index}: {title}")
+        axes.set_axis_off()
+    figure.suptitle(f"mean Dice {score:.3f}")
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp, format="png")
