@@ -1,21 +1,160 @@
-"""train-seg and train-select (stubs until the engine issue lands)."""
+"""train-seg and train-select: thin Typer commands over the typed training functions in bodycomp_cli.tasks."""
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from bodycomp_cli.commands.common import not_available_yet, report_user_errors
+from bodycomp_cli.commands.common import LevelsOption, report_user_errors
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    step = "step"
+
+
+DataDir = Annotated[
+    Path, typer.Argument(help="Training data folder (the original toolkit's layout).", show_default=False)
+]
+ModelsDir = Annotated[Path, typer.Argument(help="Folder that receives the run folder NAME/.", show_default=False)]
+NameOption = Annotated[
+    str | None,
+    typer.Option(
+        "-a", "--name", help="Run folder name [default: untitled_model_YYYY_MM_DD_HH_MM_SS].", show_default=False
+    ),
+]
+GpusOption = Annotated[
+    int | None,
+    typer.Option(
+        "-g",
+        "--gpus",
+        help="GPUs: 0 = CPU, 1 = cuda:0, N > 1 = DataParallel [default: 1 if CUDA else 0].",
+        show_default=False,
+    ),
+]
+BatchOption = Annotated[int, typer.Option("-b", "--batch-size", help="Global batch size (split over GPUs/ranks).")]
+EpochsOption = Annotated[int, typer.Option("-e", "--epochs", help="Total epochs (also with --resume).")]
+ScheduleOption = Annotated[
+    Schedule, typer.Option("--schedule", help="cosine, or step (x0.1 at 50% and x0.01 at 75% of the epochs).")
+]
+AmpOption = Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (never on the CPU).")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of model init, sampling order and augmentation.")]
+DeterministicOption = Annotated[
+    bool, typer.Option("--deterministic", help="Deterministic algorithms too: identical history.csv on the CPU.")
+]
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers", help="DataLoader worker processes [default: half the cores, 1 to 8].", show_default=False
+    ),
+]
+StepsOption = Annotated[
+    int | None,
+    typer.Option("--steps-per-epoch", help="Sample K batches per epoch instead of one full pass.", show_default=False),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar or epoch lines.")]
+ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run NAME from its checkpoint_last.pt.")]
+
+
+def _engine(options: dict):
+    """The EngineConfig from a command's parameters (every engine option has the same name in both)."""
+    from dataclasses import fields
+
+    from bodycomp_cli.engine.config import EngineConfig
+
+    values = {f.name: options[f.name] for f in fields(EngineConfig) if f.name in options}
+    values["schedule"] = values["schedule"].value
+    return EngineConfig(**values)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train-seg")
     @report_user_errors
-    def train_seg() -> None:
-        """Train the 2D segmentation model (muscle, subcutaneous fat, visceral fat)."""
-        not_available_yet("train-seg", "engine issue")
+    def train_seg(
+        data_dir: DataDir,
+        models_dir: ModelsDir,
+        name: NameOption = None,
+        gpus: GpusOption = None,
+        learning_rate: Annotated[
+            float, typer.Option("-l", "--learning-rate", help="Initial learning rate (Adam).")
+        ] = 1e-3,
+        batch_size: BatchOption = 16,
+        epochs: EpochsOption = 100,
+        thoracic: Annotated[
+            bool, typer.Option("-t", "--thoracic", help="Thoracic model: labels 0-2, no visceral fat.")
+        ] = False,
+        arch: Annotated[str, typer.Option("--arch", help="smp architecture (unet, fpn, deeplabv3plus, ...).")] = "unet",
+        encoder: Annotated[str, typer.Option("--encoder", help="smp encoder, randomly initialised.")] = "resnet34",
+        image_size: Annotated[
+            int, typer.Option("--image-size", help="Slices are resized to S x S (multiple of 32).")
+        ] = 512,
+        window_level: Annotated[
+            float, typer.Option("--window-level", help="HU window level of the model input.")
+        ] = 40.0,
+        window_width: Annotated[
+            float, typer.Option("--window-width", help="HU window width of the model input.")
+        ] = 400.0,
+        schedule: ScheduleOption = Schedule.cosine,
+        amp: AmpOption = True,
+        seed: SeedOption = 0,
+        deterministic: DeterministicOption = False,
+        workers: WorkersOption = -1,
+        steps_per_epoch: StepsOption = None,
+        quiet: QuietOption = False,
+        resume: ResumeOption = False,
+    ) -> None:
+        """Train the segmentation model (muscle, subcutaneous fat, visceral fat) on raw-HU .npy arrays.
+
+        Example: bodycomp train-seg data/seg models/ -a seg_v1 -e 50 -b 16 --encoder resnet34
+        """
+        from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
+
+        settings = SegmentationSettings(arch, encoder, thoracic, image_size, window_level, window_width)
+        engine = _engine(locals())
+        train_segmentation(data_dir, models_dir, settings, engine, name)
 
     @app.command("train-select")
     @report_user_errors
-    def train_select() -> None:
-        """Train the slice-selection model (z-offset from vertebral levels)."""
-        not_available_yet("train-select", "engine issue")
+    def train_select(
+        data_dir: DataDir,
+        models_dir: ModelsDir,
+        name: NameOption = None,
+        gpus: GpusOption = None,
+        learning_rate: Annotated[
+            float, typer.Option("-l", "--learning-rate", help="Initial learning rate (Adam).")
+        ] = 1e-4,
+        batch_size: BatchOption = 16,
+        epochs: EpochsOption = 100,
+        levels: LevelsOption = None,
+        threshold: Annotated[
+            float, typer.Option("--threshold", help="Target = sigmoid(offset_mm / THRESHOLD).")
+        ] = 10.0,
+        image_size: Annotated[
+            int, typer.Option("--image-size", help="PNGs are resized to S x S with antialias.")
+        ] = 256,
+        arch: Annotated[
+            str, typer.Option("--arch", help="timm model (densenet121, resnet18, ...), in_chans=1.")
+        ] = "densenet121",
+        schedule: ScheduleOption = Schedule.cosine,
+        amp: AmpOption = True,
+        seed: SeedOption = 0,
+        deterministic: DeterministicOption = False,
+        workers: WorkersOption = -1,
+        steps_per_epoch: StepsOption = None,
+        quiet: QuietOption = False,
+        resume: ResumeOption = False,
+    ) -> None:
+        """Train the slice-selection model (per-level z-offsets) on 8-bit PNG slices and meta CSVs.
+
+        Example: bodycomp train-select data/slices models/ -a select_v1 -L T5 T8 T10 L3 --steps-per-epoch 1000
+        """
+        from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, train_slice_selection
+
+        settings = SliceSelectionSettings(
+            levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size
+        )
+        engine = _engine(locals())
+        train_slice_selection(data_dir, models_dir, settings, engine, name)

@@ -1,0 +1,148 @@
+"""The segmentation layout (train/val images and masks .npy): validation and a memmap-streaming dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bodycomp_cli.data.augment import AffineRanges, augment_pair, resize_image, resize_labels
+from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.io.windowing import window_hu_unit
+
+SPLITS = ("train", "val")
+CHUNK_BYTES = 64 * 2**20  # label/finiteness checks read this much at a time, so RSS stays bounded
+
+
+@dataclass(frozen=True)
+class SegmentationSplit:
+    images: Path
+    masks: Path
+    count: int
+    height: int
+    width: int
+
+
+def _open(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise BodycompError(f"{path}: file not found (train-seg needs train/val images and masks .npy)")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise BodycompError(f"{path}: not a readable .npy array ({error})") from None
+
+
+def _slices_shape(path: Path, array: np.ndarray) -> tuple[int, int, int]:
+    shape = array.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise BodycompError(f"{path}: shape {array.shape} is not N x H x W x 1 or N x H x W")
+    if shape[0] == 0:
+        raise BodycompError(f"{path}: holds no slices")
+    return shape  # type: ignore[return-value]
+
+
+def _chunks(array: np.ndarray):
+    per_slice = max(1, int(np.prod(array.shape[1:])) * array.dtype.itemsize)
+    step = max(1, CHUNK_BYTES // per_slice)
+    for start in range(0, array.shape[0], step):
+        yield start, np.asarray(array[start : start + step])
+
+
+def _check_images(path: Path, images: np.ndarray) -> None:
+    kind = images.dtype.kind
+    if images.dtype == np.uint8:
+        raise BodycompError(f"{path}: dtype uint8 looks like windowed 8-bit images; raw HU is expected")
+    if kind == "u" or (kind == "i" and images.dtype.itemsize < 2) or kind not in "iuf":
+        raise BodycompError(f"{path}: dtype {images.dtype} cannot hold raw HU (use signed int >= 16 bit or float)")
+    if kind == "f":
+        for start, chunk in _chunks(images):
+            bad = ~np.isfinite(chunk)
+            if bad.any():
+                slice_index = start + int(np.argwhere(bad)[0][0])
+                raise BodycompError(f"{path}: slice {slice_index} holds NaN or inf")
+
+
+def _check_masks(path: Path, masks: np.ndarray, n_classes: int, thoracic: bool) -> None:
+    if masks.dtype.kind not in "iuf":
+        raise BodycompError(f"{path}: dtype {masks.dtype} is not a label dtype (uint8 expected)")
+    for start, chunk in _chunks(masks):
+        if masks.dtype.kind == "f" and not np.all(np.isfinite(chunk) & (chunk == np.round(chunk))):
+            raise BodycompError(f"{path}: mask values must be whole labels; slice >= {start} holds fractions")
+        low, high = chunk.min(), chunk.max()
+        if low < 0 or high > n_classes - 1:
+            hint = " (thoracic models have labels 0-2)" if thoracic else ""
+            bad = int(low if low < 0 else high)
+            raise BodycompError(f"{path}: label {bad} out of range 0-{n_classes - 1}{hint}")
+
+
+def validate_segmentation_data(data_dir: Path, n_classes: int, thoracic: bool) -> dict[str, SegmentationSplit]:
+    """Check the four arrays (readable, shapes, dtypes, labels in chunks) and return their descriptions."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise BodycompError(f"{data_dir}: data folder not found")
+    splits = {}
+    for split in SPLITS:
+        image_path, mask_path = data_dir / f"{split}_images.npy", data_dir / f"{split}_masks.npy"
+        images, masks = _open(image_path), _open(mask_path)
+        image_shape, mask_shape = _slices_shape(image_path, images), _slices_shape(mask_path, masks)
+        if image_shape != mask_shape:
+            raise BodycompError(
+                f"{mask_path}: shape {masks.shape} does not match {image_path.name} {images.shape} "
+                "(counts and slice sizes must agree)"
+            )
+        _check_images(image_path, images)
+        _check_masks(mask_path, masks, n_classes, thoracic)
+        splits[split] = SegmentationSplit(image_path, mask_path, *image_shape)
+    return splits
+
+
+class SegmentationDataset(Dataset):
+    """Slices of a memmapped HU array and its masks, windowed to [0, 1], resized and (optionally) augmented.
+
+    Items are dicts: image (1 x S x S float32), mask (S x S int64), index. The arrays are opened lazily in
+    each process, so DataLoader workers share the page cache instead of pickling copies.
+    Pass an index, or an (index, seed) pair from TrainSampler to augment reproducibly.
+    """
+
+    def __init__(
+        self,
+        split: SegmentationSplit,
+        image_size: int,
+        window: tuple[float, float],
+        augmentation: AffineRanges | None = None,
+    ) -> None:
+        self.split, self.image_size, self.window, self.augmentation = split, image_size, window, augmentation
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.split.count
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = (
+                np.load(self.split.images, mmap_mode="r"),
+                np.load(self.split.masks, mmap_mode="r"),
+            )
+        images, masks = self._arrays
+        return images[index].reshape(self.split.height, self.split.width), masks[index].reshape(
+            self.split.height, self.split.width
+        )
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        hu, labels = self._load(index)
+        image = torch.from_numpy(window_hu_unit(hu, *self.window))[None]
+        mask = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        image, mask = resize_image(image, self.image_size), resize_labels(mask, self.image_size)
+        if self.augmentation is not None:
+            generator = torch.Generator().manual_seed(seed) if seed is not None else torch.default_generator
+            image, mask = augment_pair(image, mask, self.augmentation, generator)
+        return {"image": image.contiguous(), "mask": mask.contiguous(), "index": index}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": None}

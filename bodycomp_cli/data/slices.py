@@ -1,0 +1,141 @@
+"""The slice-selection layout (images/<split>/NNNNNN.png, meta/<split>.csv): validation and dataset."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from bodycomp_cli.data.augment import AffineRanges, augment_image, resize_image
+from bodycomp_cli.errors import BodycompError
+
+SPLITS = ("train", "val")
+PNG_NAME = re.compile(r"^\d{6}\.png$")
+
+
+@dataclass(frozen=True)
+class SliceSplit:
+    image_dir: Path
+    count: int
+    offsets_mm: np.ndarray  # N x n_levels float32, NaN where the level is not in the scan
+    meta: pd.DataFrame  # the CSV as read (series / z_mm are used for the selection error when present)
+
+
+def offset_columns(frame: pd.DataFrame, levels: list[str], csv_path: Path) -> list[str]:
+    """The ZOffset_<LEVEL> column of each level; a single level may use a plain `ZOffset` column."""
+    columns = []
+    for level in levels:
+        name = f"ZOffset_{level}"
+        if name not in frame.columns and len(levels) == 1 and "ZOffset" in frame.columns:
+            name = "ZOffset"
+        if name not in frame.columns:
+            raise BodycompError(f"{csv_path}: missing column {name} (level {level})")
+        columns.append(name)
+    return columns
+
+
+def _read_offsets(csv_path: Path, levels: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    if not csv_path.is_file():
+        raise BodycompError(f"{csv_path}: file not found")
+    try:
+        frame = pd.read_csv(csv_path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise BodycompError(f"{csv_path}: not a readable CSV ({error})") from None
+    offsets = []
+    for column in offset_columns(frame, levels, csv_path):
+        raw = frame[column]
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise BodycompError(f"{csv_path}: column {column}, row {row}: offset {raw.iloc[row]!r} is not a number")
+        if np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)).any():
+            raise BodycompError(f"{csv_path}: column {column} holds an infinite offset")
+        offsets.append(values.to_numpy(dtype=np.float32, na_value=np.nan))
+    return np.stack(offsets, axis=1), frame
+
+
+def _check_pngs(image_dir: Path, count: int, csv_path: Path) -> None:
+    if not image_dir.is_dir():
+        raise BodycompError(f"{image_dir}: image folder not found")
+    names = sorted(p.name for p in image_dir.iterdir() if p.suffix.lower() == ".png")
+    if len(names) != count:
+        raise BodycompError(f"{image_dir}: {len(names)} PNG images but {csv_path} has {count} rows")
+    for position, name in enumerate(names):
+        if not PNG_NAME.match(name) or int(name[:6]) != position:
+            raise BodycompError(f"{image_dir}: PNG ids must run 000000..{count - 1:06d} without gaps; found {name}")
+        path = image_dir / name
+        try:
+            with Image.open(path) as image:
+                mode = image.mode
+                image.verify()  # reads every chunk and checks its CRC, so truncated files fail here
+        except Exception as error:  # PIL raises many types for corrupt files
+            raise BodycompError(f"{path}: not a readable PNG ({error})") from None
+        if mode != "L":
+            raise BodycompError(f"{path}: image mode {mode}; 8-bit grayscale (mode L) is expected")
+
+
+def validate_slice_data(data_dir: Path, levels: list[str]) -> dict[str, SliceSplit]:
+    """Check both splits (PNG ids, counts, 8-bit grayscale, offset columns) and read their offsets."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise BodycompError(f"{data_dir}: data folder not found")
+    splits = {}
+    for split in SPLITS:
+        csv_path = data_dir / "meta" / f"{split}.csv"
+        offsets, frame = _read_offsets(csv_path, levels)
+        if len(frame) == 0:
+            raise BodycompError(f"{csv_path}: has no rows")
+        _check_pngs(data_dir / "images" / split, len(frame), csv_path)
+        splits[split] = SliceSplit(data_dir / "images" / split, len(frame), offsets, frame)
+    return splits
+
+
+def read_gray_png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+class SliceSelectionDataset(Dataset):
+    """PNG slices scaled to [0, 1], resized with antialias, with sigmoid(offset / threshold) targets.
+
+    Items are dicts: image (1 x S x S float32), target / offset_mm / valid (n_levels float32), index.
+    Blank offsets give valid 0 (masked out of the loss and metrics) and target 0.5.
+    """
+
+    def __init__(
+        self,
+        split: SliceSplit,
+        image_size: int,
+        threshold_mm: float,
+        augmentation: AffineRanges | None = None,
+    ) -> None:
+        self.split, self.image_size, self.augmentation = split, image_size, augmentation
+        offsets = torch.from_numpy(split.offsets_mm)
+        self.valid = (~torch.isnan(offsets)).float()
+        self.offsets = torch.nan_to_num(offsets, nan=0.0)
+        self.targets = torch.sigmoid(self.offsets / threshold_mm)
+
+    def __len__(self) -> int:
+        return self.split.count
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        pixels = read_gray_png(self.split.image_dir / f"{index:06d}.png")
+        image = resize_image(torch.from_numpy(pixels.astype(np.float32) * np.float32(1 / 255))[None], self.image_size)
+        if self.augmentation is not None:
+            generator = torch.Generator().manual_seed(seed) if seed is not None else torch.default_generator
+            image = augment_image(image, self.augmentation, generator)
+        return {
+            "image": image.contiguous(),
+            "target": self.targets[index],
+            "offset_mm": self.offsets[index],
+            "valid": self.valid[index],
+            "index": index,
+        }

@@ -1,0 +1,1 @@
+"""The one shared trainer: devices, AMP, checkpoints, history, curves, resume, DDP."""

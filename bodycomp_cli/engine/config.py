@@ -1,0 +1,65 @@
+"""Engine settings shared by every task, validated before anything is written."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime
+
+from bodycomp_cli.errors import BodycompError
+
+SCHEDULES = ("cosine", "step")
+
+
+def default_workers() -> int:
+    # Half the cores feed the model, the other half run it; at least one background worker.
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def default_run_name() -> str:
+    """untitled_model_YYYY_MM_DD_HH_MM_SS, as the original toolkit named runs."""
+    return datetime.now().strftime("untitled_model_%Y_%m_%d_%H_%M_%S")
+
+
+@dataclass
+class EngineConfig:
+    epochs: int = 100  # total epochs (also after --resume)
+    batch_size: int = 16  # global batch, split over GPUs or DDP ranks
+    learning_rate: float = 1e-3  # Adam's initial learning rate
+    schedule: str = "cosine"  # cosine: to 0 over the epochs; step: x0.1 at 50% and x0.01 at 75%
+    gpus: int | None = None  # None: 1 if CUDA is available else 0; refused under torchrun
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler); never on CPU
+    seed: int = 0  # model init, sampling order and augmentation all derive from it
+    deterministic: bool = False  # deterministic algorithms as well (identical history on the CPU)
+    workers: int = -1  # DataLoader workers; -1 picks default_workers()
+    steps_per_epoch: int | None = None  # K batches per epoch instead of one pass
+    quiet: bool = False  # no progress bar or epoch lines
+    resume: bool = False  # continue from checkpoint_last.pt
+    tensorboard: bool = True  # events in RUN/tensorboard/ when tensorboard is installed
+
+    def resolved_workers(self) -> int:
+        return default_workers() if self.workers < 0 else self.workers
+
+
+def check_engine_config(config: EngineConfig) -> None:
+    """Refuse impossible settings with the option's name, before any folder is made."""
+    if config.batch_size < 1:
+        raise BodycompError(f"-b/--batch-size {config.batch_size}: must be at least 1")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+        raise BodycompError(f"-l/--learning-rate {config.learning_rate}: must be a positive number")
+    if config.epochs < 1:
+        raise BodycompError(f"-e/--epochs {config.epochs}: must be at least 1")
+    if config.schedule not in SCHEDULES:
+        raise BodycompError(f"--schedule {config.schedule!r}: valid choices: {', '.join(SCHEDULES)}")
+    if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
+        raise BodycompError(f"--steps-per-epoch {config.steps_per_epoch}: must be at least 1")
+    if config.workers < -1:
+        raise BodycompError(f"--workers {config.workers}: must be 0 or more")
+
+
+def schedule_factor(schedule: str, epochs: int):
+    """The learning-rate multiplier for 0-based epoch e (for torch's LambdaLR)."""
+    if schedule == "step":
+        return lambda e: 1.0 if e < 0.5 * epochs else (0.1 if e < 0.75 * epochs else 0.01)
+    return lambda e: 0.5 * (1.0 + math.cos(math.pi * min(e, epochs) / epochs))

@@ -1,0 +1,80 @@
+"""Per-epoch records: history.csv, curves.png and (when installed) TensorBoard events."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from bodycomp_cli.io.atomic import atomic_path, atomic_write_text
+
+HISTORY = "history.csv"
+CURVES = "curves.png"
+
+
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite the whole CSV atomically: epoch, train_loss, val_loss, the task's metrics, lr, seconds."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def draw_curves(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Losses on the left, the validation metrics on the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    epochs = [row["epoch"] for row in rows]
+    figure = Figure(figsize=(10, 4), dpi=80)
+    losses, metrics = figure.subplots(1, 2)
+    for name in ("train_loss", "val_loss"):
+        losses.plot(epochs, [row[name] for row in rows], marker="o", label=name)
+    skip = {"epoch", "train_loss", "val_loss", "lr", "seconds"}
+    for name in (k for k in rows[0] if k not in skip):
+        values = [row[name] for row in rows]
+        if any(isinstance(v, float) and math.isfinite(v) for v in values):
+            metrics.plot(epochs, values, marker="o", label=name)
+    for axes, title in ((losses, "loss"), (metrics, "validation metrics")):
+        axes.set_xlabel("epoch")
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        if axes.lines:
+            axes.legend(fontsize=7)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+class TensorBoardLog:
+    """Scalars per epoch in RUN/tensorboard/ when the optional tensorboard extra is installed; else nothing."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                return
+            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        for name, value in row.items():
+            if name != "epoch" and isinstance(value, int | float) and math.isfinite(value):
+                self.writer.add_scalar(name, value, row["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

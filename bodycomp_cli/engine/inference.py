@@ -1,0 +1,111 @@
+"""Load a trained run and apply it: the contract that `estimate` and `evaluate` code against."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
+from bodycomp_cli.engine.devices import strip_prefix
+from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.io.windowing import window_hu, window_hu_unit
+
+CHECKPOINTS = {"best": BEST, "last": LAST}
+
+
+@dataclass
+class LoadedRun:
+    model: torch.nn.Module  # in eval mode, on `device`
+    config: dict[str, Any]  # the run's config.json
+    task_name: str  # "segmentation" or "slice_selection"
+    device: torch.device
+    run_dir: Path
+
+
+def load_run(run_dir: Path, device: str | torch.device = "cpu", which: str = "best") -> LoadedRun:
+    """Rebuild a run's model from config.json and checkpoint_{which}.pt (which: best or last).
+
+    Example: run = load_run(Path("models/seg_v1")); labels = predict_segmentation(run, volume.hu)
+    """
+    from bodycomp_cli.tasks import task_from_config
+
+    run_dir = Path(run_dir)
+    if which not in CHECKPOINTS:
+        raise BodycompError(f"checkpoint {which!r}: valid choices: {', '.join(CHECKPOINTS)}")
+    config_path, checkpoint_path = run_dir / "config.json", run_dir / CHECKPOINTS[which]
+    if not config_path.is_file():
+        raise BodycompError(f"{run_dir}: not a trained run (no config.json)")
+    if not checkpoint_path.is_file():
+        raise BodycompError(f"{run_dir}: has no {checkpoint_path.name} (train it first, or pick another run)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BodycompError(f"{config_path}: not valid JSON ({error})") from None
+    device = torch.device(device)
+    model = task_from_config(config).build_model()
+    checkpoint = load_checkpoint(checkpoint_path, map_location=device)
+    model.load_state_dict(strip_prefix(checkpoint["model"]))
+    model.to(device).eval()
+    return LoadedRun(model, config, config["task"], device, run_dir)
+
+
+def _require(run: LoadedRun, task: str) -> None:
+    if run.task_name != task:
+        raise BodycompError(f"{run.run_dir}: is a {run.task_name} run, not a {task} run")
+
+
+def _resize(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    size = (size, size) if isinstance(size, int) else size
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def _autocast(device: torch.device):
+    # bf16 autocast on GPUs that have it; full precision otherwise (the CPU path stays exact).
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def predict_segmentation(run: LoadedRun, hu_slices: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """N x H x W raw HU -> N x H x W uint8 labels at the input size (window as trained, argmax of logits)."""
+    _require(run, "segmentation")
+    hu_slices = np.asarray(hu_slices)
+    if hu_slices.ndim == 2:
+        hu_slices = hu_slices[None]
+    window = run.config["window"]
+    size = int(run.config["image_size"])
+    labels = np.empty(hu_slices.shape, dtype=np.uint8)
+    for start in range(0, len(hu_slices), batch_size):
+        chunk = window_hu_unit(hu_slices[start : start + batch_size], window["level"], window["width"])
+        images = _resize(torch.from_numpy(chunk)[:, None].to(run.device), size)
+        with _autocast(run.device):
+            logits = run.model(images)
+        # Upsample the logits, not the labels, so boundaries at the input size stay smooth.
+        logits = F.interpolate(logits.float(), size=hu_slices.shape[-2:], mode="bilinear", align_corners=False)
+        labels[start : start + batch_size] = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+    return labels
+
+
+@torch.no_grad()
+def predict_slice_offsets(run: LoadedRun, hu_volume: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Z x H x W raw HU -> Z x n_levels sigmoid outputs (the model saw 8-bit windowed PNGs, so window to uint8)."""
+    _require(run, "slice_selection")
+    window = run.config["window"]
+    size = int(run.config["image_size"])
+    hu_volume = np.asarray(hu_volume)
+    outputs = np.empty((len(hu_volume), len(run.config["levels"])), dtype=np.float32)
+    for start in range(0, len(hu_volume), batch_size):
+        pixels = window_hu(hu_volume[start : start + batch_size], window["level"], window["width"])
+        images = torch.from_numpy(pixels.astype(np.float32) / np.float32(255.0))[:, None].to(run.device)
+        with _autocast(run.device):
+            logits = run.model(_resize(images, size))
+        outputs[start : start + batch_size] = torch.sigmoid(logits.float()).cpu().numpy()
+    return outputs

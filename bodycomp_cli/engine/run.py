@@ -1,0 +1,142 @@
+"""run_training: validate everything, prepare the run folder, then hand over to the Trainer."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
+from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
+from bodycomp_cli.engine.devices import DeviceSetup, init_distributed, resolve_devices
+from bodycomp_cli.engine.seeding import seed_everything, use_deterministic_algorithms
+from bodycomp_cli.engine.trainer import Trainer
+from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.io.atomic import atomic_write_text
+
+CONFIG = "config.json"
+# Settings that define the model; a resumed run must keep them.
+MODEL_KEYS = ("task", "arch", "encoder", "classes", "levels", "threshold", "image_size", "window")
+CONFIG_KEYS = ("task", "window", "image_size", "arch", "encoder", "classes", "thoracic", "levels", "threshold")
+PACKAGES = ("bodycomp", "torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy")
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str, data_dir: Path | None) -> dict:
+    config: dict[str, Any] = dict.fromkeys(CONFIG_KEYS)
+    config.update(task.config())
+    config.update(
+        name=name,
+        data_dir=str(data_dir) if data_dir is not None else None,
+        epochs=engine.epochs,
+        batch_size=engine.batch_size,
+        learning_rate=engine.learning_rate,
+        schedule=engine.schedule,
+        seed=engine.seed,
+        deterministic=engine.deterministic,
+        workers=engine.resolved_workers(),
+        steps_per_epoch=engine.steps_per_epoch,
+        amp=engine.amp and setup.device.type == "cuda",
+        devices=setup.describe(),
+        world_size=setup.world_size,
+        best_metric=task.best_metric,
+        versions=versions(),
+    )
+    return config
+
+
+def _check_resumable(checkpoint: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    saved = checkpoint["config"]
+    for key in MODEL_KEYS:
+        if saved.get(key) != config.get(key):
+            raise BodycompError(
+                f"{path}: was trained with {key}={saved.get(key)!r}, not {config.get(key)!r}; "
+                "resume with the run's original settings"
+            )
+
+
+def _build_model(task: Any) -> torch.nn.Module:
+    try:
+        return task.build_model()
+    except BodycompError:
+        raise
+    except Exception as error:  # smp and timm refuse some combinations (e.g. an encoder an arch cannot use)
+        settings = task.config()
+        raise BodycompError(
+            f"cannot build --arch {settings['arch']} with encoder {settings['encoder']}: {error}"
+        ) from None
+
+
+def run_training(
+    make_task: Callable[[], Any],
+    models_dir: Path,
+    name: str | None,
+    engine: EngineConfig,
+    data_dir: Path | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Validate the settings, the data (via make_task) and the run folder; then train. Returns the run folder.
+
+    Nothing is written before every check has passed, so a refused run leaves nothing behind.
+    """
+    check_engine_config(engine)
+    setup = resolve_devices(engine.gpus)
+    if setup.distributed and engine.batch_size % setup.world_size:
+        raise BodycompError(
+            f"-b/--batch-size {engine.batch_size}: must be divisible by the {setup.world_size} DDP processes"
+        )
+    task = make_task()
+    use_deterministic_algorithms(engine.deterministic)
+    seed_everything(engine.seed)
+    model = _build_model(task)
+    init_distributed(setup)
+    try:
+        return _train(task, model, setup, Path(models_dir), name, engine, data_dir, console or Console(soft_wrap=True))
+    finally:
+        if setup.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> Path:
+    name = name or default_run_name()
+    if setup.distributed:  # ranks start at slightly different times: rank 0's default name wins
+        shared = [name]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        name = shared[0]
+    run_dir = models_dir / name
+    config = build_config(task, engine, setup, name, data_dir)
+    checkpoint = None
+    if engine.resume:
+        if not (run_dir / LAST).is_file():
+            raise BodycompError(f"{run_dir}: nothing to resume (no {LAST})")
+        checkpoint = load_checkpoint(run_dir / LAST)
+        _check_resumable(checkpoint, config, run_dir / LAST)
+    elif (run_dir / LAST).exists() or (run_dir / BEST).exists():
+        raise BodycompError(f"{run_dir}: already holds checkpoints; use --resume to continue it or -a for a new name")
+    trainer = Trainer(task, model, setup, engine, run_dir, config, console)
+    if setup.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+    if setup.is_main and not engine.quiet:
+        done = trainer.start_epoch - 1
+        resumed = f", resuming after epoch {done}" if checkpoint is not None else ""
+        console.print(f"training {task.name} on {setup.describe()} into {run_dir}{resumed}", highlight=False)
+    trainer.fit()
+    return run_dir

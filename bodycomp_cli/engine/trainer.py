@@ -1,0 +1,303 @@
+"""The training loop, a readable skeleton of hooks: on_epoch_start, train_step, validation_step, on_epoch_end."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch.utils.data import DataLoader
+
+from bodycomp_cli.data.sampling import ShardSampler, TrainSampler
+from bodycomp_cli.engine.checkpoint import BEST, LAST, link_as, restore_rng_state, rng_state, save_checkpoint
+from bodycomp_cli.engine.config import EngineConfig, schedule_factor
+from bodycomp_cli.engine.devices import DeviceSetup, strip_prefix, unwrap_model, wrap_model
+from bodycomp_cli.engine.history import CURVES, HISTORY, TensorBoardLog, draw_curves, write_history
+from bodycomp_cli.engine.seeding import seed_epoch, sigint_deferred
+from bodycomp_cli.errors import BodycompError
+
+PROGRESS_REFRESH_S = 0.5  # how often the loss shown on the bar is read back (a GPU sync on CUDA)
+ROWS = "rows:"
+
+
+def amp_dtype(setup: DeviceSetup, enabled: bool) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16 (with a GradScaler); no autocast on the CPU."""
+    if not enabled or setup.device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class Trainer:
+    """Trains one task's model with the engine settings, writing run files into run_dir (rank 0 only)."""
+
+    def __init__(
+        self,
+        task: Any,
+        model: torch.nn.Module,
+        setup: DeviceSetup,
+        engine: EngineConfig,
+        run_dir: Path,
+        config: dict[str, Any],
+        console: Console | None = None,
+    ) -> None:
+        self.task, self.setup, self.engine, self.run_dir, self.config = task, setup, engine, run_dir, config
+        self.console = console or Console()
+        self.model = wrap_model(model, setup)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=engine.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, schedule_factor(engine.schedule, engine.epochs)
+        )
+        self.amp = amp_dtype(setup, engine.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"metric": task.best_metric, "value": None, "epoch": None}
+        self.start_epoch = 1
+        self._build_loaders()
+        self.tensorboard = TensorBoardLog(run_dir, engine.tensorboard and setup.is_main)
+
+    # ----- set-up -----------------------------------------------------------------------------------------
+    def _build_loaders(self) -> None:
+        train_set, val_set = self.task.datasets()
+        rank, world = self.setup.rank, self.setup.world_size
+        if len(val_set) < world:
+            raise BodycompError(f"{len(val_set)} validation samples cannot be shared by {world} processes")
+        self.train_sampler = TrainSampler(
+            len(train_set), self.engine.batch_size, self.engine.seed, self.engine.steps_per_epoch, rank, world
+        )
+        local_batch = max(1, self.train_sampler.global_batch // world)
+        workers = self.engine.resolved_workers()
+        common = {
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
+            "pin_memory": self.setup.device.type == "cuda",
+        }
+        self.train_loader = DataLoader(train_set, batch_size=local_batch, sampler=self.train_sampler, **common)
+        self.val_loader = DataLoader(
+            val_set,
+            batch_size=max(1, self.engine.batch_size // world),
+            sampler=ShardSampler(len(val_set), rank, world),
+            **common,
+        )
+        self.steps = len(self.train_loader)
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a checkpoint: weights, optimizer, scheduler, scaler, RNG, history and best so far."""
+        unwrap_model(self.model).load_state_dict(strip_prefix(checkpoint["model"]))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.scaler is not None and checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        restore_rng_state(checkpoint["rng"])
+        self.history = list(checkpoint["history"])
+        self.best = dict(checkpoint["best"])
+        self.start_epoch = int(checkpoint["epoch"]) + 1
+
+    # ----- the loop ---------------------------------------------------------------------------------------
+    def fit(self) -> list[dict[str, Any]]:
+        epoch = self.start_epoch
+        try:
+            for epoch in range(self.start_epoch, self.engine.epochs + 1):
+                self.on_epoch_start(epoch)
+                started = time.perf_counter()
+                train_loss = self.train_epoch(epoch)
+                metrics = self.validate()
+                self.on_epoch_end(epoch, train_loss, metrics, time.perf_counter() - started)
+        except KeyboardInterrupt:
+            self._say_how_to_resume(epoch - 1)
+            raise
+        finally:
+            self.tensorboard.close()
+        return self.history
+
+    def on_epoch_start(self, epoch: int) -> None:
+        seed_epoch(self.engine.seed, epoch)
+        self.train_sampler.set_epoch(epoch)
+        self.model.train()
+
+    def autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp)
+
+    def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        with self.autocast():
+            outputs = self.model(batch["image"])
+            loss = self.task.loss(outputs, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return loss.detach()
+
+    def train_epoch(self, epoch: int) -> float:
+        loss_sum = torch.zeros((), device=self.setup.device, dtype=torch.float64)
+        with self._progress(epoch) as (progress, bar):
+            started = last_shown = time.perf_counter()
+            for step, batch in enumerate(self.train_loader, start=1):
+                loss_sum += self.train_step(to_device(batch, self.setup.device))
+                if progress is None:
+                    continue
+                now = time.perf_counter()
+                fields = {}
+                if now - last_shown >= PROGRESS_REFRESH_S or step == self.steps:
+                    samples = step * self.train_sampler.global_batch
+                    fields = {
+                        "loss": f"loss {float(loss_sum) / step:.4f}",
+                        "speed": f"{samples / (now - started):.1f} samples/s",
+                    }
+                    last_shown = now
+                progress.update(bar, advance=1, **fields)
+        totals = torch.stack([loss_sum, torch.tensor(float(self.steps), dtype=torch.float64, device=loss_sum.device)])
+        if self.setup.distributed:
+            torch.distributed.all_reduce(totals)
+        return float(totals[0] / totals[1])
+
+    def validation_step(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            outputs = model(batch["image"])
+        return self.task.validation_stats(outputs.float(), batch)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        # DDP's forward expects every rank to take part; validation shards are uneven, so use the bare model.
+        model = unwrap_model(self.model) if self.setup.distributed else self.model
+        model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        rows: dict[str, list[torch.Tensor]] = {}
+        for batch in self.val_loader:
+            for key, value in self.validation_step(model, to_device(batch, self.setup.device)).items():
+                if key.startswith(ROWS):
+                    rows.setdefault(key, []).append(value.detach().cpu())
+                else:
+                    value = value.detach().double()
+                    sums[key] = sums[key] + value if key in sums else value
+        totals = {key: value.cpu() for key, value in sums.items()}
+        totals.update({key: torch.cat(parts) for key, parts in rows.items()})
+        if self.setup.distributed:
+            totals = self._reduce(sums, rows)
+        return self.task.finalize_metrics(totals)
+
+    def _reduce(self, sums: dict[str, torch.Tensor], rows: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Sum the metric totals over ranks (one all_reduce) and gather the per-sample rows."""
+        keys = sorted(sums)
+        flat = torch.cat([sums[k].reshape(-1) for k in keys]).to(self.setup.device)
+        torch.distributed.all_reduce(flat)
+        totals, offset = {}, 0
+        for key in keys:
+            size = sums[key].numel()
+            totals[key] = flat[offset : offset + size].reshape(sums[key].shape).cpu()
+            offset += size
+        for key in sorted(rows):
+            gathered: list[Any] = [None] * self.setup.world_size
+            torch.distributed.all_gather_object(gathered, torch.cat(rows[key]))
+            totals[key] = torch.cat(gathered)
+        return totals
+
+    def on_epoch_end(self, epoch: int, train_loss: float, metrics: dict[str, float], seconds: float) -> None:
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        row = {"epoch": epoch, "train_loss": train_loss, **metrics, "lr": lr, "seconds": round(seconds, 3)}
+        self.history.append(row)
+        improved = self._is_better(metrics.get(self.task.best_metric, math.nan))
+        if improved:
+            self.best = {"metric": self.task.best_metric, "value": metrics[self.task.best_metric], "epoch": epoch}
+        if not self.setup.is_main:
+            return
+        # The files of an epoch are written as a unit: a Ctrl-C here waits until they are all on disk.
+        with sigint_deferred():
+            save_checkpoint(self.run_dir / LAST, self.checkpoint(epoch))
+            if improved:
+                link_as(self.run_dir / LAST, self.run_dir / BEST)
+            write_history(self.run_dir / HISTORY, self.history)
+            draw_curves(self.run_dir / CURVES, self.history)
+            self.tensorboard.log(row)
+        if not self.engine.quiet:
+            self.console.print(self._summary(row, improved), highlight=False)
+
+    # ----- helpers ----------------------------------------------------------------------------------------
+    def _is_better(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        best = self.best["value"]
+        if best is None or not math.isfinite(best):
+            return True
+        return value > best if self.task.higher_is_better else value < best
+
+    def checkpoint(self, epoch: int) -> dict[str, Any]:
+        return {
+            "task": self.task.name,
+            "config": self.config,
+            "epoch": epoch,
+            "model": unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng_state(),
+            "history": self.history,
+            "best": self.best,
+        }
+
+    def _summary(self, row: dict[str, Any], improved: bool) -> str:
+        parts = [f"epoch {row['epoch']}/{self.engine.epochs}"]
+        for key, value in row.items():
+            if key not in ("epoch", "lr", "seconds"):
+                parts.append(f"{key} {value:.4f}")
+        parts += [f"lr {row['lr']:.2e}", f"{row['seconds']:.1f} s"]
+        return "  ".join(parts) + ("  (best)" if improved else "")
+
+    def _progress(self, epoch: int):
+        if self.engine.quiet or not self.setup.is_main:
+            return contextlib.nullcontext((None, None))
+        return _EpochBar(self.console, f"epoch {epoch}/{self.engine.epochs}", self.steps)
+
+    def _say_how_to_resume(self, completed: int) -> None:
+        if not self.setup.is_main:
+            return
+        name = self.run_dir.name
+        if completed >= 1 and (self.run_dir / LAST).is_file():
+            self.console.print(
+                f"interrupted: {self.run_dir / LAST} holds epoch {completed}. "
+                f"To resume, run the same command with: -a {name} --resume",
+                highlight=False,
+            )
+        else:
+            self.console.print("interrupted before the first epoch finished: nothing to resume", highlight=False)
+
+
+class _EpochBar:
+    """A rich progress bar for one epoch: steps, loss and samples/s."""
+
+    def __init__(self, console: Console, description: str, steps: int) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[loss]}"),
+            TextColumn("{task.fields[speed]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.description, self.steps = description, steps
+
+    def __enter__(self):
+        self.progress.start()
+        bar = self.progress.add_task(self.description, total=self.steps, loss="", speed="")
+        return self.progress, bar
+
+    def __exit__(self, *exc_info) -> None:
+        self.progress.stop()
