@@ -1,0 +1,94 @@
+"""What varies between phantom series: body build, fat distribution, muscle, scan geometry, noise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bodycomp_cli.phantoms.anatomy import Spine, vertebra_index
+
+
+@dataclass(frozen=True)
+class SeriesParams:
+    spine: Spine
+    size: int  # in-plane pixels (square)
+    pixel_spacing_mm: float  # square pixels, FOV / size
+    slice_spacing_mm: float
+    v_top: float  # vertebral coordinate of the first (most superior) slice
+    v_bottom: float  # ... and of the last
+    # Body build (mm, semi-axes of the muscle wall's outer surface)
+    chest_width: float
+    chest_depth: float
+    abdomen_width: float
+    abdomen_depth: float
+    pelvis_width: float
+    pelvis_depth: float
+    sat_mm: float  # subcutaneous fat thickness at the flank
+    android: float  # 0-1: share of SAT over the belly (male-like)
+    gynoid: float  # 0-1: share of SAT over the hips (female-like)
+    vat: float  # 0-1: amount of visceral fat between the bowel loops
+    muscle_bulk: float  # 0.7-1.3
+    muscle_hu: float
+    fat_hu: float
+    bone_hu: float  # cancellous bone
+    organ_hu: float  # liver; the other organs are set from it
+    contrast: bool  # contrast-enhanced vessels and kidneys
+    noise_sd: float
+    organ_shift: float  # vertebrae; moves the organs up or down against the spine
+    diaphragm_shift: float
+    wobble: tuple[tuple[float, float], ...]  # body outline harmonics (amplitude, phase), k = 2, 3, 4
+    texture_seed: int
+
+
+def sample_series(rng: np.random.Generator, size: int, coverage: str = "full") -> SeriesParams:
+    """Draw one series' parameters. coverage: "full", "no_t5" (starts below T5) or "no_l5" (ends above L5)."""
+    scale = rng.uniform(0.9, 1.1)
+    spine = Spine(z_t1=rng.uniform(-50.0, 150.0), scale=scale)
+    if coverage == "no_t5":
+        v_top = rng.uniform(vertebra_index("T5") + 0.6, vertebra_index("T8") - 0.6)
+    else:
+        v_top = rng.uniform(-2.0, -1.0)
+    if coverage == "no_l5":
+        v_bottom = rng.uniform(vertebra_index("L3") + 0.7, vertebra_index("L5") - 0.6)
+    else:
+        v_bottom = rng.uniform(19.0, 20.0)
+    vat = rng.beta(2.0, 2.0)
+    sat = rng.uniform(5.0, 35.0)
+    gynoid = rng.uniform(0.0, 1.0)
+    bulk = rng.uniform(0.75, 1.25)
+    chest_width = rng.uniform(125.0, 160.0) * (0.9 + 0.1 * bulk)
+    abdomen_width = chest_width * rng.uniform(0.88, 0.98) + 25.0 * vat
+    pelvis_width = abdomen_width * rng.uniform(0.98, 1.05) + 15.0 * gynoid
+    widest = max(chest_width, abdomen_width, pelvis_width) + 1.6 * sat * (1.0 + 0.6 * gynoid)
+    # Real scans use 0.6-0.98 mm pixels at 512: a field of view of 300-500 mm that holds the body.
+    fov = float(np.clip(2.0 * widest * rng.uniform(1.08, 1.2), 300.0, 500.0))
+    return SeriesParams(
+        spine=spine,
+        size=size,
+        pixel_spacing_mm=fov / size,
+        slice_spacing_mm=float(rng.choice([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0])),
+        v_top=float(v_top),
+        v_bottom=float(v_bottom),
+        chest_width=chest_width,
+        chest_depth=chest_width * rng.uniform(0.68, 0.78),
+        abdomen_width=abdomen_width,
+        abdomen_depth=abdomen_width * rng.uniform(0.62, 0.72) + 20.0 * vat,
+        pelvis_width=pelvis_width,
+        pelvis_depth=pelvis_width * rng.uniform(0.6, 0.68),
+        sat_mm=sat,
+        android=1.0 - gynoid,
+        gynoid=gynoid,
+        vat=float(vat),
+        muscle_bulk=bulk,
+        muscle_hu=rng.uniform(25.0, 55.0),
+        fat_hu=rng.uniform(-110.0, -85.0),
+        bone_hu=rng.uniform(220.0, 380.0),
+        organ_hu=rng.uniform(50.0, 65.0),
+        contrast=bool(rng.random() < 0.5),
+        noise_sd=rng.uniform(10.0, 25.0),
+        organ_shift=rng.uniform(-0.25, 0.25),
+        diaphragm_shift=rng.uniform(-0.3, 0.3),
+        wobble=tuple((float(rng.uniform(0.0, 0.025)), float(rng.uniform(0, 2 * np.pi))) for _ in range(3)),
+        texture_seed=int(rng.integers(0, 2**31)),
+    )
