@@ -170,3 +170,47 @@ def test_inputs_name_missing_paths_and_repeated_ids(tmp_path: Path) -> None:
     write_series(tmp_path / "s.npz")
     with pytest.raises(BodycompError, match="series id `s` is given twice"):
         collect_inputs([tmp_path / "s.npz", tmp_path / "x" / "s.npz"])
+
+
+def fake_run_folder(path: Path, task: str, checkpoint: bool) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"task": task, "levels": ["L3"], "classes": ["background", "muscle"]}))
+    if checkpoint:
+        (path / "checkpoint_last.pt").write_bytes(b"")
+    return path
+
+
+def test_cli_refusals_name_the_path_and_leave_no_output(tmp_path: Path) -> None:
+    from conftest import assert_user_error, invoke
+
+    write_series(tmp_path / "s1.npz")
+    select = fake_run_folder(tmp_path / "select", "slice_selection", checkpoint=True)
+    no_checkpoint = fake_run_folder(tmp_path / "seg", "segmentation", checkpoint=False)
+    out = tmp_path / "out"
+    base = ["estimate", tmp_path / "s1.npz", "--select-model", select, "-o", out]
+    assert_user_error(invoke([*base, "--seg-model", no_checkpoint]), "seg: no checkpoint")
+    assert_user_error(invoke([*base, "--seg-model", f"L3={tmp_path / 'absent'}"]), "absent: no such run folder")
+    missing_input = ["estimate", tmp_path / "nope.nii.gz", "--select-model", select, "--seg-model", select]
+    assert_user_error(invoke([*missing_input, "-o", out]), "nope.nii.gz does not exist")
+    assert not out.exists()
+    out.mkdir()
+    (out / "results.csv").write_text("series\n")
+    assert_user_error(invoke([*base, "--seg-model", select]), "output folder exists", "--overwrite")
+    assert_user_error(invoke([*base, "--seg-model", select, "--resume", "--overwrite"]), "choose one")
+
+
+def test_seg_model_level_mapping() -> None:
+    from bodycomp_cli.estimate.models import parse_seg_model_specs
+
+    levels = ["T5", "T8", "T10", "L3"]
+    mapping = parse_seg_model_specs(["L3=runs/abdomen", "T5,T8,T10=runs/thorax"], levels)
+    assert mapping == {"L3": Path("runs/abdomen"), **{level: Path("runs/thorax") for level in levels[:3]}}
+    # One model without a level is the default for the levels not mapped.
+    mapping = parse_seg_model_specs(["runs/all", "T5=runs/thorax"], levels)
+    assert mapping["T5"] == Path("runs/thorax") and mapping["L3"] == Path("runs/all")
+    with pytest.raises(BodycompError, match="no --seg-model for level T8, T10"):
+        parse_seg_model_specs(["L3=a", "T5=b"], levels)
+    with pytest.raises(BodycompError, match="level L1 is not estimated"):
+        parse_seg_model_specs(["L1=a"], levels)
+    with pytest.raises(BodycompError, match="a second model for all levels"):
+        parse_seg_model_specs(["a", "b"], levels)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.estimate.models import autocast, check_run_folder, inference_setup, load_for_inference
+from bodycomp_cli.estimate.models import check_run_folder, inference_setup, load_for_inference
 from bodycomp_cli.io.atomic import atomic_output_dir, refuse_existing_output
 
 TASKS = ("segmentation", "slice_selection")
@@ -20,7 +20,6 @@ class EvaluateOptions:
     split: str = "val"
     overwrite: bool = False
     gpus: int | None = None
-    amp: bool = True
     batch_size: int = 16
     pixel_spacing_mm: float | None = None  # segmentation: square pixels of this size, for areas in cm^2
     show_progress: bool = True
@@ -63,7 +62,7 @@ def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options
     task = _run_task(run_dir)
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(run_dir, options.split)
     refuse_existing_output(output_dir, options.overwrite)
-    setup = inference_setup(options.gpus, options.amp)
+    setup = inference_setup(options.gpus)
     run = load_for_inference(run_dir, "RUN_DIR", task, setup)
     report: dict = {"task": task, "run": str(run_dir), "data": str(data_dir), "split": options.split}
     report["device"] = setup.description
@@ -71,8 +70,7 @@ def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options
         if task == "segmentation":
 
             def predict(images: np.ndarray) -> np.ndarray:
-                with autocast(setup):
-                    return predict_segmentation(run, images, batch_size=options.batch_size)
+                return predict_segmentation(run, images, batch_size=options.batch_size)
 
             report |= evaluate_segmentation(
                 run, predict, data_dir, options.split, tmp, options.batch_size, options.pixel_spacing_mm, progress
@@ -82,8 +80,7 @@ def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options
 
             def predict(images: np.ndarray) -> np.ndarray:
                 hu = hu_from_uint8(images, float(window["level"]), float(window["width"]))
-                with autocast(setup):
-                    return np.asarray(predict_slice_offsets(run, hu, batch_size=options.batch_size), np.float64)
+                return np.asarray(predict_slice_offsets(run, hu, batch_size=options.batch_size), np.float64)
 
             report |= evaluate_slice_selection(run, predict, data_dir, options.split, options.batch_size, progress)
         (tmp / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,29 +63,23 @@ def check_run_folder(run_dir: Path, option: str) -> None:
 class InferenceSetup:
     device: str  # "cpu" or "cuda:0"
     n_gpus: int  # DataParallel over cuda:0..n-1 when > 1
-    amp: bool  # autocast (bf16 where supported, else fp16); CUDA only
     description: str
 
 
-def inference_setup(gpus: int | None, amp: bool = True) -> InferenceSetup:
-    """Choose devices as training does (-g, default 1 GPU if CUDA is there); AMP only on CUDA."""
+def inference_setup(gpus: int | None) -> InferenceSetup:
+    """Choose devices as training does (-g; default 1 GPU when CUDA is there, else the CPU).
+
+    Mixed precision is the engine's: predict_* run under bf16 autocast on GPUs that support it.
+    """
+    import torch
+
     from bodycomp_cli.engine.devices import resolve_devices
 
     setup = resolve_devices(gpus)
-    use_amp = amp and setup.device.type == "cuda"
-    return InferenceSetup(str(setup.device), setup.n_gpus, use_amp, setup.describe() + (", AMP" if use_amp else ""))
-
-
-@contextlib.contextmanager
-def autocast(setup: InferenceSetup) -> Iterator[None]:
-    if not setup.amp:
-        yield
-        return
-    import torch
-
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    with torch.autocast("cuda", dtype=dtype):
-        yield
+    description = setup.describe()
+    if setup.device.type == "cuda" and torch.cuda.is_bf16_supported():
+        description += ", bf16 autocast"
+    return InferenceSetup(str(setup.device), setup.n_gpus, description)
 
 
 def load_for_inference(run_dir: Path, option: str, task: str | None, setup: InferenceSetup) -> Any:
@@ -115,7 +108,7 @@ class EstimatorModels:
     level_columns: list[int]  # each level's column in the selection model's output
     seg_paths: dict[str, Path] = field(default_factory=dict)
     batch_size: int = 32
-    setup: InferenceSetup = field(default_factory=lambda: InferenceSetup("cpu", 0, False, "the CPU"))
+    setup: InferenceSetup = field(default_factory=lambda: InferenceSetup("cpu", 0, "the CPU"))
 
     @property
     def threshold_mm(self) -> float:
@@ -125,8 +118,7 @@ class EstimatorModels:
         """Z x len(levels) sigmoid outputs of the selection model, in `levels` order."""
         from bodycomp_cli.engine.inference import predict_slice_offsets
 
-        with autocast(self.setup):
-            outputs = predict_slice_offsets(self.select_run, hu_volume, batch_size=self.batch_size)
+        outputs = predict_slice_offsets(self.select_run, hu_volume, batch_size=self.batch_size)
         return np.asarray(outputs, dtype=np.float64)[:, self.level_columns]
 
     def classes(self, level: str) -> list[str]:
@@ -136,8 +128,7 @@ class EstimatorModels:
         """N x H x W uint8 labels from the level's segmentation model, at the slices' own size."""
         from bodycomp_cli.engine.inference import predict_segmentation
 
-        with autocast(self.setup):
-            return predict_segmentation(self.seg_runs[level], hu_slices, batch_size=self.batch_size)
+        return predict_segmentation(self.seg_runs[level], hu_slices, batch_size=self.batch_size)
 
 
 def load_estimator_models(
@@ -145,7 +136,6 @@ def load_estimator_models(
     seg_specs: Sequence[str],
     levels: Sequence[str] | None,
     gpus: int | None = None,
-    amp: bool = True,
     batch_size: int = 32,
     log: Callable[[str], None] | None = None,
 ) -> EstimatorModels:
@@ -159,7 +149,7 @@ def load_estimator_models(
         # Check every folder before loading anything, so a typo in the last one costs no waiting.
         match = _LEVEL_MAPPING.match(spec)
         check_run_folder(Path(match.group(2).strip() if match else spec), "--seg-model")
-    setup = inference_setup(gpus, amp)
+    setup = inference_setup(gpus)
     if log is not None:
         log(f"inference on {setup.description}")
     select_run = load_for_inference(select_dir, "--select-model", "slice_selection", setup)
