@@ -85,17 +85,28 @@ def window_volume(hu: np.ndarray, level: float, width: float) -> np.ndarray:
 
 
 def write_series_slices(
-    job: SeriesJob, work_dir: Path, level: float, width: float, report: Callable[[str, int], None]
+    job: SeriesJob,
+    work_dir: Path,
+    level: float,
+    width: float,
+    report: Callable[[str, int], None],
+    part: int = 0,
+    parts: int = 1,
 ) -> SeriesResult:
-    """Read one series, window it and write one PNG per slice (z ascending) under work_dir/<row>/."""
+    """Read one series, window it and write one PNG per slice (z ascending) under work_dir/<row>/.
+
+    With parts > 1 several workers share one series: each reads it and writes its own share of slices.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         volume = read_volume(job.path)
-    report("total", volume.hu.shape[0])
+    n_slices = volume.hu.shape[0]
+    first, stop = n_slices * part // parts, n_slices * (part + 1) // parts
+    report("total", stop - first)
     target = work_dir / f"{job.index:06d}"
-    target.mkdir(parents=True)
-    for start in range(0, volume.hu.shape[0], 16):
-        images = window_volume(volume.hu[start : start + 16], level, width)
+    target.mkdir(parents=True, exist_ok=True)
+    for start in range(first, stop, 16):
+        images = window_volume(volume.hu[start : min(start + 16, stop)], level, width)
         for offset, image in enumerate(images):
             (target / f"{start + offset:06d}.png").write_bytes(encode_gray8_png(image, PNG_COMPRESS_LEVEL))
         report("done", len(images))
@@ -111,8 +122,9 @@ def _init_worker(progress_queue) -> None:  # noqa: ANN001
     _PROGRESS_QUEUE = progress_queue
 
 
-def _worker(job: SeriesJob, work_dir: Path, level: float, width: float) -> SeriesResult:
-    return write_series_slices(job, work_dir, level, width, lambda kind, n: _PROGRESS_QUEUE.put((kind, n)))
+def _worker(job: SeriesJob, work_dir: Path, level: float, width: float, part: int, parts: int) -> SeriesResult:
+    report = lambda kind, n: _PROGRESS_QUEUE.put((kind, n))  # noqa: E731
+    return write_series_slices(job, work_dir, level, width, report, part, parts)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -126,13 +138,17 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 def _run_jobs(
     jobs: Sequence[SeriesJob], work_dir: Path, level: float, width: float, workers: int, progress: ProgressReporter
 ) -> list[SeriesResult]:
+    """One result per job, in job order. Fewer series than workers: each series is shared by several."""
     if workers == 1:
         return [write_series_slices(job, work_dir, level, width, progress.update) for job in jobs]
+    parts = -(-workers // len(jobs))
     context = _pool_context()
     messages = context.Queue()
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(messages,)) as pool:
-        futures = [pool.submit(_worker, job, work_dir, level, width) for job in jobs]
-        pending = set(futures)
+        futures = [
+            [pool.submit(_worker, job, work_dir, level, width, part, parts) for part in range(parts)] for job in jobs
+        ]
+        pending = {future for job_futures in futures for future in job_futures}
         while pending:
             done, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
             _drain(messages, progress)
@@ -141,7 +157,8 @@ def _run_jobs(
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise failed[0].exception()
         _drain(messages, progress)
-        return [future.result() for future in futures]
+        # Every part read the whole series, so the first part's z and warnings describe all of it.
+        return [job_futures[0].result() for job_futures in futures]
 
 
 def _drain(messages, progress: ProgressReporter) -> None:  # noqa: ANN001
@@ -202,7 +219,7 @@ def prepare_slices(
     if workers is not None and workers < 1:
         raise BodycompError(f"--workers must be at least 1, got {workers}")
     jobs, levels = read_series_manifest(Path(manifest), levels, val_frac, test_frac, seed)
-    workers = min(workers or default_workers(), len(jobs))
+    workers = workers or default_workers()
     progress = progress or ProgressReporter(None)
     with atomic_output_dir(Path(output_dir), overwrite) as tmp:
         work_dir = tmp / WORK_DIR
