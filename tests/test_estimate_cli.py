@@ -214,3 +214,100 @@ def test_seg_model_level_mapping() -> None:
         parse_seg_model_specs(["L1=a"], levels)
     with pytest.raises(BodycompError, match="a second model for all levels"):
         parse_seg_model_specs(["a", "b"], levels)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Phantom series, their prepared data, and 1-epoch 32 px models trained through the typed functions."""
+    from bodycomp_cli.engine.config import EngineConfig
+    from bodycomp_cli.phantoms.writer import generate_phantoms
+    from bodycomp_cli.prepare.seg import prepare_seg
+    from bodycomp_cli.prepare.slices import prepare_slices
+    from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
+    from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, train_slice_selection
+
+    root = tmp_path_factory.mktemp("trained")
+    generate_phantoms(root / "phantoms", n_series=4, size=64, seg_slices=2, workers=1, progress=False)
+    prepare_seg(root / "phantoms" / "seg.csv", root / "seg_data", size=32)
+    prepare_slices(root / "phantoms" / "series.csv", root / "slice_data", levels=["L3"], workers=1)
+    engine = {"epochs": 1, "workers": 0, "quiet": True, "gpus": 0, "tensorboard": False}
+    seg = train_segmentation(
+        root / "seg_data",
+        root / "models",
+        SegmentationSettings(encoder="resnet18", image_size=32),
+        EngineConfig(batch_size=8, **engine),
+        name="seg",
+    )
+    select = train_slice_selection(
+        root / "slice_data",
+        root / "models",
+        SliceSelectionSettings(levels=["L3"], arch="resnet10t", image_size=32),
+        EngineConfig(batch_size=16, steps_per_epoch=2, learning_rate=1e-4, **engine),
+        name="select",
+    )
+    return {"root": root, "seg": seg, "select": select, "series_csv": root / "phantoms" / "series.csv"}
+
+
+def test_cli_end_to_end_on_phantom_series(trained: dict[str, Path], tmp_path: Path) -> None:
+    from conftest import invoke
+
+    write_series(tmp_path / "too_short.npz", n_slices=8)
+    out = tmp_path / "out"
+    args = ["estimate", trained["series_csv"], tmp_path / "too_short.npz", "--select-model", trained["select"]]
+    args += ["--seg-model", f"L3={trained['seg']}", "-o", out, "--save-masks", "-g", "0", "-b", "64"]
+    result = invoke(args)
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    assert "too_short" in result.stderr  # the QC skip is reported as it happens
+    phantoms = pd.read_csv(trained["series_csv"], dtype={"series": str})
+    results = pd.read_csv(out / "results.csv", dtype={"series": str})
+    assert list(results["series"]) == list(phantoms["series"])
+    assert list(pd.read_csv(out / "qc.csv")["series"]) == ["too_short"]
+    for row, path in zip(results.itertuples(), phantoms["path"], strict=True):
+        with np.load(trained["series_csv"].parent / path) as series:
+            z_mm, spacing = series["z_mm"], tuple(series["pixel_spacing"])
+        assert 0 <= row.L3_slice_index < len(z_mm) and row.L3_z_mm == pytest.approx(z_mm[row.L3_slice_index])
+        mask = np.load(out / "masks" / f"{row.series}_L3.npy")
+        assert mask.dtype == np.uint8 and mask.shape == (64, 64) and mask.max() <= 3
+        # The areas in results.csv are the saved mask's pixel counts times the pixel area.
+        for label, tissue in enumerate(["muscle", "subcutaneous_fat", "visceral_fat"], start=1):
+            expected = (mask == label).sum() * spacing[0] * spacing[1] / 100
+            assert getattr(row, f"L3_{tissue}_area_cm2") == pytest.approx(expected)
+        assert (out / "previews" / f"{row.series}_L3.png").is_file()
+    assert json.loads((out / "results.json").read_text())["columns"] == list(results.columns)
+
+    again = invoke([*args, "--resume"])
+    assert again.exit_code == 0, again.output + (again.stderr or "")
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv", dtype={"series": str}), results)
+
+
+def test_cli_evaluate_both_tasks(trained: dict[str, Path], tmp_path: Path) -> None:
+    from conftest import assert_user_error, invoke
+
+    result = invoke(["evaluate", trained["seg"], trained["root"] / "seg_data", "-o", tmp_path / "seg_eval"])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    assert "Dice" in result.output
+    report = json.loads((tmp_path / "seg_eval" / "evaluation.json").read_text())
+    assert report["task"] == "segmentation" and report["slices"] == 2 and report["area_unit"] == "px"
+    for tissue in ("muscle", "subcutaneous_fat", "visceral_fat"):
+        dice = report["tissues"][tissue]["dice_pooled"]
+        assert dice is None or 0.0 <= dice <= 1.0
+    assert all((tmp_path / "seg_eval" / entry["png"]).is_file() for entry in report["worst_slices"])
+
+    result = invoke(["evaluate", trained["select"], trained["root"] / "slice_data", "-o", tmp_path / "sel_eval"])
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    level = json.loads((tmp_path / "sel_eval" / "evaluation.json").read_text())["levels"]["L3"]
+    assert level["mae_mm"] >= 0 and level["n_near"] > 0
+    assert level["selection"]["n_series"] == 1 and 0 <= level["selection"]["within_10mm"] <= 1
+
+    again = invoke(["evaluate", trained["select"], trained["root"] / "slice_data", "-o", tmp_path / "sel_eval"])
+    assert_user_error(again, "sel_eval", "--overwrite")
+    assert_user_error(invoke(["evaluate", trained["seg"], trained["root"] / "slice_data"]), "val_images.npy: not found")
+    assert not (trained["seg"] / "evaluation_val").exists()
+
+
+def test_cli_more_gpus_than_visible(trained: dict[str, Path], tmp_path: Path) -> None:
+    from conftest import assert_user_error, invoke
+
+    args = ["estimate", trained["series_csv"], "--select-model", trained["select"], "--seg-model", trained["seg"]]
+    assert_user_error(invoke([*args, "-o", tmp_path / "out", "-g", "64"]), "-g/--gpus 64")
+    assert not (tmp_path / "out").exists()
