@@ -1,0 +1,109 @@
+"""estimate throughput (slices/s) on one CT-like series, on the CPU by default.
+
+Models with the default architectures and sizes (slice selection densenet121 at 256 px, segmentation
+unet/resnet34 at 512 px) are made by one training step each, through the typed training functions:
+throughput does not depend on how good the weights are. The timed part is run_estimate on the series:
+reading, QC, the selection model on every slice, segmentation of the chosen slice, measurements, preview.
+
+    python benchmarks/estimate.py            # one 300-slice 512 x 512 series (the issue's figure)
+    python benchmarks/estimate.py --tiny     # seconds-long smoke run at 32 px
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prepare_slices import cpu_model, ct_like_series  # noqa: E402
+
+from bodycomp_cli.engine.config import EngineConfig  # noqa: E402
+from bodycomp_cli.estimate.inputs import collect_inputs  # noqa: E402
+from bodycomp_cli.estimate.models import load_estimator_models  # noqa: E402
+from bodycomp_cli.estimate.run import EstimateOptions, run_estimate  # noqa: E402
+from bodycomp_cli.io.windowing import window_hu  # noqa: E402
+from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation  # noqa: E402
+from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, train_slice_selection  # noqa: E402
+
+ONE_STEP = {"epochs": 1, "batch_size": 2, "steps_per_epoch": 1, "workers": 0, "quiet": True, "gpus": 0}
+
+
+def one_step_models(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    """A segmentation run and a slice-selection run with the benchmark's architectures, one step each."""
+    hu, _ = ct_like_series(4, args.seg_size, seed=1)
+    masks = np.where(hu > -30, 1, np.where(hu > -190, 2, 0)).astype(np.uint8)
+    seg_data = root / "seg_data"
+    seg_data.mkdir()
+    for split in ("train", "val"):
+        np.save(seg_data / f"{split}_images.npy", hu[:2, ..., None])
+        np.save(seg_data / f"{split}_masks.npy", masks[:2, ..., None])
+    seg = train_segmentation(
+        seg_data,
+        root / "models",
+        SegmentationSettings(encoder=args.seg_encoder, image_size=args.seg_size),
+        EngineConfig(tensorboard=False, **ONE_STEP),
+        name="seg",
+    )
+    slice_data = root / "slice_data"
+    pixels = window_hu(ct_like_series(4, 64, seed=2)[0])
+    for split in ("train", "val"):
+        (slice_data / "images" / split).mkdir(parents=True)
+        for index, image in enumerate(pixels):
+            iio.imwrite(slice_data / "images" / split / f"{index:06d}.png", image)
+        (slice_data / "meta").mkdir(exist_ok=True)
+        pd.DataFrame({"ZOffset_L3": [-20.0, -5.0, 5.0, 20.0]}).to_csv(slice_data / "meta" / f"{split}.csv")
+    select = train_slice_selection(
+        slice_data,
+        root / "models",
+        SliceSelectionSettings(levels=["L3"], arch=args.select_arch, image_size=args.select_size),
+        EngineConfig(tensorboard=False, learning_rate=1e-4, **ONE_STEP),
+        name="select",
+    )
+    return seg, select
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="smoke run: 40 slices of 64 px, 32 px models")
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--size", type=int, default=512, help="in-plane size of the series")
+    parser.add_argument("--select-arch", default="densenet121")
+    parser.add_argument("--select-size", type=int, default=256)
+    parser.add_argument("--seg-encoder", default="resnet34")
+    parser.add_argument("--seg-size", type=int, default=512)
+    parser.add_argument("-b", "--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    if args.tiny:
+        args.slices, args.size, args.select_arch, args.select_size = 40, 64, "resnet10t", 32
+        args.seg_encoder, args.seg_size = "resnet18", 32
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="bodycomp-bench-estimate-") as tmp:
+        root = Path(tmp)
+        seg, select = one_step_models(root, args)
+        hu, z_mm = ct_like_series(args.slices, args.size, seed=0)
+        np.savez(root / "series.npz", hu=hu, z_mm=z_mm, pixel_spacing=np.array([0.8, 0.8]))
+        started = time.perf_counter()
+        models = load_estimator_models(select, [str(seg)], ["L3"], gpus=0, batch_size=args.batch_size)
+        load_seconds = time.perf_counter() - started
+        options = EstimateOptions(show_progress=False)
+        summary = run_estimate(collect_inputs([root / "series.npz"]), models, root / "out", options)
+    rate = summary.slices / summary.seconds
+    print(f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"series: {args.slices} slices of {args.size} x {args.size}; selection {args.select_arch} at "
+        f"{args.select_size} px, segmentation unet/{args.seg_encoder} at {args.seg_size} px, batch {args.batch_size}"
+    )
+    print(f"model loading: {load_seconds:.1f} s (not in the figure)")
+    print(f"estimate: {summary.slices} slices in {summary.seconds:.1f} s = {rate:.1f} slices/s")
+
+
+if __name__ == "__main__":
+    main()
