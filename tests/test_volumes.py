@@ -183,3 +183,24 @@ def test_bad_npz_is_refused(tmp_path, arrays, message):
     np.savez(tmp_path / "v.npz", **arrays)
     with pytest.raises(BodycompError, match=message):
         read_volume(tmp_path / "v.npz")
+
+
+def test_scaled_hu_stays_int16_only_while_whole():
+    from bodycomp_cli.io.volumes import stack_scaled_hu
+
+    stored = [np.array([[0, 1024]], np.uint16), np.array([[2000, 3]], np.uint16)]
+    whole = stack_scaled_hu(iter(stored), 2, [1.0, 1.0], [-1024.0, -1024.0])
+    assert whole.dtype == np.int16
+    np.testing.assert_array_equal(whole, [[[-1024, 0]], [[976, -1021]]])
+    half = stack_scaled_hu(iter(stored), 2, [1.0, 0.5], [-1024.0, -1024.0])
+    assert half.dtype == np.float32
+    np.testing.assert_array_equal(half, [[[-1024, 0]], [[-24, -1022.5]]])
+
+
+def test_scaled_nifti_matches_nibabel_scaling(tmp_path):
+    hu = (np.arange(7 * 6 * 5) % 256 - 1024).reshape(7, 6, 5).astype(np.float64)
+    image = nib.Nifti1Image(hu, np.diag([-1.0, -1.0, 2.0, 1.0]))
+    image.header.set_data_dtype(np.uint8)  # forces nibabel to store scl_slope / scl_inter
+    nib.save(image, tmp_path / "scaled.nii")
+    expected = nib.load(tmp_path / "scaled.nii").get_fdata().transpose(2, 1, 0)  # LPS voxels: (z, y, x) is display
+    np.testing.assert_allclose(read_volume(tmp_path / "scaled.nii").hu, expected, rtol=0, atol=1e-3)

@@ -7,6 +7,7 @@ left (the radiological display of an axial slice). Patient z in mm grows toward 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,28 @@ def hu_array(values: np.ndarray, source: Path) -> np.ndarray:
     if values.size and (values.min() < INT16_MIN or values.max() > INT16_MAX):
         return values.astype(np.float32)
     return values.astype(np.int16)
+
+
+def stack_scaled_hu(
+    stored_slices: Iterable[np.ndarray], count: int, slope: Sequence[float], intercept: Sequence[float]
+) -> np.ndarray:
+    """Stack `stored * slope + intercept` slice by slice: int16 while every value is whole and fits, else float32.
+
+    Working a slice at a time keeps memory near the size of the result (no float64 copy of a volume).
+    """
+    out: np.ndarray | None = None
+    for k, stored in enumerate(stored_slices):
+        hu = stored.astype(np.float64) * slope[k] + intercept[k]
+        if out is None:
+            out = np.empty((count, *hu.shape), dtype=np.int16)
+        if out.dtype == np.int16 and not (
+            np.array_equal(hu, np.rint(hu)) and hu.min() >= INT16_MIN and hu.max() <= INT16_MAX
+        ):
+            out = out.astype(np.float32)
+        if not np.isfinite(hu).all():
+            raise ValueError("NaN or inf in the HU values")
+        out[k] = hu
+    return out
 
 
 def _read_npz(path: Path) -> Volume:
@@ -173,27 +196,29 @@ def read_dicom_files(files: list[Path], source: Path) -> Volume:
     order = np.argsort(distance, kind="stable")
     if len(order) > 1 and np.any(np.diff(distance[order]) <= 1e-6):
         raise BodycompError(f"{source}: two DICOM slices share one position along the slice normal")
-    slices = []
-    shape = None
-    for index in order:
-        file, ds = datasets[index]
-        try:
-            stored = ds.pixel_array
-        except Exception as error:  # pydicom raises many types for missing decoders or bad data
-            raise BodycompError(f"{file}: cannot decode pixel data ({error})") from None
-        if stored.ndim != 2:
-            raise BodycompError(f"{file}: DICOM image is not 2-D (shape {stored.shape})")
-        if shape is not None and stored.shape != shape:
-            raise BodycompError(f"{file}: slice shape {stored.shape} differs from {shape} in the same series")
-        shape = stored.shape
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        slices.append(stored.astype(np.float64) * slope + intercept)
-    hu = np.stack(slices)
-    if np.array_equal(hu, np.rint(hu)) and hu.min() >= INT16_MIN and hu.max() <= INT16_MAX:
-        hu = hu.astype(np.int16)
-    else:
-        hu = hu.astype(np.float32)
+
+    def stored_slices():
+        shape = None
+        for index in order:
+            file, ds = datasets[index]
+            try:
+                stored = ds.pixel_array
+            except Exception as error:  # pydicom raises many types for missing decoders or bad data
+                raise BodycompError(f"{file}: cannot decode pixel data ({error})") from None
+            if stored.ndim != 2:
+                raise BodycompError(f"{file}: DICOM image is not 2-D (shape {stored.shape})")
+            if shape is not None and stored.shape != shape:
+                raise BodycompError(f"{file}: slice shape {stored.shape} differs from {shape} in the same series")
+            shape = stored.shape
+            yield stored
+
+    rescale = [datasets[index][1] for index in order]
+    slopes = [float(ds.get("RescaleSlope", 1) or 1) for ds in rescale]
+    intercepts = [float(ds.get("RescaleIntercept", 0) or 0) for ds in rescale]
+    try:
+        hu = stack_scaled_hu(stored_slices(), len(order), slopes, intercepts)
+    except ValueError as error:
+        raise BodycompError(f"{source}: {error}") from None
     hu = np.ascontiguousarray(_to_display(hu, transpose, flip_rows, flip_cols))
     spacing = None
     if "PixelSpacing" in first:
@@ -213,7 +238,10 @@ def read_nifti(path: Path) -> Volume:
 
     try:
         image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
+        proxy = image.dataobj
+        # Scale slice by slice (see stack_scaled_hu) rather than let nibabel make a float64 volume.
+        slope, intercept = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
+        data = proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else np.asanyarray(proxy)
     except Exception as error:  # nibabel raises many types for truncated or foreign files
         raise BodycompError(f"{path}: cannot read NIfTI ({error})") from None
     while data.ndim > 3 and data.shape[-1] == 1:
@@ -222,11 +250,21 @@ def read_nifti(path: Path) -> Volume:
         data = data[:, :, np.newaxis]
     if data.ndim != 3:
         raise BodycompError(f"{path}: volume is not 3-D (shape {data.shape})")
-    data = hu_array(data, path)
+    if (slope, intercept) == (1.0, 0.0):
+        data = hu_array(data, path)
+    elif data.dtype.kind not in "iuf":
+        raise BodycompError(f"{path}: dtype {data.dtype} is not numeric HU")
     # nibabel world space is RAS+. Array axes (0, 1, 2) must run to Superior (z ascending),
     # Posterior (rows anterior -> posterior) and Left (columns from the patient's right to left).
     transform = ornt_transform(io_orientation(image.affine), axcodes2ornt(("S", "P", "L")))
-    hu = np.ascontiguousarray(apply_orientation(data, transform))
+    hu = apply_orientation(data, transform)
+    if (slope, intercept) == (1.0, 0.0):
+        hu = np.ascontiguousarray(hu)
+    else:
+        try:
+            hu = stack_scaled_hu(hu, hu.shape[0], [slope] * hu.shape[0], [intercept] * hu.shape[0])
+        except ValueError as error:
+            raise BodycompError(f"{path}: {error}") from None
     affine = image.affine @ inv_ornt_aff(transform, data.shape)
     centre = np.array([0.0, (hu.shape[1] - 1) / 2.0, (hu.shape[2] - 1) / 2.0, 1.0])
     z_mm = np.array([(affine @ (centre + [k, 0, 0, 0]))[2] for k in range(hu.shape[0])], dtype=np.float64)
