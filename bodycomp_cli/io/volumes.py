@@ -111,7 +111,9 @@ def _read_npz(path: Path) -> Volume:
     if not np.isfinite(z_mm).all():
         raise BodycompError(f"{path}: z_mm has NaN or inf")
     order = np.argsort(z_mm, kind="stable")
-    hu = hu_array(hu, path)[order]
+    hu = hu_array(hu, path)
+    if np.any(order != np.arange(len(order))):  # skip the copy when the slices are already z ascending
+        hu = hu[order]
     pixel_spacing = None
     if spacing is not None and np.size(spacing) == 2:
         pixel_spacing = (float(np.ravel(spacing)[0]), float(np.ravel(spacing)[1]))

@@ -80,7 +80,8 @@ def _int16_lut(level: float, width: float) -> np.ndarray:
 def window_volume(hu: np.ndarray, level: float, width: float) -> np.ndarray:
     """window_hu, bit for bit, but through a lookup table for int16 volumes (several times faster)."""
     if hu.dtype == np.int16:
-        return np.take(_int16_lut(level, width), hu.view(np.uint16))
+        # Every uint16 index is inside the 65536-entry table, so mode="clip" only skips bounds checks.
+        return np.take(_int16_lut(level, width), hu.view(np.uint16), mode="clip")
     return window_hu(hu, level, width)
 
 
