@@ -113,19 +113,24 @@ def evaluate_segmentation(
             f"area_error_abs_{unit}": float(np.abs(difference[:, k]).mean()),
             f"area_error_signed_{unit}": float(difference[:, k].mean()),
         }
-    # A slice's score: its mean Dice over the tissues present (1 when it has none, in truth or prediction).
+    worst = _write_worst_cases(per_slice, images, masks, predict, classes, output_dir)
+    return {"slices": len(images), "area_unit": unit, "tissues": tissues, "worst_slices": worst}
+
+
+def _write_worst_cases(per_slice, images, masks, predict, classes, output_dir: Path) -> list[dict]:
+    """Overlay PNGs of the slices with the lowest mean Dice over the tissues they hold."""
     counted = np.isfinite(per_slice)
-    slice_score = np.where(
-        counted.any(1), np.where(counted, per_slice, 0.0).sum(1) / np.maximum(counted.sum(1), 1), 1.0
-    )
-    worst = [int(i) for i in np.argsort(slice_score, kind="stable")[:WORST_CASES]]
-    worst_entries = []
-    for rank, index in enumerate(worst, start=1):
+    # A slice with no tissue at all, in truth or prediction, is perfect (score 1).
+    sums = np.where(counted, per_slice, 0.0).sum(1)
+    slice_score = np.where(counted.any(1), sums / np.maximum(counted.sum(1), 1), 1.0)
+    entries = []
+    for rank, index in enumerate(np.argsort(slice_score, kind="stable")[:WORST_CASES], start=1):
+        index = int(index)
         prediction = predict(np.asarray(images[index : index + 1]))[0]
         name = f"worst_{rank}_slice_{index:06d}.png"
         _save_comparison(output_dir / name, images[index], masks[index], prediction, classes, index, slice_score[index])
-        worst_entries.append({"slice": index, "mean_dice": float(slice_score[index]), "png": name})
-    return {"slices": len(images), "area_unit": unit, "tissues": tissues, "worst_slices": worst_entries}
+        entries.append({"slice": index, "mean_dice": float(slice_score[index]), "png": name})
+    return entries
 
 
 def _number(value: float) -> float | None:
