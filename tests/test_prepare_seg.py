@@ -141,6 +141,9 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[object, tuple[str, ...]]]:
     np.save(tmp / "vol_img.npy", np.zeros((2, S, S), np.int16))
     np.save(tmp / "vol_mask.npy", np.zeros((2, S, S), np.uint8))
     (tmp / "empty.csv").write_text("image,mask\n")
+    iio.imwrite(tmp / "rgb_mask.png", np.zeros((S, S, 3), np.uint8))
+    iio.imwrite(tmp / "cut_mask.png", np.ones((S, S), np.uint8))
+    (tmp / "cut_mask.png").write_bytes((tmp / "cut_mask.png").read_bytes()[:-20])  # pixels intact, end cut off
 
     def row(image="ok_img.npy", mask="ok_mask.npy", **extra):
         return [{"image": image, "mask": mask, **extra}]
@@ -157,6 +160,8 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[object, tuple[str, ...]]]:
         "inf image": (row(image="inf_img.npy"), ("row 1", "inf_img.npy", "NaN or inf")),
         "3-D image": (row(image="vol_img.npy"), ("row 1", "vol_img.npy", "image is not 2-D")),
         "3-D mask": (row(mask="vol_mask.npy"), ("row 1", "vol_mask.npy", "mask is not 2-D")),
+        "RGB PNG mask": (row(mask="rgb_mask.png"), ("row 1", "rgb_mask.png", "not 8-bit grayscale (mode RGB")),
+        "truncated PNG mask": (row(mask="cut_mask.png"), ("row 1", "cut_mask.png", "corrupt or truncated PNG")),
         "missing column": ([{"image": "ok_img.npy"}], ("m.csv", "missing column 'mask'")),
         "empty manifest": (tmp / "empty.csv", ("empty.csv", "empty")),
         "missing file": (row() + row(image="gone.npy"), ("row 2", "image file not found", "gone.npy")),
@@ -176,6 +181,8 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[object, tuple[str, ...]]]:
         "inf image",
         "3-D image",
         "3-D mask",
+        "RGB PNG mask",
+        "truncated PNG mask",
         "missing column",
         "empty manifest",
         "missing file",

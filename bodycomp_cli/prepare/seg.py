@@ -81,16 +81,18 @@ def load_mask(path: Path, where: str, allowed: tuple[int, ...]) -> np.ndarray:
     """A 2-D uint8 label mask from .npy or an 8-bit grayscale .png, with labels in `allowed`."""
     name = path.name.lower()
     if name.endswith(".png"):
-        import imageio.v3 as iio
+        from PIL import Image
 
         try:
-            mask = iio.imread(path)
-        except Exception as error:  # imageio/Pillow raise many types for corrupt files
-            raise BodycompError(f"{where}: cannot read {path} ({error})") from None
-        if mask.ndim == 3:
-            raise BodycompError(f"{where}: {path}: mask PNG is not grayscale (shape {mask.shape})")
-        if mask.dtype != np.uint8:
-            raise BodycompError(f"{where}: {path}: mask PNG is not 8-bit ({mask.dtype})")
+            with Image.open(path) as png:
+                png.verify()  # CRCs and the closing IEND chunk: Pillow decodes some truncated files silently
+            with Image.open(path) as png:
+                mode = png.mode
+                mask = np.asarray(png)
+        except Exception as error:  # Pillow raises many types for corrupt files
+            raise BodycompError(f"{where}: {path}: corrupt or truncated PNG ({error})") from None
+        if mode != "L":
+            raise BodycompError(f"{where}: {path}: mask PNG is not 8-bit grayscale (mode {mode}, shape {mask.shape})")
     elif name.endswith(".npy"):
         mask = _two_d(_load_npy(path, where), f"{where}: {path}", "mask")
     else:
