@@ -21,7 +21,7 @@ def body_slice(size: int, rng: np.random.Generator, thoracic: bool = False) -> t
     hu[r < 1.0], labels[r < 1.0] = -100.0, 2  # subcutaneous fat
     hu[r < inner], labels[r < inner] = 50.0, 1  # muscle wall
     core = r < inner - 0.15
-    hu[core], labels[core] = 30.0, 0  # organs (background class)
+    hu[core], labels[core] = 150.0, 0  # organs (background class; bright, so tiny models learn fast)
     if not thoracic:
         for _ in range(3):
             by, bx = cy + rng.uniform(-0.3, 0.3) * b, cx + rng.uniform(-0.3, 0.3) * a

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from bodycomp_cli.data.augment import AffineRanges, augment_image, resize_image
 from bodycomp_cli.errors import BodycompError
 
 SPLITS = ("train", "val")
-PNG_NAME = re.compile(r"^\d{6}\.png$")
 
 
 @dataclass(frozen=True)
@@ -67,9 +65,14 @@ def _check_pngs(image_dir: Path, count: int, csv_path: Path) -> None:
     names = sorted(p.name for p in image_dir.iterdir() if p.suffix.lower() == ".png")
     if len(names) != count:
         raise BodycompError(f"{image_dir}: {len(names)} PNG images but {csv_path} has {count} rows")
-    for position, name in enumerate(names):
-        if not PNG_NAME.match(name) or int(name[:6]) != position:
-            raise BodycompError(f"{image_dir}: PNG ids must run 000000..{count - 1:06d} without gaps; found {name}")
+    expected = [f"{i:06d}.png" for i in range(count)]
+    if names != expected:
+        missing = next(name for name in expected if name not in set(names))
+        stray = next(name for name in names if name not in set(expected))
+        raise BodycompError(
+            f"{image_dir}: PNG ids must run 000000..{count - 1:06d} without gaps; {missing} is missing, found {stray}"
+        )
+    for name in names:
         path = image_dir / name
         try:
             with Image.open(path) as image:
