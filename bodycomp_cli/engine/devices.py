@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -74,6 +75,8 @@ def wrap_model(model: torch.nn.Module, setup: DeviceSetup) -> torch.nn.Module:
         if setup.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # SyncBN needs GPUs
             return torch.nn.parallel.DistributedDataParallel(model, device_ids=[setup.device.index])
+        # Depthwise convolutions (ConvNeXt, MobileNet) make DDP warn about grad strides: a speed hint only.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         return torch.nn.parallel.DistributedDataParallel(model)
     if setup.n_gpus > 1:
         return torch.nn.DataParallel(model, device_ids=list(range(setup.n_gpus)))

@@ -1,0 +1,48 @@
+"""DDP through torchrun: two CPU processes (gloo) write one set of run files with the single-process metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from conftest import invoke
+from helpers_train import make_select_data
+
+torch.set_num_threads(1)
+
+# ConvNeXt normalises per sample (LayerNorm, no BatchNorm), so two ranks with half batches compute exactly
+# the gradients of one process with the whole batch: the histories must agree to float rounding.
+OPTIONS = ["-e", "2", "--arch", "convnext_atto", "--image-size", "32", "-b", "4", "--workers", "0"]
+OPTIONS += ["--steps-per-epoch", "2", "--deterministic", "--quiet"]
+
+
+def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
+    data = make_select_data(tmp_path / "data", n_series=(2, 2), slices=8)
+    models = tmp_path / "models"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "bodycomp_cli", "train-select", str(data), str(models), "-a", "ddp", *OPTIONS]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+
+    run = models / "ddp"
+    assert sorted(p.name for p in models.iterdir()) == ["ddp"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint_best.pt", "checkpoint_last.pt", "config.json", "curves.png", "history.csv",
+    ]  # fmt: skip
+    config = json.loads((run / "config.json").read_text())
+    assert config["world_size"] == 2 and "DDP" in config["devices"] and "gloo" in config["devices"]
+
+    single = invoke(["train-select", data, models, "-a", "single", *OPTIONS])
+    assert single.exit_code == 0, single.output
+    ddp_rows = pd.read_csv(run / "history.csv").drop(columns="seconds")
+    single_rows = pd.read_csv(models / "single" / "history.csv").drop(columns="seconds")
+    assert list(ddp_rows.columns) == list(single_rows.columns)
+    for column in ddp_rows.columns:
+        assert ddp_rows[column].tolist() == pytest.approx(single_rows[column].tolist(), rel=1e-4, abs=1e-6), column
