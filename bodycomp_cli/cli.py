@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 
-import click
 import typer
 
 from bodycomp_cli.commands import demo, estimate, prepare, train
@@ -40,7 +39,7 @@ def _looks_like_level(token: str) -> bool:
     )
 
 
-def _make_greedy(option: click.Option) -> None:
+def _make_greedy(option) -> None:  # noqa: ANN001 - a (vendored) click Option
     """Let `-L` take several space-separated values, as argparse's nargs='+' did in the original."""
     base = type(option)
 
@@ -63,13 +62,14 @@ def _make_greedy(option: click.Option) -> None:
     option.__class__ = GreedyOption
 
 
-def build_command() -> click.Command:
+def build_command():  # noqa: ANN201 - typer.main.get_command returns its vendored click type
     """The click command tree of the app, with greedy `-L` options. Tests invoke this."""
     command = typer.main.get_command(app)
     subcommands = getattr(command, "commands", {})
     for sub in subcommands.values():
         for param in sub.params:
-            if isinstance(param, click.Option) and param.name == "levels":
+            # Typer vendors its own click, so test the parameter's kind rather than click.Option.
+            if getattr(param, "param_type_name", None) == "option" and param.name == "levels":
                 _make_greedy(param)
     return command
 

@@ -80,3 +80,16 @@ def test_levels_repeated_and_stops_at_paths(tmp_path):
     assert result.exit_code == 0, result.output
     assert seen["levels"] == ["T5", "L3", "T10"]
     assert seen["data"] == str(tmp_path)
+
+
+def test_real_commands_take_space_separated_levels(tmp_path):
+    from bodycomp_cli.cli import build_command
+
+    command = build_command()
+    for name in ("prepare-slices", "train-select", "estimate"):
+        assert any(p.name == "levels" for p in command.commands[name].params), name
+    train_select = command.commands["train-select"]
+    ctx = train_select.make_context("train-select", [str(tmp_path), "models", "-L", "T5", "T8", "T10", "L3"])
+    assert ctx.params["levels"] == ["T5", "T8", "T10", "L3"]
+    ctx = train_select.make_context("train-select", ["-L", "T5", "L3", str(tmp_path), "models"])
+    assert ctx.params["levels"] == ["T5", "L3"]
