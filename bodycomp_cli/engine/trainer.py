@@ -62,6 +62,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"metric": task.best_metric, "value": None, "epoch": None}
         self.start_epoch = 1
+        self.saved_epoch = 0  # the last epoch whose files are all on disk
         self._build_loaders()
         self.tensorboard = TensorBoardLog(run_dir, engine.tensorboard and setup.is_main)
 
@@ -101,10 +102,10 @@ class Trainer:
         self.history = list(checkpoint["history"])
         self.best = dict(checkpoint["best"])
         self.start_epoch = int(checkpoint["epoch"]) + 1
+        self.saved_epoch = self.start_epoch - 1
 
     # ----- the loop ---------------------------------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:
-        epoch = self.start_epoch
         try:
             for epoch in range(self.start_epoch, self.engine.epochs + 1):
                 self.on_epoch_start(epoch)
@@ -113,7 +114,7 @@ class Trainer:
                 metrics = self.validate()
                 self.on_epoch_end(epoch, train_loss, metrics, time.perf_counter() - started)
         except KeyboardInterrupt:
-            self._say_how_to_resume(epoch - 1)
+            self._say_how_to_resume()
             raise
         finally:
             self.tensorboard.close()
@@ -225,6 +226,7 @@ class Trainer:
             write_history(self.run_dir / HISTORY, self.history)
             draw_curves(self.run_dir / CURVES, self.history)
             self.tensorboard.log(row)
+            self.saved_epoch = epoch
         if not self.engine.quiet:
             self.console.print(self._summary(row, improved), highlight=False)
 
@@ -264,11 +266,11 @@ class Trainer:
             return contextlib.nullcontext((None, None))
         return _EpochBar(self.console, f"epoch {epoch}/{self.engine.epochs}", self.steps)
 
-    def _say_how_to_resume(self, completed: int) -> None:
+    def _say_how_to_resume(self) -> None:
         if not self.setup.is_main:
             return
-        name = self.run_dir.name
-        if completed >= 1 and (self.run_dir / LAST).is_file():
+        name, completed = self.run_dir.name, self.saved_epoch
+        if completed >= 1:
             self.console.print(
                 f"interrupted: {self.run_dir / LAST} holds epoch {completed}. "
                 f"To resume, run the same command with: -a {name} --resume",
