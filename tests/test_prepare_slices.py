@@ -142,7 +142,6 @@ def test_levels_repeated_and_default_every_z_column(tmp_path):
     ]
 
 
-@pytest.mark.xfail(reason="cli.build_command checks isinstance(click.Option), but typer 0.29 vendors its own click")
 def test_levels_space_separated_after_one_flag(tmp_path):
     make_series(tmp_path, n_series=1, slices=2, size=8)
     manifest = write_manifest(tmp_path / "m.csv", [{"series": "S0", "path": "s0.npz", "z_T5": 1, "z_L3": 2, "z_T8": 3}])
