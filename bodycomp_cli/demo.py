@@ -1,0 +1,267 @@
+"""`bodycomp demo`: the whole pipeline on phantom CT, on the CPU, with measured quality.
+
+phantoms -> prepare-seg / prepare-slices -> train-seg / train-select -> evaluate on held-out series
+-> estimate on held-out series. Everything lands in OUTPUT_DIR (built in a temporary sibling folder and
+renamed into place at the end), with OUTPUT_DIR/summary.json holding the figures and stage timings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_text
+
+TISSUES = ("muscle", "subcutaneous_fat", "visceral_fat")
+DICE_FLOOR = 0.90  # the demo's promise on held-out phantom series (full run only)
+L3_MEDIAN_FLOOR_MM = 10.0
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    series: int  # phantom series (20% test, 15% val, the rest train)
+    phantom_size: int  # in-plane pixels of the phantom CT
+    seg_slices: int  # labelled slices near L3 per series
+    seg_size: int  # segmentation arrays and model input (multiple of 32)
+    seg_arch: str
+    seg_encoder: str
+    seg_epochs: int
+    seg_steps: int  # batches per epoch
+    seg_batch: int
+    seg_lr: float
+    select_size: int
+    select_arch: str
+    select_epochs: int
+    select_steps: int
+    select_batch: int
+    select_lr: float
+    seed: int = 0
+
+
+# Sized for a 2-core CPU: a light decoder (LinkNet) over ResNet-18 at 128 px for the tissues, and a
+# ResNet-18 at 64 px for slice selection (the level is read from coarse anatomy).
+FULL = DemoSettings(
+    series=48, phantom_size=128, seg_slices=6,
+    seg_size=128, seg_arch="linknet", seg_encoder="resnet18", seg_epochs=8, seg_steps=30, seg_batch=16, seg_lr=2e-3,
+    select_size=64, select_arch="resnet18", select_epochs=8, select_steps=50, select_batch=32, select_lr=1e-3,
+)  # fmt: skip
+FAST = DemoSettings(
+    series=8, phantom_size=64, seg_slices=3,
+    seg_size=64, seg_arch="linknet", seg_encoder="resnet18", seg_epochs=2, seg_steps=4, seg_batch=8, seg_lr=2e-3,
+    select_size=64, select_arch="resnet18", select_epochs=2, select_steps=6, select_batch=16, select_lr=1e-3,
+)  # fmt: skip
+
+
+class StageClock:
+    """Seconds per stage, in the order they ran."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str, what: str) -> Iterator[None]:
+        self.console.rule(f"[bold]{name}[/]: {what}")
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 1)
+        self.console.print(f"{name}: {self.seconds[name]:.1f} s")
+
+
+def run_demo(
+    output_dir: Path = Path("bodycomp-demo"),
+    fast: bool = False,
+    overwrite: bool = False,
+    settings: DemoSettings | None = None,
+    console: Console | None = None,
+) -> dict:
+    """Run every stage on phantoms in output_dir; returns (and writes) summary.json's content.
+
+    Example: run_demo(Path("bodycomp-demo"), fast=True)
+    """
+    settings = settings or (FAST if fast else FULL)
+    console = console or Console(soft_wrap=True)
+    clock = StageClock(console)
+    started = time.perf_counter()
+    with atomic_output_dir(Path(output_dir), overwrite=overwrite) as root:
+        summary = _run_stages(root, settings, clock, console)
+        summary["seconds"] = {**clock.seconds, "total": round(time.perf_counter() - started, 1)}
+        summary["mode"] = "fast" if settings == FAST else ("full" if settings == FULL else "custom")
+        summary["settings"] = asdict(settings)
+        summary["quality_floor"] = _quality_floor(summary, enforced=summary["mode"] == "full")
+        atomic_write_text(root / "summary.json", json.dumps(summary, indent=1) + "\n")
+    console.print(summary_table(summary, Path(output_dir)))
+    return summary
+
+
+def _run_stages(root: Path, s: DemoSettings, clock: StageClock, console: Console) -> dict:
+    from bodycomp_cli.phantoms import generate_phantoms
+
+    with clock.stage("phantoms", f"{s.series} series at {s.phantom_size} px"):
+        generate_phantoms(root / "phantoms", s.series, s.seed, s.phantom_size, s.seg_slices)
+    with clock.stage("prepare", "prepare-seg (train/val and held-out test slices) and prepare-slices"):
+        _prepare(root, s, console)
+    with clock.stage("train_seg", f"{s.seg_arch}/{s.seg_encoder} at {s.seg_size} px on the CPU"):
+        seg_run = _train_seg(root, s)
+    with clock.stage("train_select", f"{s.select_arch} at {s.select_size} px on the CPU"):
+        select_run = _train_select(root, s)
+    with clock.stage("evaluate", "Dice and L3 selection error on held-out (test) series"):
+        seg_report, select_report = _evaluate(root, seg_run, select_run)
+    with clock.stage("estimate", "estimate on the held-out series, checked against the phantoms' truth"):
+        estimate = _estimate(root, s, seg_run, select_run)
+    selection = select_report["levels"]["L3"]["selection"] or {}
+    return {
+        "dice": {t: seg_report["tissues"][t]["dice_mean"] for t in TISSUES},
+        "dice_pooled": {t: seg_report["tissues"][t]["dice_pooled"] for t in TISSUES},
+        "slice_error_mm": {
+            "L3": {
+                "median": selection.get("median_mm"),
+                "mean": selection.get("mean_mm"),
+                "within_5mm": selection.get("within_5mm"),
+                "within_10mm": selection.get("within_10mm"),
+            }
+        },
+        "slice_error_slices": {"L3": {"median": selection.get("median_slices"), "mean": selection.get("mean_slices")}},
+        "held_out": {"seg_slices": seg_report["slices"], "series": selection.get("n_series")},
+        "estimate": estimate,
+    }
+
+
+def _prepare(root: Path, s: DemoSettings, console: Console) -> None:
+    from bodycomp_cli.prepare.progress import ProgressReporter
+    from bodycomp_cli.prepare.seg import prepare_seg
+    from bodycomp_cli.prepare.slices import prepare_slices
+
+    phantoms, data = root / "phantoms", root / "data"
+    for manifest, target in (("seg.csv", "seg"), ("seg_test.csv", "seg_test")):
+        prepare_seg(phantoms / manifest, data / target, size=s.seg_size, progress=ProgressReporter(console, target))
+    prepare_slices(phantoms / "series.csv", data / "slices", progress=ProgressReporter(console, "slices"))
+
+
+def _engine(epochs: int, steps: int, batch: int, lr: float, seed: int):
+    from bodycomp_cli.engine.config import EngineConfig
+
+    return EngineConfig(
+        epochs=epochs, batch_size=batch, learning_rate=lr, steps_per_epoch=steps, gpus=0, seed=seed, tensorboard=False
+    )
+
+
+def _train_seg(root: Path, s: DemoSettings) -> Path:
+    from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
+
+    settings = SegmentationSettings(arch=s.seg_arch, encoder=s.seg_encoder, image_size=s.seg_size)
+    engine = _engine(s.seg_epochs, s.seg_steps, s.seg_batch, s.seg_lr, s.seed)
+    return train_segmentation(root / "data" / "seg", root / "models", settings, engine, name="seg")
+
+
+def _train_select(root: Path, s: DemoSettings) -> Path:
+    from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, train_slice_selection
+
+    settings = SliceSelectionSettings(levels=["L3"], arch=s.select_arch, image_size=s.select_size)
+    engine = _engine(s.select_epochs, s.select_steps, s.select_batch, s.select_lr, s.seed)
+    return train_slice_selection(root / "data" / "slices", root / "models", settings, engine, name="select")
+
+
+def _evaluate(root: Path, seg_run: Path, select_run: Path) -> tuple[dict, dict]:
+    from bodycomp_cli.estimate.evaluate import EvaluateOptions, evaluate_run
+
+    # seg_test holds only the test series' slices, all in its val arrays (see phantoms/writer.py).
+    seg = evaluate_run(seg_run, root / "data" / "seg_test", root / "evaluation" / "seg", EvaluateOptions(gpus=0))
+    select = evaluate_run(
+        select_run, root / "data" / "slices", root / "evaluation" / "select", EvaluateOptions(split="test", gpus=0)
+    )
+    return seg, select
+
+
+def _estimate(root: Path, s: DemoSettings, seg_run: Path, select_run: Path) -> dict:
+    """Estimate on the test series, then score the chosen slice and its areas against the phantom truth."""
+    from bodycomp_cli.estimate.inputs import collect_inputs
+    from bodycomp_cli.estimate.models import load_estimator_models
+    from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
+
+    phantoms = root / "phantoms"
+    with open(phantoms / "series.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["split"] == "test"]
+    manifest = phantoms / "series_test.csv"
+    _write_rows(manifest, rows)
+    models = load_estimator_models(select_run, [str(seg_run)], ["L3"], gpus=0)
+    run_estimate(collect_inputs([manifest]), models, root / "estimate", EstimateOptions())
+    with open(root / "estimate" / "results.csv", newline="") as handle:
+        results = list(csv.DictReader(handle))
+    return score_estimates(results, {row["series"]: row for row in rows}, s.seed, s.phantom_size)
+
+
+def score_estimates(results: list[dict], truth_rows: dict[str, dict], seed: int, size: int) -> dict:
+    """Per tissue, the mean absolute area error (%) of estimate against the phantom's true labels at the
+    slice estimate chose, and the estimate's L3 error (mm) against the true L3 position."""
+    from bodycomp_cli.phantoms import SeriesRenderer, series_params
+
+    area_errors: dict[str, list[float]] = {t: [] for t in TISSUES}
+    level_errors = []
+    for row in results:
+        index = int(row["series"].rsplit("_", 1)[1])
+        params = series_params(seed, index, size)
+        z = float(row["L3_z_mm"])
+        level_errors.append(abs(z - float(truth_rows[row["series"]]["z_L3"])))
+        _, labels = SeriesRenderer(params).render(z)
+        pixel_cm2 = params.pixel_spacing_mm**2 / 100.0
+        for label, tissue in enumerate(TISSUES, start=1):
+            true_area = float((labels == label).sum()) * pixel_cm2
+            if true_area > 0 and row.get(f"L3_{tissue}_area_cm2"):
+                area_errors[tissue].append(100.0 * abs(float(row[f"L3_{tissue}_area_cm2"]) - true_area) / true_area)
+    return {
+        "series": len(results),
+        "l3_error_mm_median": float(np.median(level_errors)) if level_errors else None,
+        "area_error_pct_mean": {t: (float(np.mean(v)) if v else None) for t, v in area_errors.items()},
+    }
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    columns = list(rows[0].keys()) if rows else ["series", "path"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _quality_floor(summary: dict, enforced: bool) -> dict:
+    dice = [summary["dice"][t] for t in TISSUES]
+    median = summary["slice_error_mm"]["L3"]["median"]
+    met = all(d is not None and d >= DICE_FLOOR for d in dice) and median is not None and median <= L3_MEDIAN_FLOOR_MM
+    return {"dice_min": DICE_FLOOR, "l3_median_mm_max": L3_MEDIAN_FLOOR_MM, "claimed": enforced, "met": met}
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
+def summary_table(summary: dict, output_dir: Path) -> Table:
+    """The rich table the demo ends with."""
+    table = Table(title=f"bodycomp demo ({summary['mode']}) -> {output_dir}/summary.json")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for tissue in TISSUES:
+        table.add_row(f"Dice {tissue} (held-out)", _fmt(summary["dice"][tissue], "{:.3f}"))
+    l3 = summary["slice_error_mm"]["L3"]
+    table.add_row("L3 error median / mean (mm)", f"{_fmt(l3['median'], '{:.1f}')} / {_fmt(l3['mean'], '{:.1f}')}")
+    table.add_row("L3 error median (slices)", _fmt(summary["slice_error_slices"]["L3"]["median"], "{:.1f}"))
+    table.add_row("L3 within 5 / 10 mm", f"{_fmt(l3['within_5mm'], '{:.0%}')} / {_fmt(l3['within_10mm'], '{:.0%}')}")
+    for tissue, error in summary["estimate"]["area_error_pct_mean"].items():
+        table.add_row(f"estimate: {tissue} area error", _fmt(error, "{:.1f} %"))
+    for stage, seconds in summary["seconds"].items():
+        table.add_row(f"time: {stage}", f"{seconds:.1f} s")
+    floor = summary["quality_floor"]
+    verdict = "met" if floor["met"] else "NOT met"
+    if not floor["claimed"]:
+        verdict += " (no claim in --fast)"
+    table.add_row(f"quality floor (Dice >= {DICE_FLOOR}, L3 median <= {L3_MEDIAN_FLOOR_MM:.0f} mm)", verdict)
+    return table
