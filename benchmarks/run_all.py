@@ -1,0 +1,58 @@
+"""Run every benchmark in benchmarks/ in turn (what `make bench` does), then list how each one went.
+
+Known scripts run in a fixed order (cheap first, the memory one last but one, accuracy last); any
+other script added to benchmarks/ runs after them. A script that is missing is reported, not fatal.
+Each prints its own baseline, project figure and ratio; this runner adds the wall time and exit code.
+
+    python benchmarks/run_all.py                  # the full set (minutes)
+    python benchmarks/run_all.py --tiny           # every script in its smoke mode
+    python benchmarks/run_all.py --skip memory    # leave some out (repeatable)
+    python benchmarks/run_all.py --dry-run        # print the commands only
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = ("prepare_slices", "loaders", "engine_overhead", "estimate", "memory", "accuracy")
+
+
+def scripts(skip: list[str]) -> list[Path]:
+    """The benchmark scripts present, known ones in ORDER first, then any others by name."""
+    found = {path.stem: path for path in HERE.glob("*.py") if path.stem != Path(__file__).stem}
+    found = {name: path for name, path in found.items() if not name.startswith("_") and name not in skip}
+    return [found[name] for name in ORDER if name in found] + [found[n] for n in sorted(found) if n not in ORDER]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="pass --tiny to every script (smoke test)")
+    parser.add_argument("--skip", action="append", default=[], help="a script name to leave out (repeatable)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = parser.parse_args()
+    missing = [name for name in ORDER if not (HERE / f"{name}.py").is_file() and name not in args.skip]
+    results = []
+    for script in scripts(args.skip):
+        command = [sys.executable, str(script), *(["--tiny"] if args.tiny else [])]
+        print(f"\n=== {script.name}: {' '.join(command)}", flush=True)
+        if args.dry_run:
+            continue
+        start = time.perf_counter()
+        code = subprocess.run(command, cwd=HERE.parent).returncode
+        results.append((script.name, code, time.perf_counter() - start))
+    print("\n=== summary")
+    for name, code, seconds in results:
+        print(f"{name:24s} {'ok' if code == 0 else f'FAILED (exit {code})':18s} {seconds:7.1f} s")
+    for name in missing:
+        print(f"{name + '.py':24s} not present, skipped")
+    if any(code != 0 for _, code, _ in results):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

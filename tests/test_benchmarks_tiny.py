@@ -1,0 +1,43 @@
+"""Every benchmark script runs in its --tiny smoke mode and prints its figures (no wall-clock thresholds here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def run_tiny(script: str, *extra: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *extra], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize(
+    ("script", "lines"),
+    [
+        ("loaders.py", ["segmentation loader (64 px): measured", "selection loader (64 px PNG -> 32): measured"]),
+        ("engine_overhead.py", ["bare PyTorch loop:", "bodycomp engine:", "ratio:"]),
+        ("memory.py", ["train-seg: peak memory", "prepare-seg: built train_images.npy (64, 64, 64, 1)"]),
+    ],
+)
+def test_benchmark_runs_tiny_and_reports(script: str, lines: list[str]) -> None:
+    output = run_tiny(script, "--tiny")
+    assert output.startswith("machine: ")
+    for line in lines:
+        assert line in output, output
+
+
+def test_run_all_lists_every_script_in_order() -> None:
+    output = run_tiny("run_all.py", "--tiny", "--dry-run", "--skip", "accuracy")
+    listed = [line.split()[1].rstrip(":") for line in output.splitlines() if line.startswith("=== ") and ".py" in line]
+    present = {p.name for p in BENCHMARKS.glob("*.py")} - {"run_all.py", "accuracy.py"}
+    assert set(listed) == present
+    assert listed.index("loaders.py") < listed.index("engine_overhead.py") < listed.index("memory.py")
+    assert all("--tiny" in line for line in output.splitlines() if line.startswith("=== ") and ".py" in line)
