@@ -3,7 +3,9 @@
 Generates a float32 train_images.npy of 6144 x 512 x 512 x 1 (6 GiB; a sparse file: only the first
 slices hold CT-like data, the rest read back as 0 HU), uint8 masks of the same shape and a small val
 set; runs `bodycomp train-seg` on it for a bounded number of steps, then `bodycomp prepare-seg` on a
-manifest of 6144 labelled 512 x 512 slices (arrays of the same size, written for real). Each command
+manifest of 6144 labelled 512 x 512 slices (arrays of the same size, written for real). Because a
+bounded run reads only a few slices, the train-seg DataLoader (SegmentationDataset, same workers) is
+also run alone over every training slice once: a full epoch's reads. Each command
 runs as a child process, sampled from /proc every 100 ms over the process and all its descendants
 (DataLoader workers included). Two sums are reported: PSS (smaps_rollup; a page shared by k processes
 counts 1/k in each, so the sum is the tree's real footprint) and VmRSS (an upper bound: pages that forked
@@ -148,6 +150,23 @@ def make_seg_manifest(folder: Path, slices: int, size: int, val: int) -> tuple[P
     return folder / "seg.csv", slices * size * size * (2 + 1)
 
 
+def stream_pass(data_dir: Path, workers: int) -> None:
+    """Child mode: read every train slice once through SegmentationDataset and a DataLoader (a full epoch's
+    reads without the model), so that pages a memmap keeps mapped would add up and show in the peak."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from bodycomp_cli.data.segmentation import SegmentationDataset, SegmentationSplit
+
+    shape = np.load(data_dir / "train_images.npy", mmap_mode="r").shape
+    split = SegmentationSplit(data_dir / "train_images.npy", data_dir / "train_masks.npy", *shape[:3])
+    # A small output size keeps the resize cheap; what is read from the memmap is the full slice.
+    dataset = SegmentationDataset(split, 64, (40.0, 400.0), None)
+    torch.set_num_threads(1)
+    seen = sum(len(batch["index"]) for batch in DataLoader(dataset, batch_size=32, num_workers=workers))
+    assert seen == shape[0]
+
+
 def report(name: str, peak: Peak, seconds: float, data_bytes: int, target_gb: float) -> None:
     print(f"{name}: baseline (arrays read whole) {data_bytes / GB:6.2f} GB")
     print(
@@ -169,7 +188,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="train-seg DataLoader workers")
     parser.add_argument("--encoder", default="resnet34")
     parser.add_argument("--skip-prepare", action="store_true", help="measure train-seg only")
+    parser.add_argument("--stream-child", type=Path, default=None, help=argparse.SUPPRESS)  # internal: see stream_pass
     args = parser.parse_args()
+    if args.stream_child is not None:
+        return stream_pass(args.stream_child, args.workers)
     val = 8
     if args.tiny:
         args.slices, args.size, args.steps, args.batch, args.encoder, val = 64, 64, 1, 2, "resnet18", 2
@@ -191,6 +213,9 @@ def main() -> None:
         if not (root / "models" / "memory" / "checkpoint_last.pt").is_file():
             raise SystemExit("train-seg wrote no checkpoint")
         report("train-seg", peak, seconds, data_bytes, TRAIN_TARGET_GB)
+        stream = [sys.executable, __file__, "--stream-child", root / "data", "--workers", args.workers]
+        peak, seconds, _ = run_measured([str(a) for a in stream])
+        report(f"train-seg loader, one pass over all {args.slices} slices", peak, seconds, data_bytes, TRAIN_TARGET_GB)
         if args.skip_prepare:
             return
         manifest, out_bytes = make_seg_manifest(root / "slices", args.slices, args.size, val)
