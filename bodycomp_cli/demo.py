@@ -45,6 +45,7 @@ class DemoSettings:
     select_batch: int
     select_lr: float
     seed: int = 0
+    gpus: int | None = 0  # the demo promises a CPU run; None lets the engine pick CUDA when present
 
 
 # Sized for a 2-core CPU: a light decoder (LinkNet) over ResNet-18 at 128 px for the tissues, and a
@@ -115,7 +116,7 @@ def _run_stages(root: Path, s: DemoSettings, clock: StageClock, console: Console
     with clock.stage("train_select", f"{s.select_arch} at {s.select_size} px on the CPU"):
         select_run = _train_select(root, s)
     with clock.stage("evaluate", "Dice and L3 selection error on held-out (test) series"):
-        seg_report, select_report = _evaluate(root, seg_run, select_run)
+        seg_report, select_report = _evaluate(root, seg_run, select_run, s.gpus)
     with clock.stage("estimate", "estimate on the held-out series, checked against the phantoms' truth"):
         estimate = _estimate(root, s, seg_run, select_run)
     selection = select_report["levels"]["L3"]["selection"] or {}
@@ -147,11 +148,17 @@ def _prepare(root: Path, s: DemoSettings, console: Console) -> None:
     prepare_slices(phantoms / "series.csv", data / "slices", progress=ProgressReporter(console, "slices"))
 
 
-def _engine(epochs: int, steps: int, batch: int, lr: float, seed: int):
+def _engine(epochs: int, steps: int, batch: int, lr: float, s: DemoSettings):
     from bodycomp_cli.engine.config import EngineConfig
 
     return EngineConfig(
-        epochs=epochs, batch_size=batch, learning_rate=lr, steps_per_epoch=steps, gpus=0, seed=seed, tensorboard=False
+        epochs=epochs,
+        batch_size=batch,
+        learning_rate=lr,
+        steps_per_epoch=steps,
+        gpus=s.gpus,
+        seed=s.seed,
+        tensorboard=False,
     )
 
 
@@ -159,7 +166,7 @@ def _train_seg(root: Path, s: DemoSettings) -> Path:
     from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
 
     settings = SegmentationSettings(arch=s.seg_arch, encoder=s.seg_encoder, image_size=s.seg_size)
-    engine = _engine(s.seg_epochs, s.seg_steps, s.seg_batch, s.seg_lr, s.seed)
+    engine = _engine(s.seg_epochs, s.seg_steps, s.seg_batch, s.seg_lr, s)
     return train_segmentation(root / "data" / "seg", root / "models", settings, engine, name="seg")
 
 
@@ -167,17 +174,17 @@ def _train_select(root: Path, s: DemoSettings) -> Path:
     from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, train_slice_selection
 
     settings = SliceSelectionSettings(levels=["L3"], arch=s.select_arch, image_size=s.select_size)
-    engine = _engine(s.select_epochs, s.select_steps, s.select_batch, s.select_lr, s.seed)
+    engine = _engine(s.select_epochs, s.select_steps, s.select_batch, s.select_lr, s)
     return train_slice_selection(root / "data" / "slices", root / "models", settings, engine, name="select")
 
 
-def _evaluate(root: Path, seg_run: Path, select_run: Path) -> tuple[dict, dict]:
+def _evaluate(root: Path, seg_run: Path, select_run: Path, gpus: int | None) -> tuple[dict, dict]:
     from bodycomp_cli.estimate.evaluate import EvaluateOptions, evaluate_run
 
     # seg_test holds only the test series' slices, all in its val arrays (see phantoms/writer.py).
-    seg = evaluate_run(seg_run, root / "data" / "seg_test", root / "evaluation" / "seg", EvaluateOptions(gpus=0))
+    seg = evaluate_run(seg_run, root / "data" / "seg_test", root / "evaluation" / "seg", EvaluateOptions(gpus=gpus))
     select = evaluate_run(
-        select_run, root / "data" / "slices", root / "evaluation" / "select", EvaluateOptions(split="test", gpus=0)
+        select_run, root / "data" / "slices", root / "evaluation" / "select", EvaluateOptions(split="test", gpus=gpus)
     )
     return seg, select
 
@@ -193,7 +200,7 @@ def _estimate(root: Path, s: DemoSettings, seg_run: Path, select_run: Path) -> d
         rows = [row for row in csv.DictReader(handle) if row["split"] == "test"]
     manifest = phantoms / "series_test.csv"
     _write_rows(manifest, rows)
-    models = load_estimator_models(select_run, [str(seg_run)], ["L3"], gpus=0)
+    models = load_estimator_models(select_run, [str(seg_run)], ["L3"], gpus=s.gpus)
     run_estimate(collect_inputs([manifest]), models, root / "estimate", EstimateOptions())
     with open(root / "estimate" / "results.csv", newline="") as handle:
         results = list(csv.DictReader(handle))

@@ -1,0 +1,66 @@
+"""Accuracy on phantoms with a longer training than the demo: the table of docs/performance.md.
+
+Usage (also `make bench-accuracy`):
+    python benchmarks/accuracy.py [--output bench-accuracy] [--gpus N] [--overwrite] [--tiny]
+It runs the demo's pipeline (phantoms -> prepare -> train-seg / train-select -> evaluate / estimate on
+held-out series) with more series, larger images and more steps, then prints the table and the goals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from dataclasses import replace
+from pathlib import Path
+
+from bodycomp_cli.demo import FAST, FULL, TISSUES, run_demo
+
+# Goals from the best published tools on real CT (Dice 0.95-0.98; median L3 error about 1 mm).
+DICE_GOAL = 0.97
+WITHIN_10MM_GOAL = 0.95
+
+ACCURACY = replace(
+    FULL,
+    series=80,
+    seg_slices=8,
+    seg_epochs=20,
+    seg_steps=40,
+    select_size=96,
+    select_epochs=20,
+    select_steps=60,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=Path("bench-accuracy"))
+    parser.add_argument("--gpus", type=int, default=None, help="0 = CPU; default: CUDA when available")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--tiny", action="store_true", help="smoke mode: the demo's --fast settings")
+    args = parser.parse_args()
+    settings = replace(FAST if args.tiny else ACCURACY, gpus=args.gpus)
+    summary = run_demo(args.output, overwrite=args.overwrite, settings=settings)
+    l3 = summary["slice_error_mm"]["L3"]
+    spacing = _median_test_spacing(args.output)
+    goals = {
+        f"Dice >= {DICE_GOAL} per tissue": all((summary["dice"][t] or 0) >= DICE_GOAL for t in TISSUES),
+        "median L3 error <= 1 slice spacing": l3["median"] is not None and l3["median"] <= spacing,
+        f">= {WITHIN_10MM_GOAL:.0%} of series within 10 mm": (l3["within_10mm"] or 0) >= WITHIN_10MM_GOAL,
+    }
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; median test slice spacing {spacing:.2f} mm")
+    for goal, met in goals.items():
+        print(f"goal {goal}: {'met' if met else 'not met'}")
+    (args.output / "goals.json").write_text(json.dumps(goals, indent=1) + "\n")
+
+
+def _median_test_spacing(output: Path) -> float:
+    import statistics
+
+    runs = json.loads((output / "phantoms" / "phantoms.json").read_text())["series"]
+    return statistics.median(s["slice_spacing_mm"] for s in runs if s["split"] == "test")
+
+
+if __name__ == "__main__":
+    main()
