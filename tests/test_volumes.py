@@ -177,6 +177,7 @@ def test_nifti_reads_back_like_the_npz(tmp_path, signs):
         ({"hu": np.zeros((2, 4, 4), np.int16), "z_mm": np.arange(3.0)}, "z_mm has 3 values but hu has 2"),
         ({"hu": np.zeros((4, 4), np.int16), "z_mm": np.arange(4.0)}, "not 3-D"),
         ({"hu": np.zeros((2, 4, 4), np.uint8), "z_mm": np.arange(2.0)}, "cannot hold HU"),
+        ({"hu": np.zeros((0, 4, 4), np.int16), "z_mm": np.arange(0.0)}, "volume is empty"),
     ],
 )
 def test_bad_npz_is_refused(tmp_path, arrays, message):

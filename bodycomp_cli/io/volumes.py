@@ -48,6 +48,8 @@ def read_volume(path: Path) -> Volume:
         raise BodycompError(f"{path}: not a volume (expected .npz, .nii, .nii.gz or a DICOM series folder)")
     if volume.hu.ndim != 3:
         raise BodycompError(f"{path}: volume is not 3-D (shape {volume.hu.shape})")
+    if 0 in volume.hu.shape:
+        raise BodycompError(f"{path}: volume is empty (shape {volume.hu.shape})")
     return volume
 
 
