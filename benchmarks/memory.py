@@ -6,7 +6,7 @@ set; runs `bodycomp train-seg` on it for a bounded number of steps, then `bodyco
 manifest of 6144 labelled 512 x 512 slices (arrays of the same size, written for real). Because a
 bounded run reads only a few slices, the train-seg DataLoader (SegmentationDataset, same workers) is
 also run alone over every training slice once: a full epoch's reads. Each command
-runs as a child process, sampled from /proc every 100 ms over the process and all its descendants
+runs as a child process, sampled from /proc (see run_measured) over the process and all its descendants
 (DataLoader workers included). Two sums are reported: PSS (smaps_rollup; a page shared by k processes
 counts 1/k in each, so the sum is the tree's real footprint) and VmRSS (an upper bound: pages that forked
 DataLoader workers share copy-on-write with the main process count once per process). The targets are
@@ -66,43 +66,50 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def _memory_bytes(pid: int) -> tuple[int, int]:
-    """(Pss, Rss) of one process from smaps_rollup, in bytes; zeros once it has ended."""
-    pss = rss = 0
+def _read_kib(path: str, key: str) -> int:
+    """One `key:  N kB` field of a /proc file, in bytes; 0 once the process has ended."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                pss = int(line.split()[1]) * 1024
-            elif line.startswith("Rss:"):
-                rss = int(line.split()[1]) * 1024
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return pss, rss
+    return 0
 
 
-def tree_usage(root: int) -> tuple[int, int, int]:
-    """(sum of Pss, sum of Rss, process count) over root and all its descendants."""
+def tree_pids(root: int) -> list[int]:
+    """root and all its descendants (DataLoader workers, pool processes)."""
     children = _children_map()
     pids, stack = [], [root]
     while stack:
         pid = stack.pop()
         pids.append(pid)
         stack.extend(children.get(pid, []))
-    usage = [_memory_bytes(pid) for pid in pids]
-    return sum(u[0] for u in usage), sum(u[1] for u in usage), len(pids)
+    return pids
 
 
-def run_measured(args: list[str], interval: float = 0.1) -> tuple[Peak, float, str]:
-    """Run a command, sampling its process tree's memory until it exits; returns (peak, seconds, output)."""
+def run_measured(args: list[str], interval: float = 0.05) -> tuple[Peak, float, str]:
+    """Run a command, sampling its process tree's memory until it exits; returns (peak, seconds, output).
+
+    VmRSS (from /proc/PID/status, cheap) is read every `interval`. PSS needs smaps_rollup, which walks the
+    page tables (tens of ms for a torch process) and would perturb what it measures, so it is read at
+    most every 0.25 s while RSS is growing past what the last PSS reading saw, and once a second otherwise.
+    """
     peak = Peak()
     start = time.perf_counter()
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
     reader.start()
+    last_pss_time, last_pss_rss = 0.0, 0
     while process.poll() is None:
-        pss, rss, count = tree_usage(process.pid)
-        peak.pss, peak.rss, peak.processes = max(peak.pss, pss), max(peak.rss, rss), max(peak.processes, count)
+        pids = tree_pids(process.pid)
+        rss = sum(_read_kib(f"/proc/{pid}/status", "VmRSS:") for pid in pids)
+        peak.rss, peak.processes = max(peak.rss, rss), max(peak.processes, len(pids))
+        now = time.perf_counter()
+        if (rss > 1.02 * last_pss_rss and now - last_pss_time >= 0.25) or now - last_pss_time >= 1.0:
+            peak.pss = max(peak.pss, sum(_read_kib(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in pids))
+            last_pss_time, last_pss_rss = now, rss
         time.sleep(interval)
     reader.join()
     seconds = time.perf_counter() - start
