@@ -15,6 +15,7 @@ from rich.console import Console
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
 from bodycomp_cli.engine.devices import DeviceSetup, init_distributed, resolve_devices
+from bodycomp_cli.engine.history import HISTORY, write_history
 from bodycomp_cli.engine.seeding import seed_everything, use_deterministic_algorithms
 from bodycomp_cli.engine.trainer import Trainer
 from bodycomp_cli.errors import BodycompError
@@ -134,6 +135,8 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> P
         atomic_write_text(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
     if checkpoint is not None:
         trainer.restore(checkpoint)
+        if setup.is_main:  # a kill between checkpoint and history.csv left the CSV an epoch behind
+            write_history(run_dir / HISTORY, trainer.history)
     if setup.is_main and not engine.quiet:
         done = trainer.start_epoch - 1
         resumed = f", resuming after epoch {done}" if checkpoint is not None else ""

@@ -1,13 +1,9 @@
-"""Seeds, deterministic algorithms, and holding Ctrl-C back while run files are written."""
+"""Seeds and deterministic algorithms."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import signal
-import threading
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -34,19 +30,3 @@ def use_deterministic_algorithms(enabled: bool) -> None:
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = True
-
-
-@contextlib.contextmanager
-def sigint_deferred() -> Iterator[None]:
-    """Let a Ctrl-C that arrives inside the block take effect only once the block has finished."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt

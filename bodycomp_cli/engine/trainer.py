@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from pathlib import Path
@@ -14,11 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader
 
 from bodycomp_cli.data.sampling import ShardSampler, TrainSampler
-from bodycomp_cli.engine.checkpoint import BEST, LAST, link_as, restore_rng_state, rng_state, save_checkpoint
+from bodycomp_cli.engine.checkpoint import LAST, restore_rng_state, rng_state
 from bodycomp_cli.engine.config import EngineConfig, schedule_factor
 from bodycomp_cli.engine.devices import DeviceSetup, strip_prefix, unwrap_model, wrap_model
-from bodycomp_cli.engine.history import CURVES, HISTORY, TensorBoardLog, draw_curves, write_history
-from bodycomp_cli.engine.seeding import seed_epoch, sigint_deferred
+from bodycomp_cli.engine.history import TensorBoardLog
+from bodycomp_cli.engine.seeding import seed_epoch
+from bodycomp_cli.engine.writer import EpochWriter
 from bodycomp_cli.errors import BodycompError
 
 PROGRESS_REFRESH_S = 0.5  # how often the loss shown on the bar is read back (a GPU sync on CUDA)
@@ -62,7 +64,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"metric": task.best_metric, "value": None, "epoch": None}
         self.start_epoch = 1
-        self.saved_epoch = 0  # the last epoch whose files are all on disk
+        self.writer: EpochWriter | None = None
         self._build_loaders()
         self.tensorboard = TensorBoardLog(run_dir, engine.tensorboard and setup.is_main)
 
@@ -102,10 +104,11 @@ class Trainer:
         self.history = list(checkpoint["history"])
         self.best = dict(checkpoint["best"])
         self.start_epoch = int(checkpoint["epoch"]) + 1
-        self.saved_epoch = self.start_epoch - 1
 
     # ----- the loop ---------------------------------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:
+        writer = EpochWriter(self.run_dir, self.tensorboard, self.start_epoch - 1) if self.setup.is_main else None
+        self.writer = writer
         try:
             for epoch in range(self.start_epoch, self.engine.epochs + 1):
                 self.on_epoch_start(epoch)
@@ -114,10 +117,13 @@ class Trainer:
                 metrics = self.validate()
                 self.on_epoch_end(epoch, train_loss, metrics, time.perf_counter() - started)
         except KeyboardInterrupt:
+            if writer is not None:
+                writer.close()  # the epoch files already handed over are finished, not cut short
             self._say_how_to_resume()
             raise
         finally:
-            self.tensorboard.close()
+            if writer is not None:
+                writer.close()
         return self.history
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -218,15 +224,8 @@ class Trainer:
             self.best = {"metric": self.task.best_metric, "value": metrics[self.task.best_metric], "epoch": epoch}
         if not self.setup.is_main:
             return
-        # The files of an epoch are written as a unit: a Ctrl-C here waits until they are all on disk.
-        with sigint_deferred():
-            save_checkpoint(self.run_dir / LAST, self.checkpoint(epoch))
-            if improved:
-                link_as(self.run_dir / LAST, self.run_dir / BEST)
-            write_history(self.run_dir / HISTORY, self.history)
-            draw_curves(self.run_dir / CURVES, self.history)
-            self.tensorboard.log(row)
-            self.saved_epoch = epoch
+        # Snapshots go to the background writer; the next epoch trains while they are saved.
+        self.writer.submit(epoch, self.checkpoint(epoch), [dict(r) for r in self.history], improved)
         if not self.engine.quiet:
             self.console.print(self._summary(row, improved), highlight=False)
 
@@ -244,13 +243,14 @@ class Trainer:
             "task": self.task.name,
             "config": self.config,
             "epoch": epoch,
-            "model": unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            # clones: training goes on updating the live tensors while the writer saves these
+            "model": {k: v.detach().clone() for k, v in unwrap_model(self.model).state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng_state(),
-            "history": self.history,
-            "best": self.best,
+            "history": [dict(r) for r in self.history],
+            "best": dict(self.best),
         }
 
     def _summary(self, row: dict[str, Any], improved: bool) -> str:
@@ -269,7 +269,7 @@ class Trainer:
     def _say_how_to_resume(self) -> None:
         if not self.setup.is_main:
             return
-        name, completed = self.run_dir.name, self.saved_epoch
+        name, completed = self.run_dir.name, self.writer.saved_epoch if self.writer else 0
         if completed >= 1:
             self.console.print(
                 f"interrupted: {self.run_dir / LAST} holds epoch {completed}. "
