@@ -2,7 +2,8 @@
 
 Known scripts run in a fixed order (cheap first, the memory one last but one, accuracy last); any
 other script added to benchmarks/ runs after them. A script that is missing is reported, not fatal.
-Each prints its own baseline, project figure and ratio; this runner adds the wall time and exit code.
+Each prints its own baseline, project figure and ratio; this runner adds the wall time, the exit code and
+the 1-minute load average before and after each script (the machine may be shared).
 
     python benchmarks/run_all.py                  # the full set (minutes)
     python benchmarks/run_all.py --tiny           # every script in its smoke mode
@@ -13,6 +14,7 @@ Each prints its own baseline, project figure and ratio; this runner adds the wal
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -42,15 +44,16 @@ def main() -> None:
         print(f"\n=== {script.name}: {' '.join(command)}", flush=True)
         if args.dry_run:
             continue
-        start = time.perf_counter()
+        load_before, start = os.getloadavg()[0], time.perf_counter()
         code = subprocess.run(command, cwd=HERE.parent).returncode
-        results.append((script.name, code, time.perf_counter() - start))
-    print("\n=== summary")
-    for name, code, seconds in results:
-        print(f"{name:24s} {'ok' if code == 0 else f'FAILED (exit {code})':18s} {seconds:7.1f} s")
+        results.append((script.name, code, time.perf_counter() - start, load_before, os.getloadavg()[0]))
+    print(f"\n=== summary ({os.cpu_count()} cores)")
+    for name, code, seconds, before, after in results:
+        status = "ok" if code == 0 else f"FAILED (exit {code})"
+        print(f"{name:24s} {status:18s} {seconds:7.1f} s   load average {before:.1f} -> {after:.1f}")
     for name in missing:
         print(f"{name + '.py':24s} not present, skipped")
-    if any(code != 0 for _, code, _ in results):
+    if any(result[1] != 0 for result in results):
         raise SystemExit(1)
 
 
