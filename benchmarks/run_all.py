@@ -1,12 +1,15 @@
 """Run every benchmark in benchmarks/ in turn (what `make bench` does), then list how each one went.
 
-Known scripts run in a fixed order (cheap first, the memory one last but one, accuracy last); any
-other script added to benchmarks/ runs after them. A script that is missing is reported, not fatal.
+Known scripts run in a fixed order (cheap first, the memory one last); any other script added to
+benchmarks/ runs after them. A script that is missing is reported, not fatal. accuracy.py trains for
+much longer than the rest (it has its own target, `make bench-accuracy`), so it runs only with
+--accuracy: `make bench` stays in minutes.
 Each prints its own baseline, project figure and ratio; this runner adds the wall time, the exit code and
 the 1-minute load average before and after each script (the machine may be shared).
 
     python benchmarks/run_all.py                  # the full set (minutes)
     python benchmarks/run_all.py --tiny           # every script in its smoke mode
+    python benchmarks/run_all.py --accuracy       # accuracy.py too (long)
     python benchmarks/run_all.py --skip memory    # leave some out (repeatable)
     python benchmarks/run_all.py --dry-run        # print the commands only
 """
@@ -36,7 +39,10 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="pass --tiny to every script (smoke test)")
     parser.add_argument("--skip", action="append", default=[], help="a script name to leave out (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--accuracy", action="store_true", help="also run accuracy.py (long: make bench-accuracy)")
     args = parser.parse_args()
+    if not args.accuracy:
+        args.skip.append("accuracy")
     missing = [name for name in ORDER if not (HERE / f"{name}.py").is_file() and name not in args.skip]
     results = []
     for script in scripts(args.skip):

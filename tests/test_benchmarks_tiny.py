@@ -35,9 +35,15 @@ def test_benchmark_runs_tiny_and_reports(script: str, lines: list[str]) -> None:
 
 
 def test_run_all_lists_every_script_in_order() -> None:
-    output = run_tiny("run_all.py", "--tiny", "--dry-run", "--skip", "accuracy")
-    listed = [line.split()[1].rstrip(":") for line in output.splitlines() if line.startswith("=== ") and ".py" in line]
-    present = {p.name for p in BENCHMARKS.glob("*.py")} - {"run_all.py", "accuracy.py"}
-    assert set(listed) == present
-    assert listed.index("loaders.py") < listed.index("engine_overhead.py") < listed.index("memory.py")
-    assert all("--tiny" in line for line in output.splitlines() if line.startswith("=== ") and ".py" in line)
+    def listed(*extra: str) -> list[str]:
+        output = run_tiny("run_all.py", "--tiny", "--dry-run", *extra)
+        lines = [line for line in output.splitlines() if line.startswith("=== ") and ".py" in line]
+        assert all("--tiny" in line for line in lines)
+        return [line.split()[1].rstrip(":") for line in lines]
+
+    present = {p.name for p in BENCHMARKS.glob("*.py")} - {"run_all.py"}
+    assert set(listed("--accuracy")) == present
+    assert set(listed()) == present - {"accuracy.py"}  # long: only with --accuracy (make bench-accuracy)
+    assert set(listed("--skip", "memory")) == present - {"accuracy.py", "memory.py"}
+    order = listed()
+    assert order.index("loaders.py") < order.index("engine_overhead.py") < order.index("memory.py")
