@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from bodycomp_cli.estimate.report import (
 )
 from bodycomp_cli.estimate.selection import select_level_slice
 from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output
+
+if TYPE_CHECKING:
+    from bodycomp_cli.io.volumes import Volume
 
 
 class Models(Protocol):
@@ -99,7 +102,9 @@ def measurement_layout(models: Models) -> Layout:
     return [(level, list(models.classes(level)[1:])) for level in models.levels]
 
 
-def estimate_series(volume, models: Models, options: EstimateOptions) -> tuple[dict[str, object], dict[str, dict]]:
+def estimate_series(
+    volume: Volume, models: Models, options: EstimateOptions
+) -> tuple[dict[str, object], dict[str, dict]]:
     """Row of results.csv for one volume, and per level what the previews and masks need."""
     outputs = models.slice_outputs(volume.hu)
     row: dict[str, object] = {}
@@ -124,7 +129,9 @@ def estimate_series(volume, models: Models, options: EstimateOptions) -> tuple[d
     return row, details
 
 
-def _write_series_files(folder: Path, stem: str, volume, details: dict[str, dict], options: EstimateOptions) -> None:
+def _write_series_files(
+    folder: Path, stem: str, volume: Volume, details: dict[str, dict], options: EstimateOptions
+) -> None:
     for level, detail in details.items():
         choice = detail["choice"]
         if options.save_masks:
