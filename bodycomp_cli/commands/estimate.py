@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
         output_dir: Annotated[
             Path | None,
             typer.Option(
-                "-o", "--output", help="Output folder [default: RUN_DIR/evaluation_SPLIT].", show_default=False
+                "-o", "--output", help="Output folder (default: RUN_DIR/evaluation_SPLIT).", show_default=False
             ),
         ] = None,
         split: Annotated[str, typer.Option(help="Which split of DATA_DIR to score.")] = "val",
