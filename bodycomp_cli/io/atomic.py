@@ -14,6 +14,18 @@ from bodycomp_cli.errors import BodycompError
 TEMP_PREFIX = ".bodycomp-tmp-"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _give_normal_permissions(path: Path, is_dir: bool) -> None:
+    # mkstemp/mkdtemp create 0600/0700 whatever the umask; results must be readable like any file the user
+    # writes (shared cluster folders), so apply the permissions a plain open()/mkdir() would have given.
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~_current_umask())
+
+
 def refuse_existing_output(output_dir: Path, overwrite: bool) -> None:
     """Refuse a non-empty existing output folder unless overwrite is set."""
     if output_dir.exists() and not output_dir.is_dir():
@@ -36,6 +48,7 @@ def atomic_output_dir(output_dir: Path, overwrite: bool = False) -> Iterator[Pat
     for stale in parent.glob(f"{TEMP_PREFIX}{output_dir.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{output_dir.name}-", dir=parent))
+    _give_normal_permissions(tmp, is_dir=True)
     try:
         yield tmp
     except BaseException:
@@ -60,6 +73,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        _give_normal_permissions(Path(tmp), is_dir=False)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -80,6 +94,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        _give_normal_permissions(Path(tmp), is_dir=False)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
