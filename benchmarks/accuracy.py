@@ -1,7 +1,7 @@
 """Accuracy on phantoms with a longer training than the demo: the table of docs/performance.md.
 
 Usage (also `make bench-accuracy`):
-    python benchmarks/accuracy.py [--output bench-accuracy] [--gpus N] [--overwrite] [--tiny]
+    python benchmarks/accuracy.py [--output DIR] [--gpus N] [--overwrite] [--tiny]
 It runs the demo's pipeline (phantoms -> prepare -> train-seg / train-select -> evaluate / estimate on
 held-out series) with more series, larger images and more steps, then prints the table and the goals.
 """
@@ -12,10 +12,13 @@ import argparse
 import json
 import os
 import platform
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from bodycomp_cli.demo import FAST, FULL, TISSUES, run_demo
+
+DEFAULT_OUTPUT = Path(tempfile.gettempdir()) / "bodycomp-bench-accuracy"
 
 # Goals from the best published tools on real CT (Dice 0.95-0.98; median L3 error about 1 mm).
 DICE_GOAL = 0.97
@@ -35,15 +38,16 @@ ACCURACY = replace(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=Path("bench-accuracy"))
+    parser.add_argument("--output", type=Path, default=None, help=f"default: {DEFAULT_OUTPUT} (replaced each run)")
     parser.add_argument("--gpus", type=int, default=None, help="0 = CPU; default: CUDA when available")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--tiny", action="store_true", help="smoke mode: the demo's --fast settings")
     args = parser.parse_args()
     settings = replace(FAST if args.tiny else ACCURACY, gpus=args.gpus)
-    summary = run_demo(args.output, overwrite=args.overwrite, settings=settings)
+    output = args.output or DEFAULT_OUTPUT
+    summary = run_demo(output, overwrite=args.overwrite or args.output is None, settings=settings)
     l3 = summary["slice_error_mm"]["L3"]
-    spacing = _median_test_spacing(args.output)
+    spacing = _median_test_spacing(output)
     goals = {
         f"Dice >= {DICE_GOAL} per tissue": all((summary["dice"][t] or 0) >= DICE_GOAL for t in TISSUES),
         "median L3 error <= 1 slice spacing": l3["median"] is not None and l3["median"] <= spacing,
@@ -52,7 +56,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; median test slice spacing {spacing:.2f} mm")
     for goal, met in goals.items():
         print(f"goal {goal}: {'met' if met else 'not met'}")
-    (args.output / "goals.json").write_text(json.dumps(goals, indent=1) + "\n")
+    (output / "goals.json").write_text(json.dumps(goals, indent=1) + "\n")
 
 
 def _median_test_spacing(output: Path) -> float:

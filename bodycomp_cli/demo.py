@@ -51,14 +51,14 @@ class DemoSettings:
 # Sized for a 2-core CPU: a light decoder (LinkNet) over ResNet-18 at 128 px for the tissues, and a
 # ResNet-18 at 64 px for slice selection (the level is read from coarse anatomy).
 FULL = DemoSettings(
-    series=48, phantom_size=128, seg_slices=6,
-    seg_size=128, seg_arch="linknet", seg_encoder="resnet18", seg_epochs=8, seg_steps=30, seg_batch=16, seg_lr=2e-3,
+    series=40, phantom_size=128, seg_slices=6,
+    seg_size=128, seg_arch="linknet", seg_encoder="resnet18", seg_epochs=6, seg_steps=30, seg_batch=16, seg_lr=2e-3,
     select_size=64, select_arch="resnet18", select_epochs=8, select_steps=50, select_batch=32, select_lr=1e-3,
 )  # fmt: skip
 FAST = DemoSettings(
-    series=8, phantom_size=64, seg_slices=3,
-    seg_size=64, seg_arch="linknet", seg_encoder="resnet18", seg_epochs=2, seg_steps=4, seg_batch=8, seg_lr=2e-3,
-    select_size=64, select_arch="resnet18", select_epochs=2, select_steps=6, select_batch=16, select_lr=1e-3,
+    series=6, phantom_size=64, seg_slices=2,
+    seg_size=64, seg_arch="linknet", seg_encoder="resnet18", seg_epochs=2, seg_steps=3, seg_batch=8, seg_lr=2e-3,
+    select_size=64, select_arch="resnet18", select_epochs=2, select_steps=4, select_batch=16, select_lr=1e-3,
 )  # fmt: skip
 
 
