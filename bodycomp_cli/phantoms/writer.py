@@ -18,7 +18,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import multiprocessing
 import os
+import sys
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -197,13 +199,20 @@ def _run(tasks: list[tuple], workers: int, progress: bool) -> list[dict]:
                 results.append(_write_series(task))
                 bar.advance(job)
             return results
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_start_method()) as pool:
             results = []
             # map keeps the order of the series, so the manifests do not depend on the worker count.
             for result in pool.map(_write_series, tasks):
                 results.append(result)
                 bar.advance(job)
             return results
+
+
+def _start_method() -> multiprocessing.context.BaseContext:
+    # fork is instant, but not safe once torch's thread pools exist (the demo and the tests load torch).
+    if "torch" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    return multiprocessing.get_context("fork")
 
 
 def _write_manifests(root: Path, results: list[dict]) -> None:
