@@ -28,5 +28,7 @@ def use_deterministic_algorithms(enabled: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-    else:
+    else:  # undo an earlier deterministic run in the same process (tests, notebooks)
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = True
