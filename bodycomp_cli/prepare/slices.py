@@ -1,12 +1,14 @@
 """prepare-slices: CT series -> images/<split>/NNNNNN.png (8-bit, windowed) and meta/<split>.csv.
 
-Work is spread over processes one series at a time (so each worker holds at most one volume). Each
+Work is spread over processes one series at a time (so each worker holds at most one volume), and
+over encoder threads inside a process when there are fewer series than workers. Each
 worker writes its slices under a scratch name; the main process then renames them to contiguous
 per-split ids in manifest order, so the output does not depend on the number of workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -14,7 +16,7 @@ import queue
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,26 +93,32 @@ def write_series_slices(
     level: float,
     width: float,
     report: Callable[[str, int], None],
-    part: int = 0,
-    parts: int = 1,
+    threads: int = 1,
 ) -> SeriesResult:
     """Read one series, window it and write one PNG per slice (z ascending) under work_dir/<row>/.
 
-    With parts > 1 several workers share one series: each reads it and writes its own share of slices.
+    With threads > 1 slices are encoded by a thread pool: zlib, numpy's take and file writes release
+    the GIL, so fewer series than cores still keep every core busy without reading a series twice.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         volume = read_volume(job.path)
     n_slices = volume.hu.shape[0]
-    first, stop = n_slices * part // parts, n_slices * (part + 1) // parts
-    report("total", stop - first)
+    report("total", n_slices)
     target = work_dir / f"{job.index:06d}"
-    target.mkdir(parents=True, exist_ok=True)
-    for start in range(first, stop, 16):
-        images = window_volume(volume.hu[start : min(start + 16, stop)], level, width)
-        for offset, image in enumerate(images):
-            (target / f"{start + offset:06d}.png").write_bytes(encode_gray8_png(image, PNG_COMPRESS_LEVEL))
-        report("done", len(images))
+    target.mkdir(parents=True)
+
+    def write_slice(k: int) -> None:
+        image = window_volume(volume.hu[k], level, width)
+        (target / f"{k:06d}.png").write_bytes(encode_gray8_png(image, PNG_COMPRESS_LEVEL))
+
+    with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
+        run = pool.map if pool is not None else map
+        for start in range(0, n_slices, 32):
+            chunk = range(start, min(start + 32, n_slices))
+            for _ in run(write_slice, chunk):
+                pass
+            report("done", len(chunk))
     return SeriesResult(job.index, volume.z_mm, [str(w.message) for w in caught])
 
 
@@ -123,9 +131,9 @@ def _init_worker(progress_queue) -> None:  # noqa: ANN001
     _PROGRESS_QUEUE = progress_queue
 
 
-def _worker(job: SeriesJob, work_dir: Path, level: float, width: float, part: int, parts: int) -> SeriesResult:
+def _worker(job: SeriesJob, work_dir: Path, level: float, width: float, threads: int) -> SeriesResult:
     report = lambda kind, n: _PROGRESS_QUEUE.put((kind, n))  # noqa: E731
-    return write_series_slices(job, work_dir, level, width, report, part, parts)
+    return write_series_slices(job, work_dir, level, width, report, threads)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -139,17 +147,16 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 def _run_jobs(
     jobs: Sequence[SeriesJob], work_dir: Path, level: float, width: float, workers: int, progress: ProgressReporter
 ) -> list[SeriesResult]:
-    """One result per job, in job order. Fewer series than workers: each series is shared by several."""
-    if workers == 1:
-        return [write_series_slices(job, work_dir, level, width, progress.update) for job in jobs]
-    parts = -(-workers // len(jobs))
+    """One result per job, in job order: a process per series up to `workers`, the rest as encoder threads."""
+    processes = min(workers, len(jobs))
+    threads = -(-workers // processes)
+    if processes == 1:
+        return [write_series_slices(job, work_dir, level, width, progress.update, threads) for job in jobs]
     context = _pool_context()
     messages = context.Queue()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(messages,)) as pool:
-        futures = [
-            [pool.submit(_worker, job, work_dir, level, width, part, parts) for part in range(parts)] for job in jobs
-        ]
-        pending = {future for job_futures in futures for future in job_futures}
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_init_worker, initargs=(messages,)) as pool:
+        futures = [pool.submit(_worker, job, work_dir, level, width, threads) for job in jobs]
+        pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
             _drain(messages, progress)
@@ -158,8 +165,7 @@ def _run_jobs(
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise failed[0].exception()
         _drain(messages, progress)
-        # Every part read the whole series, so the first part's z and warnings describe all of it.
-        return [job_futures[0].result() for job_futures in futures]
+        return [future.result() for future in futures]
 
 
 def _drain(messages, progress: ProgressReporter) -> None:  # noqa: ANN001
