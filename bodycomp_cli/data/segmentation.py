@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,14 +17,47 @@ from bodycomp_cli.errors import BodycompError
 SPLITS = ("train", "val")
 CHUNK_BYTES = 64 * 2**20  # label/finiteness checks read this much at a time, so RSS stays bounded
 
+# Slices are read with pread at their offset in the .npy file rather than through the memmap: pages touched
+# through a mapping stay in the process's RSS until it is unmapped, so one epoch over a 6 GB memmap would
+# count 6 GB per worker. pread copies one slice into a private buffer and leaves the page cache to the kernel.
+
+
+@dataclass(frozen=True)
+class ArrayFile:
+    """Where a C-ordered .npy array's data starts and how its elements are stored."""
+
+    path: Path
+    offset: int
+    dtype: np.dtype
+
+    @classmethod
+    def of(cls, path: Path, array: np.ndarray) -> ArrayFile:
+        if not array.flags.c_contiguous:
+            raise BodycompError(f"{path}: Fortran-ordered arrays are not supported; save it in C order")
+        return cls(path, int(array.offset), array.dtype)
+
+    def read(self, fd: int, start: int, count: int, slice_shape: tuple[int, int]) -> np.ndarray:
+        """Slices start..start+count as a count x H x W array (a private copy)."""
+        per_slice = slice_shape[0] * slice_shape[1] * self.dtype.itemsize
+        data = os.pread(fd, per_slice * count, self.offset + per_slice * start)
+        if len(data) != per_slice * count:
+            raise BodycompError(f"{self.path}: truncated (slice {start} lies beyond the end of the file)")
+        return np.frombuffer(data, dtype=self.dtype).reshape(count, *slice_shape)
+
 
 @dataclass(frozen=True)
 class SegmentationSplit:
-    images: Path
-    masks: Path
+    images: ArrayFile  # a Path is accepted too (benchmarks build splits by hand) and located on creation
+    masks: ArrayFile
     count: int
     height: int
     width: int
+
+    def __post_init__(self) -> None:
+        for name in ("images", "masks"):
+            value = getattr(self, name)
+            if not isinstance(value, ArrayFile):
+                object.__setattr__(self, name, ArrayFile.of(Path(value), _open(Path(value))))
 
 
 def _open(path: Path) -> np.ndarray:
@@ -46,10 +81,15 @@ def _slices_shape(path: Path, array: np.ndarray) -> tuple[int, int, int]:
 
 
 def _chunks(array: np.ndarray):
-    per_slice = max(1, int(np.prod(array.shape[1:])) * array.dtype.itemsize)
-    step = max(1, CHUNK_BYTES // per_slice)
-    for start in range(0, array.shape[0], step):
-        yield start, np.asarray(array[start : start + step])
+    count, slice_shape = array.shape[0], (int(np.prod(array.shape[1:-1])), int(array.shape[-1]))
+    step = max(1, CHUNK_BYTES // max(1, slice_shape[0] * slice_shape[1] * array.dtype.itemsize))
+    source = ArrayFile.of(Path(array.filename), array)
+    fd = os.open(source.path, os.O_RDONLY)
+    try:
+        for start in range(0, count, step):
+            yield start, source.read(fd, start, min(step, count - start), slice_shape)
+    finally:
+        os.close(fd)
 
 
 def _check_images(path: Path, images: np.ndarray) -> None:
@@ -96,7 +136,9 @@ def validate_segmentation_data(data_dir: Path, n_classes: int, thoracic: bool) -
             )
         _check_images(image_path, images)
         _check_masks(mask_path, masks, n_classes, thoracic)
-        splits[split] = SegmentationSplit(image_path, mask_path, *image_shape)
+        splits[split] = SegmentationSplit(
+            ArrayFile.of(image_path, images), ArrayFile.of(mask_path, masks), *image_shape
+        )
     return splits
 
 
@@ -112,8 +154,8 @@ def window_unit_fast(hu: np.ndarray, level: float, width: float) -> torch.Tensor
 class SegmentationDataset(Dataset):
     """Slices of a memmapped HU array and its masks, windowed to [0, 1], resized and (optionally) augmented.
 
-    Items are dicts: image (1 x S x S float32), mask (S x S int64), index. The arrays are opened lazily in
-    each process, so DataLoader workers share the page cache instead of pickling copies.
+    Items are dicts: image (1 x S x S float32), mask (S x S int64), index. Each process opens the files
+    lazily and preads one slice at a time, so memory stays bounded whatever the array size.
     Pass an index, or an (index, seed) pair from TrainSampler to augment reproducibly.
     """
 
@@ -125,20 +167,18 @@ class SegmentationDataset(Dataset):
         augmentation: AffineRanges | None = None,
     ) -> None:
         self.split, self.image_size, self.window, self.augmentation = split, image_size, window, augmentation
-        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self._files: tuple[int, int] | None = None  # file descriptors, opened in each process
 
     def __len__(self) -> int:
         return self.split.count
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._arrays is None:
-            self._arrays = (
-                np.load(self.split.images, mmap_mode="r"),
-                np.load(self.split.masks, mmap_mode="r"),
-            )
-        images, masks = self._arrays
-        return images[index].reshape(self.split.height, self.split.width), masks[index].reshape(
-            self.split.height, self.split.width
+        if self._files is None:
+            self._files = (os.open(self.split.images.path, os.O_RDONLY), os.open(self.split.masks.path, os.O_RDONLY))
+        shape = (self.split.height, self.split.width)
+        return (
+            self.split.images.read(self._files[0], index, 1, shape)[0],
+            self.split.masks.read(self._files[1], index, 1, shape)[0],
         )
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
@@ -153,4 +193,9 @@ class SegmentationDataset(Dataset):
         return {"image": image.contiguous(), "mask": mask.contiguous(), "index": index}
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_arrays": None}
+        return {**self.__dict__, "_files": None}
+
+    def __del__(self) -> None:
+        for fd in self._files or ():
+            with contextlib.suppress(OSError):
+                os.close(fd)
