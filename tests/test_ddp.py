@@ -27,6 +27,7 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     command += ["-m", "bodycomp_cli", "train-select", str(data), str(models), "-a", "ddp", *OPTIONS]
+    assert command.count("-e") == 1
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
@@ -46,3 +47,12 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
     assert list(ddp_rows.columns) == list(single_rows.columns)
     for column in ddp_rows.columns:
         assert ddp_rows[column].tolist() == pytest.approx(single_rows[column].tolist(), rel=1e-4, abs=1e-6), column
+
+    # --resume under torchrun continues the same run folder: one more epoch, earlier rows untouched
+    more = [*command[: command.index("-e")], "-e", "3", *command[command.index("-e") + 2 :], "--resume"]
+    done = subprocess.run(more, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = pd.read_csv(run / "history.csv").drop(columns="seconds")
+    assert resumed["epoch"].tolist() == [1, 2, 3]
+    pd.testing.assert_frame_equal(resumed.iloc[:2], ddp_rows)
+    assert torch.load(run / "checkpoint_last.pt", weights_only=False)["epoch"] == 3
