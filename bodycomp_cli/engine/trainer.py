@@ -65,6 +65,7 @@ class Trainer:
         self.best: dict[str, Any] = {"metric": task.best_metric, "value": None, "epoch": None}
         self.start_epoch = 1
         self.writer: EpochWriter | None = None
+        self.train_speed = 0.0  # samples/s of the last training pass (shown in the epoch line)
         self._build_loaders()
         self.tensorboard = TensorBoardLog(run_dir, engine.tensorboard and setup.is_main)
 
@@ -171,7 +172,10 @@ class Trainer:
         totals = torch.stack([loss_sum, torch.tensor(float(self.steps), dtype=torch.float64, device=loss_sum.device)])
         if self.setup.distributed:
             torch.distributed.all_reduce(totals)
-        return float(totals[0] / totals[1])
+        loss = float(totals[0] / totals[1])  # waits for the GPU, so the time below is the real one
+        elapsed = time.perf_counter() - started
+        self.train_speed = self.steps * self.train_sampler.global_batch / max(elapsed, 1e-9)
+        return loss
 
     def validation_step(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         with self.autocast():
@@ -258,7 +262,7 @@ class Trainer:
         for key, value in row.items():
             if key not in ("epoch", "lr", "seconds"):
                 parts.append(f"{key} {value:.4f}")
-        parts += [f"lr {row['lr']:.2e}", f"{row['seconds']:.1f} s"]
+        parts += [f"lr {row['lr']:.2e}", f"{row['seconds']:.1f} s", f"train {self.train_speed:.1f} samples/s"]
         return "  ".join(parts) + ("  (best)" if improved else "")
 
     def _progress(self, epoch: int):
