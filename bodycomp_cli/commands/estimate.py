@@ -19,6 +19,7 @@ GpusOption = Annotated[
         help="GPUs: 0 = CPU, N > 1 = DataParallel (default: 1 if CUDA, else 0); bf16 autocast on GPUs that have it.",
     ),
 ]
+AmpOption = Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on GPUs that support it.")]
 BatchOption = Annotated[int, typer.Option("-b", "--batch-size", help="Slices per inference batch.", min=1)]
 
 
@@ -69,6 +70,7 @@ def register(app: typer.Typer) -> None:
             float, typer.Option(help="QC: largest departure (mm) of a z step from the median step.", min=0)
         ] = 0.1,
         gpus: GpusOption = None,
+        amp: AmpOption = True,
         batch_size: BatchOption = 32,
     ) -> None:
         """Find vertebral levels in CT series and measure muscle and fat areas and HU there.
@@ -84,7 +86,9 @@ def register(app: typer.Typer) -> None:
         # Everything that can be refused is checked before the output folder exists.
         series = collect_inputs(inputs)
         check_output_dir(output_dir, resume, overwrite)
-        models = load_estimator_models(select_model, seg_model, levels, gpus=gpus, batch_size=batch_size, log=out.print)
+        models = load_estimator_models(
+            select_model, seg_model, levels, gpus=gpus, batch_size=batch_size, log=out.print, amp=amp
+        )
         options = EstimateOptions(
             range_mm=range_mm,
             save_masks=save_masks,
@@ -121,6 +125,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         overwrite: OverwriteOption = False,
         gpus: GpusOption = None,
+        amp: AmpOption = True,
         batch_size: BatchOption = 16,
     ) -> None:
         """Score a trained model on prepared data: Dice, area error, slice-selection error.
@@ -130,7 +135,12 @@ def register(app: typer.Typer) -> None:
         from bodycomp_cli.estimate.evaluate import EvaluateOptions, evaluate_run
 
         options = EvaluateOptions(
-            split=split, overwrite=overwrite, gpus=gpus, batch_size=batch_size, pixel_spacing_mm=pixel_spacing
+            split=split,
+            overwrite=overwrite,
+            gpus=gpus,
+            amp=amp,
+            batch_size=batch_size,
+            pixel_spacing_mm=pixel_spacing,
         )
         report = evaluate_run(run_dir, data_dir, output_dir, options)
         Console().print(evaluation_table(report))

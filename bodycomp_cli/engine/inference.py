@@ -26,6 +26,7 @@ class LoadedRun:
     task_name: str  # "segmentation" or "slice_selection"
     device: torch.device
     run_dir: Path
+    amp: bool = True  # bf16 autocast on GPUs that support it; estimate/evaluate --no-amp turns it off
 
 
 def load_run(run_dir: Path, device: str | torch.device = "cpu", which: str = "best") -> LoadedRun:
@@ -67,10 +68,10 @@ def _resize(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
-def _autocast(device: torch.device):
+def _autocast(run: LoadedRun):
     # bf16 autocast on GPUs that have it; full precision otherwise (the CPU path stays exact).
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+    enabled = run.amp and run.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device_type=run.device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @torch.no_grad()
@@ -86,11 +87,14 @@ def predict_segmentation(run: LoadedRun, hu_slices: np.ndarray, batch_size: int 
     for start in range(0, len(hu_slices), batch_size):
         chunk = window_hu_unit(hu_slices[start : start + batch_size], window["level"], window["width"])
         images = _resize(torch.from_numpy(chunk)[:, None].to(run.device), size)
-        with _autocast(run.device):
+        with _autocast(run):
             logits = run.model(images)
-        # Upsample the logits, not the labels, so boundaries at the input size stay smooth.
-        logits = F.interpolate(logits.float(), size=hu_slices.shape[-2:], mode="bilinear", align_corners=False)
-        labels[start : start + batch_size] = logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+        # Labels at the model's size go back to the slice's size with nearest (as the issue asks), so
+        # every output pixel carries a label the model chose; nearest-exact keeps pixel centres aligned.
+        predicted = logits.argmax(dim=1, keepdim=True).to(torch.uint8)
+        if tuple(predicted.shape[-2:]) != tuple(hu_slices.shape[-2:]):
+            predicted = F.interpolate(predicted, size=hu_slices.shape[-2:], mode="nearest-exact")
+        labels[start : start + batch_size] = predicted[:, 0].cpu().numpy()
     return labels
 
 
@@ -105,7 +109,7 @@ def predict_slice_offsets(run: LoadedRun, hu_volume: np.ndarray, batch_size: int
     for start in range(0, len(hu_volume), batch_size):
         pixels = window_hu(hu_volume[start : start + batch_size], window["level"], window["width"])
         images = torch.from_numpy(pixels.astype(np.float32) / np.float32(255.0))[:, None].to(run.device)
-        with _autocast(run.device):
+        with _autocast(run):
             logits = run.model(_resize(images, size))
         outputs[start : start + batch_size] = torch.sigmoid(logits.float()).cpu().numpy()
     return outputs

@@ -20,6 +20,7 @@ class EvaluateOptions:
     split: str = "val"
     overwrite: bool = False
     gpus: int | None = None
+    amp: bool = True
     batch_size: int = 16
     pixel_spacing_mm: float | None = None  # segmentation: square pixels of this size, for areas in cm^2
     show_progress: bool = True
@@ -62,7 +63,7 @@ def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options
     task = _run_task(run_dir)
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(run_dir, options.split)
     refuse_existing_output(output_dir, options.overwrite)
-    setup = inference_setup(options.gpus)
+    setup = inference_setup(options.gpus, options.amp)
     run = load_for_inference(run_dir, "RUN_DIR", task, setup)
     report: dict = {"task": task, "run": str(run_dir), "data": str(data_dir), "split": options.split}
     report["device"] = setup.description

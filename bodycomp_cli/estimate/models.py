@@ -64,12 +64,13 @@ class InferenceSetup:
     device: str  # "cpu" or "cuda:0"
     n_gpus: int  # DataParallel over cuda:0..n-1 when > 1
     description: str
+    amp: bool = True  # bf16 autocast on GPUs that support it (--no-amp turns it off)
 
 
-def inference_setup(gpus: int | None) -> InferenceSetup:
+def inference_setup(gpus: int | None, amp: bool = True) -> InferenceSetup:
     """Choose devices as training does (-g; default 1 GPU when CUDA is there, else the CPU).
 
-    Mixed precision is the engine's: predict_* run under bf16 autocast on GPUs that support it.
+    Mixed precision is the engine's: predict_* run under bf16 autocast on GPUs that support it, unless amp=False.
     """
     import torch
 
@@ -77,9 +78,9 @@ def inference_setup(gpus: int | None) -> InferenceSetup:
 
     setup = resolve_devices(gpus)
     description = setup.describe()
-    if setup.device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if amp and setup.device.type == "cuda" and torch.cuda.is_bf16_supported():
         description += ", bf16 autocast"
-    return InferenceSetup(str(setup.device), setup.n_gpus, description)
+    return InferenceSetup(str(setup.device), setup.n_gpus, description, amp)
 
 
 def load_for_inference(run_dir: Path, option: str, task: str | None, setup: InferenceSetup) -> Any:
@@ -89,6 +90,7 @@ def load_for_inference(run_dir: Path, option: str, task: str | None, setup: Infe
     check_run_folder(run_dir, option)
     which = "best" if (run_dir / "checkpoint_best.pt").is_file() else "last"
     run = load_run(run_dir, device=setup.device, which=which)
+    run.amp = setup.amp
     if task is not None and run.config.get("task") != task:
         raise BodycompError(f"{option} {run_dir}: a {run.config.get('task')} run, but this option needs a {task} run")
     if setup.n_gpus > 1:
@@ -138,6 +140,7 @@ def load_estimator_models(
     gpus: int | None = None,
     batch_size: int = 32,
     log: Callable[[str], None] | None = None,
+    amp: bool = True,
 ) -> EstimatorModels:
     """Load the selection run and each level's segmentation run, refusing wrong or incomplete folders.
 
@@ -149,7 +152,7 @@ def load_estimator_models(
         # Check every folder before loading anything, so a typo in the last one costs no waiting.
         match = _LEVEL_MAPPING.match(spec)
         check_run_folder(Path(match.group(2).strip() if match else spec), "--seg-model")
-    setup = inference_setup(gpus)
+    setup = inference_setup(gpus, amp)
     if log is not None:
         log(f"inference on {setup.description}")
     select_run = load_for_inference(select_dir, "--select-model", "slice_selection", setup)

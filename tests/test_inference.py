@@ -1,0 +1,44 @@
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bodycomp_cli.engine.inference import LoadedRun, predict_segmentation
+from bodycomp_cli.estimate.models import inference_setup
+
+
+class _CheckerboardSegmenter(torch.nn.Module):
+    """Logits whose argmax is a 4-class checkerboard at the model's input size, whatever the image."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = images.shape
+        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        labels = (rows + 2 * cols) % 4
+        return torch.nn.functional.one_hot(labels, 4).permute(2, 0, 1).float().expand(n, 4, h, w)
+
+
+def _run(image_size: int) -> LoadedRun:
+    config = {"task": "segmentation", "window": {"level": 40, "width": 400}, "image_size": image_size}
+    return LoadedRun(_CheckerboardSegmenter(), config, "segmentation", torch.device("cpu"), Path("run"))
+
+
+def test_segmentation_labels_resized_back_with_nearest():
+    hu = np.zeros((3, 64, 64), dtype=np.int16)
+    labels = predict_segmentation(_run(32), hu, batch_size=2)
+    rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    small = ((rows + 2 * cols) % 4).astype(np.uint8)
+    expected = np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)
+    assert labels.shape == (3, 64, 64) and labels.dtype == np.uint8
+    assert all(np.array_equal(label, expected) for label in labels)
+
+
+def test_segmentation_at_model_size_is_not_resized():
+    labels = predict_segmentation(_run(32), np.zeros((1, 32, 32), dtype=np.int16))
+    rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    assert np.array_equal(labels[0], ((rows + 2 * cols) % 4).astype(np.uint8))
+
+
+def test_no_amp_reaches_the_inference_setup():
+    assert inference_setup(0).amp is True
+    setup = inference_setup(0, amp=False)
+    assert setup.amp is False and setup.device == "cpu"
