@@ -23,8 +23,19 @@ def start(data, models, name, *extra):
     command = [sys.executable, "-m", "bodycomp_cli", "train-select", str(data), str(models), "-a", name]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [*command, *OPTIONS, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, *OPTIONS, *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    # A shell starts background jobs (`make test &`, some CI runners) with SIGINT ignored, children inherit
+    # that, and Python then installs no KeyboardInterrupt handler: restore the default so Ctrl-C is testable.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(path, process, timeout=120.0):
