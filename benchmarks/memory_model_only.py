@@ -29,7 +29,7 @@ def main() -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    print(f"bare training, unet/resnet34 {size} px batch 4, 2 steps: {peak_gb():.2f} GB peak RSS (target context: 2.5 GB)")
+    print(f"bare training, unet/resnet34 {size} px batch 4, 2 steps: {peak_gb():.2f} GB peak RSS")
 
 
 if __name__ == "__main__":
