@@ -1,7 +1,7 @@
 """Peak RSS of a bare unet/resnet34 training step at 512 px, batch 4, no data loading (baseline for memory.py).
 
-    python benchmarks/memory_model_only.py          # the figure in docs/performance.md
-    python benchmarks/memory_model_only.py --tiny   # 64 px smoke mode
+python benchmarks/memory_model_only.py          # the figure in docs/performance.md
+python benchmarks/memory_model_only.py --tiny   # 64 px smoke mode
 """
 
 import argparse
