@@ -51,6 +51,16 @@ LevelsOption = Annotated[
         show_default=False,
     ),
 ]
+# Training and inference choose devices the same way (engine/devices.py), so they share one -g option.
+GpusOption = Annotated[
+    int | None,
+    typer.Option(
+        "-g",
+        "--gpus",
+        help="GPUs: 0 = CPU, 1 = cuda:0, N > 1 = DataParallel [default: 1 if CUDA else 0].",
+        show_default=False,
+    ),
+]
 OverwriteOption = Annotated[
     bool, typer.Option("--overwrite", help="Replace an existing output folder (only after success).")
 ]

@@ -9,16 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bodycomp_cli.commands.common import LevelsOption, OverwriteOption, report_user_errors
+from bodycomp_cli.commands.common import GpusOption, LevelsOption, OverwriteOption, report_user_errors
 
-GpusOption = Annotated[
-    int | None,
-    typer.Option(
-        "-g",
-        "--gpus",
-        help="GPUs: 0 = CPU, N > 1 = DataParallel (default: 1 if CUDA, else 0); bf16 autocast on GPUs that have it.",
-    ),
-]
 AmpOption = Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on GPUs that support it.")]
 BatchOption = Annotated[int, typer.Option("-b", "--batch-size", help="Slices per inference batch.", min=1)]
 

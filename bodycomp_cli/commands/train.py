@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bodycomp_cli.commands.common import LevelsOption, report_user_errors
+from bodycomp_cli.commands.common import GpusOption, LevelsOption, report_user_errors
 
 
 class Schedule(str, Enum):
@@ -26,15 +26,7 @@ NameOption = Annotated[
         "-a", "--name", help="Run folder name [default: untitled_model_YYYY_MM_DD_HH_MM_SS].", show_default=False
     ),
 ]
-GpusOption = Annotated[
-    int | None,
-    typer.Option(
-        "-g",
-        "--gpus",
-        help="GPUs: 0 = CPU, 1 = cuda:0, N > 1 = DataParallel [default: 1 if CUDA else 0].",
-        show_default=False,
-    ),
-]
+LearningRateOption = Annotated[float, typer.Option("-l", "--learning-rate", help="Initial learning rate (Adam).")]
 BatchOption = Annotated[int, typer.Option("-b", "--batch-size", help="Global batch size (split over GPUs/ranks).")]
 EpochsOption = Annotated[int, typer.Option("-e", "--epochs", help="Total epochs (also with --resume).")]
 ScheduleOption = Annotated[
@@ -78,9 +70,7 @@ def register(app: typer.Typer) -> None:
         models_dir: ModelsDir,
         name: NameOption = None,
         gpus: GpusOption = None,
-        learning_rate: Annotated[
-            float, typer.Option("-l", "--learning-rate", help="Initial learning rate (Adam).")
-        ] = 1e-3,
+        learning_rate: LearningRateOption = 1e-3,
         batch_size: BatchOption = 16,
         epochs: EpochsOption = 100,
         thoracic: Annotated[
@@ -123,9 +113,7 @@ def register(app: typer.Typer) -> None:
         models_dir: ModelsDir,
         name: NameOption = None,
         gpus: GpusOption = None,
-        learning_rate: Annotated[
-            float, typer.Option("-l", "--learning-rate", help="Initial learning rate (Adam).")
-        ] = 1e-4,
+        learning_rate: LearningRateOption = 1e-4,
         batch_size: BatchOption = 16,
         epochs: EpochsOption = 100,
         levels: LevelsOption = None,
