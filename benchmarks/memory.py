@@ -1,11 +1,11 @@
 """Peak memory of train-seg and prepare-seg on arrays bigger than they may hold (issue 6).
 
 Generates a float32 train_images.npy of 6144 x 512 x 512 x 1 (6 GiB; a sparse file: only the first
-slices hold CT-like data, the rest read back as 0 HU), uint8 masks of the same shape and a small val
-set; runs `bodycomp train-seg` on it for a bounded number of steps, then `bodycomp prepare-seg` on a
-manifest of 6144 labelled 512 x 512 slices (arrays of the same size, written for real). Because a
-bounded run reads only a few slices, the train-seg DataLoader (SegmentationDataset, same workers) is
-also run alone over every training slice once: a full epoch's reads. Each command
+slices hold CT-like data, the rest read back as 0 HU), uint8 masks of the same shape and a small val set.
+Runs `bodycomp train-seg` on it for a bounded number of steps, as it is and then with --low-memory, and
+`bodycomp prepare-seg` on a manifest of 6144 labelled 512 x 512 slices (arrays of the same size, written
+for real). Because a bounded run reads only a few slices, the train-seg DataLoader (SegmentationDataset,
+same workers) is also run alone over every training slice once: a full epoch's reads. Each command
 runs as a child process, sampled from /proc (see run_measured) over the process and all its descendants
 (DataLoader workers included). Two sums are reported: PSS (smaps_rollup; a page shared by k processes
 counts 1/k in each, so the sum is the tree's real footprint) and VmRSS (an upper bound: pages that forked
@@ -213,13 +213,16 @@ def main() -> None:
             f"{val} val slices; train-seg {args.steps} steps of batch {args.batch}, {args.workers} workers, "
             f"unet/{args.encoder} at {args.size} px"
         )
-        train = [*bodycomp, "train-seg", root / "data", root / "models", "-a", "memory", "-g", "0", "-e", "1"]
-        train += ["--steps-per-epoch", args.steps, "-b", args.batch, "--workers", args.workers]
-        train += ["--encoder", args.encoder, "--image-size", args.size, "--quiet"]
-        peak, seconds, _ = run_measured([str(a) for a in train])
-        if not (root / "models" / "memory" / "checkpoint_last.pt").is_file():
-            raise SystemExit("train-seg wrote no checkpoint")
-        report("train-seg", peak, seconds, data_bytes, TRAIN_TARGET_GB)
+        for variant in ("default", "low-memory"):  # train-seg's defaults, then with --low-memory
+            name = "train-seg" if variant == "default" else f"train-seg --{variant}"
+            train = [*bodycomp, "train-seg", root / "data", root / "models", "-a", variant, "-g", "0", "-e", "1"]
+            train += ["--steps-per-epoch", args.steps, "-b", args.batch, "--workers", args.workers]
+            train += ["--encoder", args.encoder, "--image-size", args.size, "--quiet"]
+            train += [f"--{variant}"] if variant != "default" else []
+            peak, seconds, _ = run_measured([str(a) for a in train])
+            if not (root / "models" / variant / "checkpoint_last.pt").is_file():
+                raise SystemExit(f"{name} wrote no checkpoint")
+            report(name, peak, seconds, data_bytes, TRAIN_TARGET_GB)
         stream = [sys.executable, __file__, "--stream-child", root / "data", "--workers", args.workers]
         peak, seconds, _ = run_measured([str(a) for a in stream])
         report(f"train-seg loader, one pass over all {args.slices} slices", peak, seconds, data_bytes, TRAIN_TARGET_GB)

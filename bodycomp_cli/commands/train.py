@@ -47,6 +47,14 @@ StepsOption = Annotated[
     int | None,
     typer.Option("--steps-per-epoch", help="Sample K batches per epoch instead of one full pass.", show_default=False),
 ]
+LowMemoryOption = Annotated[
+    bool,
+    typer.Option(
+        "--low-memory",
+        help="Recompute activations in the backward pass (activation checkpointing) and return freed buffers "
+        "to the OS: much less memory, slower steps (figures in docs/performance.md).",
+    ),
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar or epoch lines.")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run NAME from its checkpoint_last.pt.")]
 
@@ -93,6 +101,7 @@ def register(app: typer.Typer) -> None:
         deterministic: DeterministicOption = False,
         workers: WorkersOption = -1,
         steps_per_epoch: StepsOption = None,
+        low_memory: LowMemoryOption = False,
         quiet: QuietOption = False,
         resume: ResumeOption = False,
     ) -> None:
@@ -132,6 +141,7 @@ def register(app: typer.Typer) -> None:
         deterministic: DeterministicOption = False,
         workers: WorkersOption = -1,
         steps_per_epoch: StepsOption = None,
+        low_memory: LowMemoryOption = False,
         quiet: QuietOption = False,
         resume: ResumeOption = False,
     ) -> None:

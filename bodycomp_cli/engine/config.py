@@ -37,6 +37,7 @@ class EngineConfig:
     quiet: bool = False  # no progress bar or epoch lines
     resume: bool = False  # continue from checkpoint_last.pt
     tensorboard: bool = True  # events in RUN/tensorboard/ when tensorboard is installed
+    low_memory: bool = False  # activation checkpointing and eager release of freed buffers (engine/memory.py)
 
     def resolved_workers(self) -> int:
         return default_workers() if self.workers < 0 else self.workers

@@ -52,6 +52,7 @@ def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str,
         deterministic=engine.deterministic,
         workers=engine.resolved_workers(),
         steps_per_epoch=engine.steps_per_epoch,
+        low_memory=engine.low_memory,
         amp=engine.amp and setup.device.type == "cuda",
         devices=setup.describe(),
         world_size=setup.world_size,
@@ -105,6 +106,10 @@ def run_training(
     use_deterministic_algorithms(engine.deterministic)
     seed_everything(engine.seed)
     model = _build_model(task)
+    if engine.low_memory:
+        from bodycomp_cli.engine.memory import enable_low_memory
+
+        enable_low_memory(model)
     init_distributed(setup)
     try:
         return _train(task, model, setup, Path(models_dir), name, engine, data_dir, console or Console(soft_wrap=True))
