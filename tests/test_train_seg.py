@@ -148,3 +148,29 @@ def test_refusals_leave_nothing_behind(tmp_path, damage, options, fragments):
     models = tmp_path / "models"
     assert_user_error(invoke(["train-seg", data, models, "-a", "x", "-e", "1", *FAST, *options]), *fragments)
     assert not (models / "x").exists()
+
+
+def tensorboard_scalars(run_dir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
+def test_tensorboard_events_match_history_across_a_kill_and_resume(seg_data, tmp_path):
+    models, run = tmp_path / "models", tmp_path / "models" / "tb"
+    base = ["train-seg", seg_data, models, "-a", "tb", "--quiet", "--deterministic", *FAST]
+    assert invoke([*base, "-e", "2"]).exit_code == 0
+    epoch2 = (run / "checkpoint_last.pt").read_bytes()
+    assert invoke([*base, "-e", "3", "--resume"]).exit_code == 0
+    # As if the process had been killed after epoch 3's events but before its checkpoint landed.
+    (run / "checkpoint_last.pt").unlink()
+    (run / "checkpoint_last.pt").write_bytes(epoch2)
+    assert invoke([*base, "-e", "3", "--resume"]).exit_code == 0
+
+    rows = history(run)
+    assert rows["epoch"].tolist() == [1, 2, 3]
+    logged = tensorboard_scalars(run, "val_loss")
+    assert [step for step, _ in logged] == [1, 2, 3]  # epoch 3 once: the first attempt's event is purged
+    np.testing.assert_allclose([value for _, value in logged], rows["val_loss"], rtol=1e-6)

@@ -59,17 +59,24 @@ class TensorBoardLog:
     """Scalars per epoch in RUN/tensorboard/ when the optional tensorboard extra is installed; else nothing."""
 
     def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.log_dir = run_dir / "tensorboard"
         self.writer = None
+        self.enabled = enabled
         if enabled:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # noqa: F401
             except ImportError:
-                return
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+                self.enabled = False
 
     def log(self, row: dict[str, Any]) -> None:
-        if self.writer is None:
+        if not self.enabled:
             return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # Opened at the first epoch written, which is also where a resumed run takes over: purge_step
+            # hides the events a killed run wrote after its last checkpoint, so no epoch shows twice.
+            self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=row["epoch"])
         for name, value in row.items():
             if name != "epoch" and isinstance(value, int | float) and math.isfinite(value):
                 self.writer.add_scalar(name, value, row["epoch"])
