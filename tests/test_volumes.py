@@ -205,3 +205,20 @@ def test_scaled_nifti_matches_nibabel_scaling(tmp_path):
     nib.save(image, tmp_path / "scaled.nii")
     expected = nib.load(tmp_path / "scaled.nii").get_fdata().transpose(2, 1, 0)  # LPS voxels: (z, y, x) is display
     np.testing.assert_allclose(read_volume(tmp_path / "scaled.nii").hu, expected, rtol=0, atol=1e-3)
+
+
+# A NIfTI grid is resliced along whichever voxel axis is nearest the patient's z, so what counts is the tilt
+# left after that: 20 degrees stays 20, 50 leaves 40 (refused, as for DICOM), 90 is a grid stored coronally.
+@pytest.mark.parametrize("rotation_deg, residual_tilt", [(20.0, None), (50.0, 40), (90.0, None)])
+def test_oblique_nifti_is_refused_beyond_the_dicom_tilt_limit(tmp_path, rotation_deg, residual_tilt):
+    hu = np.zeros((4, 6, 6), dtype=np.int16)  # stored as x, y, z
+    angle = np.radians(rotation_deg)
+    affine = np.eye(4)
+    affine[1:3, 1:3] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]  # about the x axis
+    nib.save(nib.Nifti1Image(hu, affine), tmp_path / "tilted.nii.gz")
+    if residual_tilt is None:
+        assert read_volume(tmp_path / "tilted.nii.gz").hu.shape == (6, 6, 4)
+    else:
+        message = rf"tilted.nii.gz: not an axial volume \(slices tilted {residual_tilt} degrees"
+        with pytest.raises(BodycompError, match=message):
+            read_volume(tmp_path / "tilted.nii.gz")
