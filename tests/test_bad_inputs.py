@@ -375,6 +375,16 @@ def test_prepare_slices_refuses_non_axial_dicom(tmp_path: Path) -> None:
     refused(tmp_path, run_prepare_slices(tmp_path, rows), "sag", "axial")
 
 
+def test_prepare_slices_refuses_oblique_nifti(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    affine = np.eye(4)
+    affine[1:3, 1:3] = [[np.cos(0.8), -np.sin(0.8)], [np.sin(0.8), np.cos(0.8)]]  # 46 degrees about x
+    nib.save(nib.Nifti1Image(np.zeros((S, S, 4), np.int16), affine), tmp_path / "tilted.nii.gz")
+    rows = [{"series": "tilted", "path": "tilted.nii.gz", "z_L3": "1.0"}]
+    refused(tmp_path, run_prepare_slices(tmp_path, rows), "tilted.nii.gz", "not an axial volume")
+
+
 def test_prepare_slices_skips_non_dicom_files_with_a_warning(tmp_path: Path) -> None:
     hu, z_mm = dicom_volume()
     write_dicom_series(tmp_path / "ct0", hu, z_mm)
