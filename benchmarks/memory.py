@@ -2,7 +2,8 @@
 
 Generates a float32 train_images.npy of 6144 x 512 x 512 x 1 (6 GiB; a sparse file: only the first
 slices hold CT-like data, the rest read back as 0 HU), uint8 masks of the same shape and a small val set.
-Runs `bodycomp train-seg` on it for a bounded number of steps, as it is and then with --low-memory, and
+Runs `bodycomp train-seg` on it for a bounded number of steps (as it is, with --low-memory, and with
+--low-memory and --workers 0, where the RSS sum is one process's RSS), and
 `bodycomp prepare-seg` on a manifest of 6144 labelled 512 x 512 slices (arrays of the same size, written
 for real). Because a bounded run reads only a few slices, the train-seg DataLoader (SegmentationDataset,
 same workers) is also run alone over every training slice once: a full epoch's reads. Each command
@@ -213,14 +214,16 @@ def main() -> None:
             f"{val} val slices; train-seg {args.steps} steps of batch {args.batch}, {args.workers} workers, "
             f"unet/{args.encoder} at {args.size} px"
         )
-        for variant in ("default", "low-memory"):  # train-seg's defaults, then with --low-memory
-            name = "train-seg" if variant == "default" else f"train-seg --{variant}"
-            train = [*bodycomp, "train-seg", root / "data", root / "models", "-a", variant, "-g", "0", "-e", "1"]
-            train += ["--steps-per-epoch", args.steps, "-b", args.batch, "--workers", args.workers]
+        # As it is; with --low-memory; and with --low-memory and no workers, where the RSS sum is one process's.
+        low = ["--low-memory"]
+        variants = [("default", [], args.workers), ("low", low, args.workers), ("low0", low, 0)]
+        for run_name, extra, workers in variants:
+            name = f"train-seg {' '.join(extra)} --workers {workers}".replace("  ", " ")
+            train = [*bodycomp, "train-seg", root / "data", root / "models", "-a", run_name, "-g", "0", "-e", "1"]
+            train += ["--steps-per-epoch", args.steps, "-b", args.batch, "--workers", workers, *extra]
             train += ["--encoder", args.encoder, "--image-size", args.size, "--quiet"]
-            train += [f"--{variant}"] if variant != "default" else []
             peak, seconds, _ = run_measured([str(a) for a in train])
-            if not (root / "models" / variant / "checkpoint_last.pt").is_file():
+            if not (root / "models" / run_name / "checkpoint_last.pt").is_file():
                 raise SystemExit(f"{name} wrote no checkpoint")
             report(name, peak, seconds, data_bytes, TRAIN_TARGET_GB)
         stream = [sys.executable, __file__, "--stream-child", root / "data", "--workers", args.workers]
