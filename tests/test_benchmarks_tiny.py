@@ -23,8 +23,17 @@ def run_tiny(script: str, *extra: str) -> str:
     ("script", "lines"),
     [
         ("loaders.py", ["segmentation loader (64 px): measured", "selection loader (64 px PNG -> 32): measured"]),
+        ("memory_model_only.py", ["bare training (plain), unet/resnet34 64 px batch 4:"]),
         ("engine_overhead.py", ["bare PyTorch loop:", "bodycomp engine:", "ratio:"]),
-        ("memory.py", ["train-seg: peak memory", "prepare-seg: built train_images.npy (64, 64, 64, 1)"]),
+        (
+            "memory.py",
+            [
+                "train-seg --workers 1: peak memory",
+                "train-seg --low-memory --workers 1: peak memory",
+                "train-seg --low-memory --workers 0: peak memory",
+                "prepare-seg: built train_images.npy (64, 64, 64, 1)",
+            ],
+        ),
     ],
 )
 def test_benchmark_runs_tiny_and_reports(script: str, lines: list[str]) -> None:
