@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -158,6 +159,18 @@ def make_seg_manifest(folder: Path, slices: int, size: int, val: int) -> tuple[P
     return folder / "seg.csv", slices * size * size * (2 + 1)
 
 
+def make_series_manifest(folder: Path, series: int, slices: int, size: int) -> tuple[Path, int]:
+    """`series` int16 .npz series of `slices` x size x size for prepare-slices; returns the manifest, one's bytes."""
+    folder.mkdir(parents=True)
+    rows = []
+    for i in range(series):
+        hu, z_mm = ct_like_series(slices, size, seed=10 + i)
+        np.savez(folder / f"ct{i}.npz", hu=hu, z_mm=z_mm)
+        rows.append({"series": f"ct{i}", "path": f"ct{i}.npz", "z_L3": z_mm[slices // 2]})
+    pd.DataFrame(rows).to_csv(folder / "series.csv", index=False)
+    return folder / "series.csv", hu.nbytes
+
+
 def stream_pass(data_dir: Path, workers: int) -> None:
     """Child mode: read every train slice once through SegmentationDataset and a DataLoader (a full epoch's
     reads without the model), so that pages a memmap keeps mapped would add up and show in the peak."""
@@ -195,6 +208,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="train-seg DataLoader workers")
     parser.add_argument("--encoder", default="resnet34")
+    parser.add_argument("--series", type=int, default=8, help="prepare-slices: series of --series-slices each")
+    parser.add_argument("--series-slices", type=int, default=400)
     parser.add_argument("--skip-prepare", action="store_true", help="measure train-seg only")
     parser.add_argument("--stream-child", type=Path, default=None, help=argparse.SUPPRESS)  # internal: see stream_pass
     args = parser.parse_args()
@@ -203,6 +218,7 @@ def main() -> None:
     val = 8
     if args.tiny:
         args.slices, args.size, args.steps, args.batch, args.encoder, val = 64, 64, 1, 2, "resnet18", 2
+        args.series, args.series_slices = 3, 8
         args.workers = 1
     bodycomp = [sys.executable, "-m", "bodycomp_cli"]
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}")
@@ -239,6 +255,34 @@ def main() -> None:
             raise SystemExit(f"prepare-seg built {built}")
         print(f"prepare-seg: built train_images.npy {built} int16 and masks ({out_bytes / GB:.2f} GB written)")
         report("prepare-seg", peak, seconds, out_bytes, PREPARE_TARGET_GB)
+        shutil.rmtree(root / "slices")
+        shutil.rmtree(root / "prepared")
+        measure_prepare_slices(root / "series", bodycomp, args)
+
+
+def measure_prepare_slices(folder: Path, bodycomp: list[str], args: argparse.Namespace) -> None:
+    """prepare-slices holds at most one series per worker: its peak is compared with what that allows."""
+    manifest, one = make_series_manifest(folder, args.series, args.series_slices, args.size)
+    workers = 2
+    command = [*bodycomp, "prepare-slices", manifest, folder / "out", "--workers", workers]
+    idle, _, _ = run_measured([*bodycomp[:1], "-c", "import bodycomp_cli.prepare.slices"])
+    peak, seconds, _ = run_measured([str(a) for a in command])
+    written = len(list((folder / "out").rglob("*.png")))
+    print(
+        f"prepare-slices: {args.series} series of {args.series_slices} x {args.size} x {args.size} int16 "
+        f"({one / GB:.2f} GB each, {args.series * one / GB:.2f} GB in all), {workers} workers, {written} PNGs"
+    )
+    # One series in a worker: its int16 HU, plus the uint8 windowed copy and a slice's PNG buffers.
+    allowed = (1 + workers) * idle.pss + workers * 1.5 * one
+    print(
+        f"prepare-slices: peak memory {peak.pss / GB:6.2f} GB PSS (RSS summed per process: {peak.rss / GB:.2f} GB) "
+        f"over up to {peak.processes} processes, {seconds:.0f} s; a process's imports alone: {idle.pss / GB:.2f} GB"
+    )
+    verdict = "met" if peak.pss <= allowed else "NOT met"
+    print(
+        f"prepare-slices: target <= {allowed / GB:.2f} GB (3 processes' imports + {workers} x 1.5 series): "
+        f"ratio {peak.pss / allowed:.2f} ({verdict}); all series at once would be {args.series * one / GB:.2f} GB"
+    )
 
 
 if __name__ == "__main__":

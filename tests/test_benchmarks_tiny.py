@@ -32,6 +32,8 @@ def run_tiny(script: str, *extra: str) -> str:
                 "train-seg --low-memory --workers 1: peak memory",
                 "train-seg --low-memory --workers 0: peak memory",
                 "prepare-seg: built train_images.npy (64, 64, 64, 1)",
+                "prepare-slices: 3 series of 8 x 64 x 64 int16",
+                "prepare-slices: peak memory",
             ],
         ),
     ],
