@@ -39,7 +39,7 @@ class FakeModels:
         self.segmented: list[int] = []  # slices per segment() call
         self.fail_on = fail_on  # a series whose first slice z makes the fake 'crash' (an interrupted run)
 
-    def slice_outputs(self, hu_volume: np.ndarray) -> np.ndarray:
+    def slice_outputs(self, hu_volume: np.ndarray, z_mm: np.ndarray) -> np.ndarray:
         z = hu_volume[:, 0, 0].astype(np.float64)
         if self.fail_on is not None and hu_volume.shape[0] == int(self.fail_on):
             raise KeyboardInterrupt

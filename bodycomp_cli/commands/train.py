@@ -135,6 +135,14 @@ def register(app: typer.Typer) -> None:
         arch: Annotated[
             str, typer.Option("--arch", help="timm model (densenet121, resnet18, ...), in_chans=1.")
         ] = "densenet121",
+        context_mm: Annotated[
+            float,
+            typer.Option(
+                "--context-mm",
+                help="Also feed the slices nearest z - D and z + D mm as channels (needs series and z_mm in the "
+                "meta CSVs). 0: the slice alone, as the original toolkit.",
+            ),
+        ] = 0.0,
         schedule: ScheduleOption = Schedule.cosine,
         amp: AmpOption = True,
         seed: SeedOption = 0,
@@ -152,7 +160,7 @@ def register(app: typer.Typer) -> None:
         from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, train_slice_selection
 
         settings = SliceSelectionSettings(
-            levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size
+            levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size, context_mm=context_mm
         )
         engine = _engine(locals())
         train_slice_selection(data_dir, models_dir, settings, engine, name)

@@ -100,6 +100,42 @@ def validate_slice_data(data_dir: Path, levels: list[str]) -> dict[str, SliceSpl
     return splits
 
 
+def context_rows(series: np.ndarray, z_mm: np.ndarray, context_mm: float) -> np.ndarray:
+    """N x 3 row numbers: for each slice, the slices of its own series nearest z - context_mm, z, z + context_mm.
+
+    Past either end of a series the nearest slice is the end slice itself.
+    """
+    series, z_mm = np.asarray(series), np.asarray(z_mm, dtype=np.float64)
+    rows = np.empty((len(z_mm), 3), dtype=np.int64)
+    for name in dict.fromkeys(series.tolist()):
+        members = np.flatnonzero(series == name)
+        order = members[np.argsort(z_mm[members], kind="stable")]
+        z = z_mm[order]
+        for column, shift in ((0, -context_mm), (2, context_mm)):
+            target = z + shift
+            right = np.searchsorted(z, target).clip(1, max(1, len(z) - 1))
+            left = right - 1
+            if len(z) == 1:
+                nearest = np.zeros(len(z), dtype=np.int64)
+            else:
+                nearest = np.where(np.abs(target - z[left]) <= np.abs(z[right] - target), left, right)
+            rows[order, column] = order[nearest]
+        rows[order, 1] = order
+    return rows
+
+
+def split_context_rows(split: SliceSplit, context_mm: float, csv_path: Path) -> np.ndarray:
+    """context_rows from a split's meta CSV, which must then say which series and z each slice has."""
+    for column in ("series", "z_mm"):
+        if column not in split.meta.columns:
+            raise BodycompError(f"{csv_path}: --context-mm needs a {column} column (prepare-slices writes it)")
+    z_mm = pd.to_numeric(split.meta["z_mm"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isnan(z_mm).any():
+        row = int(np.flatnonzero(np.isnan(z_mm))[0])
+        raise BodycompError(f"{csv_path}: column z_mm, row {row}: not a number")
+    return context_rows(split.meta["series"].astype(str).to_numpy(), z_mm, context_mm)
+
+
 def read_gray_png(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image)
@@ -109,7 +145,8 @@ class SliceSelectionDataset(Dataset):
     """PNG slices scaled to [0, 1], resized with antialias, with sigmoid(offset / threshold) targets.
 
     Items are dicts: image (1 x S x S float32), target / offset_mm / valid (n_levels float32), index.
-    Blank offsets give valid 0 (masked out of the loss and metrics) and target 0.5.
+    Blank offsets give valid 0 (masked out of the loss and metrics) and target 0.5. With `neighbours`
+    (context_rows), the image has 3 channels: the slices below, the slice itself and above.
     """
 
     def __init__(
@@ -118,8 +155,10 @@ class SliceSelectionDataset(Dataset):
         image_size: int,
         threshold_mm: float,
         augmentation: AffineRanges | None = None,
+        neighbours: np.ndarray | None = None,
     ) -> None:
         self.split, self.image_size, self.augmentation = split, image_size, augmentation
+        self.neighbours = neighbours
         offsets = torch.from_numpy(split.offsets_mm)
         self.valid = (~torch.isnan(offsets)).float()
         self.offsets = torch.nan_to_num(offsets, nan=0.0)
@@ -130,8 +169,9 @@ class SliceSelectionDataset(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
         index, seed = item if isinstance(item, tuple) else (item, None)
-        pixels = read_gray_png(self.split.image_dir / f"{index:06d}.png")
-        image = resize_image(torch.from_numpy(pixels.astype(np.float32) * np.float32(1 / 255))[None], self.image_size)
+        rows = [index] if self.neighbours is None else self.neighbours[index].tolist()
+        pixels = np.stack([read_gray_png(self.split.image_dir / f"{row:06d}.png") for row in rows])
+        image = resize_image(torch.from_numpy(pixels.astype(np.float32) * np.float32(1 / 255)), self.image_size)
         if self.augmentation is not None:
             generator = torch.Generator().manual_seed(seed) if seed is not None else torch.default_generator
             image = augment_image(image, self.augmentation, generator)

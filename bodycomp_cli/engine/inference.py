@@ -99,16 +99,32 @@ def predict_segmentation(run: LoadedRun, hu_slices: np.ndarray, batch_size: int 
 
 
 @torch.no_grad()
-def predict_slice_offsets(run: LoadedRun, hu_volume: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Z x H x W raw HU -> Z x n_levels sigmoid outputs (the model saw 8-bit windowed PNGs, so window to uint8)."""
+def predict_slice_offsets(
+    run: LoadedRun, hu_volume: np.ndarray, batch_size: int = 32, z_mm: np.ndarray | None = None
+) -> np.ndarray:
+    """Z x H x W raw HU -> Z x n_levels sigmoid outputs (the model saw 8-bit windowed PNGs, so window to uint8).
+
+    A model trained with --context-mm also needs each slice's z_mm (Z,), to find its neighbours.
+    """
     _require(run, "slice_selection")
     window = run.config["window"]
     size = int(run.config["image_size"])
+    context_mm = float(run.config.get("context_mm") or 0.0)
     hu_volume = np.asarray(hu_volume)
+    if context_mm > 0:
+        from bodycomp_cli.data.slices import context_rows
+
+        if z_mm is None or len(z_mm) != len(hu_volume):
+            raise BodycompError(f"{run.run_dir}: was trained with --context-mm {context_mm:g}; give z_mm per slice")
+        rows = context_rows(np.zeros(len(hu_volume)), np.asarray(z_mm, dtype=np.float64), context_mm)
+    else:
+        rows = np.arange(len(hu_volume))[:, None]
     outputs = np.empty((len(hu_volume), len(run.config["levels"])), dtype=np.float32)
     for start in range(0, len(hu_volume), batch_size):
-        pixels = window_hu(hu_volume[start : start + batch_size], window["level"], window["width"])
-        images = torch.from_numpy(pixels.astype(np.float32) / np.float32(255.0))[:, None].to(run.device)
+        batch_rows = rows[start : start + batch_size]
+        pixels = window_hu(hu_volume[batch_rows.ravel()], window["level"], window["width"])
+        pixels = pixels.reshape(*batch_rows.shape, *pixels.shape[-2:])  # B x channels x H x W
+        images = torch.from_numpy(pixels.astype(np.float32) / np.float32(255.0)).to(run.device)
         with _autocast(run):
             logits = run.model(_resize(images, size))
         outputs[start : start + batch_size] = torch.sigmoid(logits.float()).cpu().numpy()

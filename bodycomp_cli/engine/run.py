@@ -23,8 +23,10 @@ from bodycomp_cli.io.atomic import atomic_write_text
 
 CONFIG = "config.json"
 # Settings that define the model; a resumed run must keep them.
-MODEL_KEYS = ("task", "arch", "encoder", "classes", "levels", "threshold", "image_size", "window")
-CONFIG_KEYS = ("task", "window", "image_size", "arch", "encoder", "classes", "thoracic", "levels", "threshold")
+MODEL_KEYS = ("task", "arch", "encoder", "classes", "levels", "threshold", "context_mm", "image_size", "window")
+CONFIG_KEYS = (
+    "task", "window", "image_size", "arch", "encoder", "classes", "thoracic", "levels", "threshold", "context_mm",
+)  # fmt: skip
 PACKAGES = ("bodycomp", "torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy")
 
 

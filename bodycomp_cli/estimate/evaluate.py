@@ -79,9 +79,10 @@ def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options
         else:
             window = run.config.get("window", {"level": 40.0, "width": 400.0})
 
-            def predict(images: np.ndarray) -> np.ndarray:
+            def predict(images: np.ndarray, z_mm: np.ndarray | None = None) -> np.ndarray:
                 hu = hu_from_uint8(images, float(window["level"]), float(window["width"]))
-                return np.asarray(predict_slice_offsets(run, hu, batch_size=options.batch_size), np.float64)
+                outputs = predict_slice_offsets(run, hu, batch_size=options.batch_size, z_mm=z_mm)
+                return np.asarray(outputs, np.float64)
 
             report |= evaluate_slice_selection(run, predict, data_dir, options.split, options.batch_size, progress)
         (tmp / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")

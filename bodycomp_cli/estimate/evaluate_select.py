@@ -103,6 +103,10 @@ def _read_pngs(paths: list[Path]) -> np.ndarray:
     return np.stack(images)
 
 
+def _series_rows(series: np.ndarray) -> list[np.ndarray]:
+    return [np.flatnonzero(series == name) for name in dict.fromkeys(series.tolist())]
+
+
 def evaluate_slice_selection(
     run,
     predict: Callable[[np.ndarray], np.ndarray],
@@ -113,7 +117,8 @@ def evaluate_slice_selection(
 ) -> dict:
     """Per level: offset MAE near the level; with series and z_mm in the meta CSV, the selection error.
 
-    `predict` maps a batch of 8-bit slices (N x H x W uint8) to N x n_levels sigmoid outputs.
+    `predict` maps a batch of 8-bit slices (N x H x W uint8), and for a --context-mm run one whole series
+    with its z_mm, to N x n_levels sigmoid outputs.
     """
     levels = [str(level) for level in run.config["levels"]]
     threshold = float(run.config.get("threshold", 10.0))
@@ -125,12 +130,22 @@ def evaluate_slice_selection(
         raise BodycompError(f"{missing[0]}: not found ({meta_path} has {len(meta)} rows)")
     outputs = np.zeros((len(paths), len(levels)), dtype=np.float64)
     task = progress.add_task("evaluate", total=len(paths)) if progress else None
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start : start + batch_size]
-        outputs[start : start + len(batch)] = predict(_read_pngs(batch))
-        if progress:
-            progress.advance(task, len(batch))
     has_series = {"series", "z_mm"} <= set(meta.columns)
+    if float(run.config.get("context_mm") or 0.0) > 0:
+        # A context model needs each slice's neighbours: one series at a time, with its z positions.
+        if not has_series:
+            raise BodycompError(f"{meta_path}: the run uses --context-mm; the CSV needs series and z_mm columns")
+        z_all = meta["z_mm"].to_numpy(np.float64)
+        for rows in _series_rows(meta["series"].astype(str).to_numpy()):
+            outputs[rows] = predict(_read_pngs([paths[row] for row in rows]), z_all[rows])
+            if progress:
+                progress.advance(task, len(rows))
+    else:
+        for start in range(0, len(paths), batch_size):
+            batch = paths[start : start + batch_size]
+            outputs[start : start + len(batch)] = predict(_read_pngs(batch))
+            if progress:
+                progress.advance(task, len(batch))
     report: dict = {"slices": len(paths), "threshold_mm": threshold, "levels": {}}
     for k, level in enumerate(levels):
         offsets = meta[columns[level]].to_numpy(dtype=np.float64)

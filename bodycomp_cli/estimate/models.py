@@ -116,11 +116,11 @@ class EstimatorModels:
     def threshold_mm(self) -> float:
         return float(self.select_run.config.get("threshold", 10.0))
 
-    def slice_outputs(self, hu_volume: np.ndarray) -> np.ndarray:
+    def slice_outputs(self, hu_volume: np.ndarray, z_mm: np.ndarray) -> np.ndarray:
         """Z x len(levels) sigmoid outputs of the selection model, in `levels` order."""
         from bodycomp_cli.engine.inference import predict_slice_offsets
 
-        outputs = predict_slice_offsets(self.select_run, hu_volume, batch_size=self.batch_size)
+        outputs = predict_slice_offsets(self.select_run, hu_volume, batch_size=self.batch_size, z_mm=z_mm)
         return np.asarray(outputs, dtype=np.float64)[:, self.level_columns]
 
     def classes(self, level: str) -> list[str]:

@@ -40,7 +40,7 @@ class Models(Protocol):
     @property
     def threshold_mm(self) -> float: ...
 
-    def slice_outputs(self, hu_volume: np.ndarray) -> np.ndarray: ...
+    def slice_outputs(self, hu_volume: np.ndarray, z_mm: np.ndarray) -> np.ndarray: ...
 
     def classes(self, level: str) -> list[str]: ...
 
@@ -106,7 +106,7 @@ def estimate_series(
     volume: Volume, models: Models, options: EstimateOptions
 ) -> tuple[dict[str, object], dict[str, dict]]:
     """Row of results.csv for one volume, and per level what the previews and masks need."""
-    outputs = models.slice_outputs(volume.hu)
+    outputs = models.slice_outputs(volume.hu, volume.z_mm)
     row: dict[str, object] = {}
     details: dict[str, dict] = {}
     for column, level in enumerate(models.levels):

@@ -25,6 +25,11 @@ class SliceSelectionSettings:
     image_size: int = 256
     rotation_deg: float = 5.0
     shift: float = 0.05
+    context_mm: float = 0.0  # > 0: the slices nearest z -+ context_mm join the slice as channels 1 and 3
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.context_mm > 0 else 1
 
 
 def check_slice_selection_settings(settings: SliceSelectionSettings) -> None:
@@ -35,6 +40,8 @@ def check_slice_selection_settings(settings: SliceSelectionSettings) -> None:
         raise BodycompError(f"--threshold {settings.threshold_mm}: must be positive (mm)")
     if settings.image_size < 32:
         raise BodycompError(f"--image-size {settings.image_size}: must be at least 32")
+    if not (settings.context_mm >= 0 and np.isfinite(settings.context_mm)):
+        raise BodycompError(f"--context-mm {settings.context_mm}: must be 0 (no context) or a positive distance in mm")
     if not settings.levels or len(set(settings.levels)) != len(settings.levels):
         raise BodycompError(f"levels {settings.levels}: give each level once (-L T5 T8 T10 L3)")
 
@@ -54,11 +61,15 @@ class SliceSelectionTask:
         self.settings, self.data_dir = settings, data_dir
         self.levels = list(settings.levels)
         self._splits = None
+        self._neighbours: dict[str, np.ndarray | None] = {"train": None, "val": None}  # context_rows per split
         self._series: list[tuple[np.ndarray, np.ndarray]] | None = None  # (val indices, z_mm) per series
         if data_dir is not None:
-            from bodycomp_cli.data.slices import validate_slice_data
+            from bodycomp_cli.data.slices import split_context_rows, validate_slice_data
 
             self._splits = validate_slice_data(Path(data_dir), self.levels)
+            for split in ("train", "val") if settings.context_mm > 0 else ():
+                csv_path = Path(data_dir) / "meta" / f"{split}.csv"
+                self._neighbours[split] = split_context_rows(self._splits[split], settings.context_mm, csv_path)
             meta = self._splits["val"].meta
             if {"series", "z_mm"} <= set(meta.columns):
                 z = pd_numeric(meta["z_mm"])
@@ -78,6 +89,7 @@ class SliceSelectionTask:
                 arch=config["arch"],
                 threshold_mm=float(config["threshold"]),
                 image_size=int(config["image_size"]),
+                context_mm=float(config.get("context_mm") or 0.0),
             )
         )
 
@@ -91,6 +103,7 @@ class SliceSelectionTask:
             "encoder": None,
             "levels": self.levels,
             "threshold": s.threshold_mm,
+            "context_mm": s.context_mm,
             "thoracic": None,
             "augmentation": {"rotation_deg": s.rotation_deg, "shift": s.shift},
         }
@@ -98,7 +111,8 @@ class SliceSelectionTask:
     def build_model(self) -> torch.nn.Module:
         import timm
 
-        return timm.create_model(self.settings.arch, pretrained=False, in_chans=1, num_classes=len(self.levels))
+        s = self.settings
+        return timm.create_model(s.arch, pretrained=False, in_chans=s.channels, num_classes=len(self.levels))
 
     def datasets(self):
         from bodycomp_cli.data.slices import SliceSelectionDataset
@@ -107,9 +121,9 @@ class SliceSelectionTask:
             raise RuntimeError("SliceSelectionTask was built without a data folder")
         s = self.settings
         ranges = AffineRanges(rotation_deg=s.rotation_deg, shift=s.shift, scale=0.0, intensity=0.0)
-        return (
-            SliceSelectionDataset(self._splits["train"], s.image_size, s.threshold_mm, ranges),
-            SliceSelectionDataset(self._splits["val"], s.image_size, s.threshold_mm, None),
+        return tuple(
+            SliceSelectionDataset(self._splits[split], s.image_size, s.threshold_mm, augment, self._neighbours[split])
+            for split, augment in (("train", ranges), ("val", None))
         )
 
     @staticmethod
