@@ -100,15 +100,29 @@ def validate_slice_data(data_dir: Path, levels: list[str]) -> dict[str, SliceSpl
     return splits
 
 
+def series_groups(series: np.ndarray) -> list[np.ndarray]:
+    """The row numbers of each series, series in the order they first appear."""
+    series = np.asarray(series)
+    return [np.flatnonzero(series == name) for name in dict.fromkeys(series.tolist())]
+
+
+def numeric_z_mm(meta: pd.DataFrame, csv_path: Path) -> np.ndarray:
+    """A meta CSV's z_mm column as float64, refusing a blank or non-numeric value with its row."""
+    z_mm = pd.to_numeric(meta["z_mm"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isnan(z_mm).any():
+        row = int(np.flatnonzero(np.isnan(z_mm))[0])
+        raise BodycompError(f"{csv_path}: column z_mm, row {row}: not a number")
+    return z_mm
+
+
 def context_rows(series: np.ndarray, z_mm: np.ndarray, context_mm: float) -> np.ndarray:
     """N x 3 row numbers: for each slice, the slices of its own series nearest z - context_mm, z, z + context_mm.
 
     Past either end of a series the nearest slice is the end slice itself.
     """
-    series, z_mm = np.asarray(series), np.asarray(z_mm, dtype=np.float64)
+    z_mm = np.asarray(z_mm, dtype=np.float64)
     rows = np.empty((len(z_mm), 3), dtype=np.int64)
-    for name in dict.fromkeys(series.tolist()):
-        members = np.flatnonzero(series == name)
+    for members in series_groups(series):
         order = members[np.argsort(z_mm[members], kind="stable")]
         z = z_mm[order]
         for column, shift in ((0, -context_mm), (2, context_mm)):
@@ -129,11 +143,7 @@ def split_context_rows(split: SliceSplit, context_mm: float, csv_path: Path) -> 
     for column in ("series", "z_mm"):
         if column not in split.meta.columns:
             raise BodycompError(f"{csv_path}: --context-mm needs a {column} column (prepare-slices writes it)")
-    z_mm = pd.to_numeric(split.meta["z_mm"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.isnan(z_mm).any():
-        row = int(np.flatnonzero(np.isnan(z_mm))[0])
-        raise BodycompError(f"{csv_path}: column z_mm, row {row}: not a number")
-    return context_rows(split.meta["series"].astype(str).to_numpy(), z_mm, context_mm)
+    return context_rows(split.meta["series"].astype(str).to_numpy(), numeric_z_mm(split.meta, csv_path), context_mm)
 
 
 def read_gray_png(path: Path) -> np.ndarray:

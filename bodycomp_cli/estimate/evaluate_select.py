@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bodycomp_cli.data.slices import series_groups
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.selection import select_level_slice
 
@@ -33,8 +34,8 @@ def series_selection_errors(
 ) -> list[dict]:
     """Per series holding the level: the estimate rule's chosen slice against the true level position."""
     results = []
-    for name in dict.fromkeys(series):
-        rows = np.flatnonzero(series == name)
+    for rows in series_groups(series):
+        name = series[rows[0]]
         known = np.isfinite(offsets[rows])
         if not known.any():
             continue  # the level is not in this series
@@ -103,10 +104,6 @@ def _read_pngs(paths: list[Path]) -> np.ndarray:
     return np.stack(images)
 
 
-def _series_rows(series: np.ndarray) -> list[np.ndarray]:
-    return [np.flatnonzero(series == name) for name in dict.fromkeys(series.tolist())]
-
-
 def evaluate_slice_selection(
     run,
     predict: Callable[[np.ndarray], np.ndarray],
@@ -136,7 +133,7 @@ def evaluate_slice_selection(
         if not has_series:
             raise BodycompError(f"{meta_path}: the run uses --context-mm; the CSV needs series and z_mm columns")
         z_all = meta["z_mm"].to_numpy(np.float64)
-        for rows in _series_rows(meta["series"].astype(str).to_numpy()):
+        for rows in series_groups(meta["series"].astype(str).to_numpy()):
             outputs[rows] = predict(_read_pngs([paths[row] for row in rows]), z_all[rows])
             if progress:
                 progress.advance(task, len(rows))

@@ -64,7 +64,7 @@ class SliceSelectionTask:
         self._neighbours: dict[str, np.ndarray | None] = {"train": None, "val": None}  # context_rows per split
         self._series: list[tuple[np.ndarray, np.ndarray]] | None = None  # (val indices, z_mm) per series
         if data_dir is not None:
-            from bodycomp_cli.data.slices import split_context_rows, validate_slice_data
+            from bodycomp_cli.data.slices import numeric_z_mm, series_groups, split_context_rows, validate_slice_data
 
             self._splits = validate_slice_data(Path(data_dir), self.levels)
             for split in ("train", "val") if settings.context_mm > 0 else ():
@@ -72,13 +72,10 @@ class SliceSelectionTask:
                 self._neighbours[split] = split_context_rows(self._splits[split], settings.context_mm, csv_path)
             meta = self._splits["val"].meta
             if {"series", "z_mm"} <= set(meta.columns):
-                z = pd_numeric(meta["z_mm"])
-                if np.isnan(z).any():
-                    row = int(np.flatnonzero(np.isnan(z))[0])
-                    raise BodycompError(f"{Path(data_dir) / 'meta' / 'val.csv'}: column z_mm, row {row}: not a number")
+                z = numeric_z_mm(meta, Path(data_dir) / "meta" / "val.csv")
                 self._series = [
                     (rows[np.argsort(z[rows])], z[rows][np.argsort(z[rows])])
-                    for rows in (np.flatnonzero((meta["series"] == s).to_numpy()) for s in meta["series"].unique())
+                    for rows in series_groups(meta["series"].to_numpy())
                 ]
 
     @classmethod
@@ -187,12 +184,6 @@ class SliceSelectionTask:
         finite = [v for v in best if np.isfinite(v)]
         metrics[self.best_metric] = float(np.mean(finite)) if finite else float("nan")
         return metrics
-
-
-def pd_numeric(column) -> np.ndarray:
-    import pandas as pd
-
-    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def train_slice_selection(
