@@ -56,7 +56,7 @@ def draw_curves(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 class TensorBoardLog:
-    """Scalars per epoch in RUN/tensorboard/ when the optional tensorboard extra is installed; else nothing."""
+    """Scalars per epoch in RUN/tensorboard/ (tensorboard is a dependency; without it, nothing is logged)."""
 
     def __init__(self, run_dir: Path, enabled: bool) -> None:
         self.log_dir = run_dir / "tensorboard"

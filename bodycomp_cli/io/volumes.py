@@ -261,6 +261,12 @@ def read_nifti(path: Path) -> Volume:
     # nibabel world space is RAS+. Array axes (0, 1, 2) must run to Superior (z ascending),
     # Posterior (rows anterior -> posterior) and Left (columns from the patient's right to left).
     transform = ornt_transform(io_orientation(image.affine), axcodes2ornt(("S", "P", "L")))
+    affine = image.affine @ inv_ornt_aff(transform, data.shape)  # of the reoriented array
+    normal = np.cross(affine[:3, 1], affine[:3, 2])
+    tilt_cosine = abs(normal[2]) / max(float(np.linalg.norm(normal)), 1e-12)
+    if tilt_cosine < MIN_AXIAL_COSINE:  # the same limit as for DICOM, rather than snapping to the nearest axes
+        tilt = np.degrees(np.arccos(min(tilt_cosine, 1.0)))
+        raise BodycompError(f"{path}: not an axial volume (slices tilted {tilt:.0f} degrees from axial)")
     hu = apply_orientation(data, transform)
     if (slope, intercept) == (1.0, 0.0):
         hu = np.ascontiguousarray(hu)
@@ -269,12 +275,6 @@ def read_nifti(path: Path) -> Volume:
             hu = stack_scaled_hu(hu, hu.shape[0], [slope] * hu.shape[0], [intercept] * hu.shape[0])
         except ValueError as error:
             raise BodycompError(f"{path}: {error}") from None
-    affine = image.affine @ inv_ornt_aff(transform, data.shape)
-    normal = np.cross(affine[:3, 1], affine[:3, 2])
-    tilt_cosine = abs(normal[2]) / max(float(np.linalg.norm(normal)), 1e-12)
-    if tilt_cosine < MIN_AXIAL_COSINE:  # the same limit as for DICOM, rather than snapping to the nearest axes
-        tilt = np.degrees(np.arccos(min(tilt_cosine, 1.0)))
-        raise BodycompError(f"{path}: not an axial volume (slices tilted {tilt:.0f} degrees from axial)")
     centre = np.array([0.0, (hu.shape[1] - 1) / 2.0, (hu.shape[2] - 1) / 2.0, 1.0])
     z_mm = np.array([(affine @ (centre + [k, 0, 0, 0]))[2] for k in range(hu.shape[0])], dtype=np.float64)
     spacing = (float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 2])))
