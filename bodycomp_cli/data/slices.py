@@ -123,16 +123,16 @@ def context_rows(series: np.ndarray, z_mm: np.ndarray, context_mm: float) -> np.
     z_mm = np.asarray(z_mm, dtype=np.float64)
     rows = np.empty((len(z_mm), 3), dtype=np.int64)
     for members in series_groups(series):
+        if len(members) == 1:  # a lone slice is its own neighbour on both sides
+            rows[members] = members[0]
+            continue
         order = members[np.argsort(z_mm[members], kind="stable")]
         z = z_mm[order]
         for column, shift in ((0, -context_mm), (2, context_mm)):
             target = z + shift
-            right = np.searchsorted(z, target).clip(1, max(1, len(z) - 1))
+            right = np.searchsorted(z, target).clip(1, len(z) - 1)
             left = right - 1
-            if len(z) == 1:
-                nearest = np.zeros(len(z), dtype=np.int64)
-            else:
-                nearest = np.where(np.abs(target - z[left]) <= np.abs(z[right] - target), left, right)
+            nearest = np.where(np.abs(target - z[left]) <= np.abs(z[right] - target), left, right)
             rows[order, column] = order[nearest]
         rows[order, 1] = order
     return rows

@@ -82,17 +82,18 @@ class Trainer:
         workers = self.engine.resolved_workers()
         common = {
             "num_workers": workers,
-            "persistent_workers": workers > 0,
             "pin_memory": self.setup.device.type == "cuda",
         }
-        self.train_loader = DataLoader(train_set, batch_size=local_batch, sampler=self.train_sampler, **common)
+        self.train_loader = DataLoader(
+            train_set, batch_size=local_batch, sampler=self.train_sampler, persistent_workers=workers > 0, **common
+        )
         # Validation workers live only while validating: kept alive, they would hold their private memory
         # through every training step, when activations make the process largest.
         self.val_loader = DataLoader(
             val_set,
             batch_size=max(1, self.engine.batch_size // world),
             sampler=ShardSampler(len(val_set), rank, world),
-            **{**common, "persistent_workers": False},
+            **common,
         )
         self.steps = len(self.train_loader)
 
