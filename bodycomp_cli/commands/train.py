@@ -133,7 +133,10 @@ def register(app: typer.Typer) -> None:
             int, typer.Option("--image-size", help="PNGs are resized to S x S with antialias.")
         ] = 256,
         arch: Annotated[
-            str, typer.Option("--arch", help="timm model (densenet121, resnet18, ...), in_chans=1.")
+            str,
+            typer.Option(
+                "--arch", help="timm model (densenet121, resnet18, ...); 3 input channels with --context-mm, else 1."
+            ),
         ] = "densenet121",
         context_mm: Annotated[
             float,

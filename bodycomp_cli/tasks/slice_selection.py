@@ -20,7 +20,7 @@ SELECTION_WINDOW = {"level": 40.0, "width": 400.0}  # the PNGs are windowed L40/
 @dataclass
 class SliceSelectionSettings:
     levels: list[str] = field(default_factory=lambda: ["L3"])
-    arch: str = "densenet121"  # any timm model, in_chans=1, pretrained=False
+    arch: str = "densenet121"  # any timm model, in_chans=1 (3 with context), pretrained=False
     threshold_mm: float = 10.0  # target = sigmoid(offset_mm / threshold_mm), as in the original
     image_size: int = 256
     rotation_deg: float = 5.0
