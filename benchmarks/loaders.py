@@ -33,11 +33,11 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_slices import cpu_model, ct_like_series  # noqa: E402
 
+from bodycomp_cli.core.preprocess import window_hu  # noqa: E402
 from bodycomp_cli.data.augment import AffineRanges  # noqa: E402
 from bodycomp_cli.data.sampling import TrainSampler  # noqa: E402
 from bodycomp_cli.data.segmentation import SegmentationDataset, SegmentationSplit  # noqa: E402
 from bodycomp_cli.data.slices import SliceSelectionDataset, SliceSplit  # noqa: E402
-from bodycomp_cli.io.windowing import window_hu  # noqa: E402
 from bodycomp_cli.prepare.slices import default_workers  # noqa: E402
 from bodycomp_cli.tasks.segmentation import SegmentationSettings  # noqa: E402
 from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings  # noqa: E402

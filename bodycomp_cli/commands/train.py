@@ -59,17 +59,6 @@ QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar or e
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run NAME from its checkpoint_last.pt.")]
 
 
-def _engine(options: dict):
-    """The EngineConfig from a command's parameters (every engine option has the same name in both)."""
-    from dataclasses import fields
-
-    from bodycomp_cli.engine.config import EngineConfig
-
-    values = {f.name: options[f.name] for f in fields(EngineConfig) if f.name in options}
-    values["schedule"] = values["schedule"].value
-    return EngineConfig(**values)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("train-seg")
     @report_user_errors
@@ -109,10 +98,25 @@ def register(app: typer.Typer) -> None:
 
         Example: bodycomp train-seg data/seg models/ -a seg_v1 -e 50 -b 16 --encoder resnet34
         """
+        from bodycomp_cli.engine.config import EngineConfig
         from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
 
         settings = SegmentationSettings(arch, encoder, thoracic, image_size, window_level, window_width)
-        engine = _engine(locals())
+        engine = EngineConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            schedule=schedule.value,
+            gpus=gpus,
+            amp=amp,
+            seed=seed,
+            deterministic=deterministic,
+            workers=workers,
+            steps_per_epoch=steps_per_epoch,
+            quiet=quiet,
+            resume=resume,
+            low_memory=low_memory,
+        )
         train_segmentation(data_dir, models_dir, settings, engine, name)
 
     @app.command("train-select")
@@ -160,10 +164,25 @@ def register(app: typer.Typer) -> None:
 
         Example: bodycomp train-select data/slices models/ -a select_v1 -L T5 T8 T10 L3 --steps-per-epoch 1000
         """
+        from bodycomp_cli.engine.config import EngineConfig
         from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, train_slice_selection
 
         settings = SliceSelectionSettings(
             levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size, context_mm=context_mm
         )
-        engine = _engine(locals())
+        engine = EngineConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            schedule=schedule.value,
+            gpus=gpus,
+            amp=amp,
+            seed=seed,
+            deterministic=deterministic,
+            workers=workers,
+            steps_per_epoch=steps_per_epoch,
+            quiet=quiet,
+            resume=resume,
+            low_memory=low_memory,
+        )
         train_slice_selection(data_dir, models_dir, settings, engine, name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from collections.abc import Callable
 from importlib import metadata
@@ -12,21 +11,17 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from bodycomp_cli.core.runconfig import CONFIG_FILE, RunConfig
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
 from bodycomp_cli.engine.devices import DeviceSetup, init_distributed, resolve_devices
 from bodycomp_cli.engine.history import HISTORY, write_history
+from bodycomp_cli.engine.memory import enable_low_memory
 from bodycomp_cli.engine.seeding import seed_everything, use_deterministic_algorithms
 from bodycomp_cli.engine.trainer import Trainer
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_write_text
 
-CONFIG = "config.json"
-# Settings that define the model; a resumed run must keep them.
-MODEL_KEYS = ("task", "arch", "encoder", "classes", "levels", "threshold", "context_mm", "image_size", "window")
-CONFIG_KEYS = (
-    "task", "window", "image_size", "arch", "encoder", "classes", "thoracic", "levels", "threshold", "context_mm",
-)  # fmt: skip
 PACKAGES = ("bodycomp", "torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy")
 
 
@@ -40,10 +35,9 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str, data_dir: Path | None) -> dict:
-    config: dict[str, Any] = dict.fromkeys(CONFIG_KEYS)
-    config.update(task.config())
-    config.update(
+def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str, data_dir: Path | None) -> RunConfig:
+    """The task's model settings completed with how this run trains: what config.json and checkpoints hold."""
+    return task.run_config().with_training(
         name=name,
         data_dir=str(data_dir) if data_dir is not None else None,
         epochs=engine.epochs,
@@ -61,16 +55,14 @@ def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str,
         best_metric=task.best_metric,
         versions=versions(),
     )
-    return config
 
 
-def _check_resumable(checkpoint: dict[str, Any], config: dict[str, Any], path: Path) -> None:
-    saved = checkpoint["config"]
-    for key in MODEL_KEYS:
-        if saved.get(key) != config.get(key):
+def _check_resumable(checkpoint: dict[str, Any], config: RunConfig, path: Path) -> None:
+    saved = RunConfig.from_dict(checkpoint["config"], path).model_settings()
+    for key, value in config.model_settings().items():
+        if saved[key] != value:
             raise BodycompError(
-                f"{path}: was trained with {key}={saved.get(key)!r}, not {config.get(key)!r}; "
-                "resume with the run's original settings"
+                f"{path}: was trained with {key}={saved[key]!r}, not {value!r}; resume with the run's original settings"
             )
 
 
@@ -80,10 +72,8 @@ def _build_model(task: Any) -> torch.nn.Module:
     except BodycompError:
         raise
     except Exception as error:  # smp and timm refuse some combinations (e.g. an encoder an arch cannot use)
-        settings = task.config()
-        raise BodycompError(
-            f"cannot build --arch {settings['arch']} with encoder {settings['encoder']}: {error}"
-        ) from None
+        settings = task.run_config()
+        raise BodycompError(f"cannot build --arch {settings.arch} with encoder {settings.encoder}: {error}") from None
 
 
 def run_training(
@@ -109,8 +99,6 @@ def run_training(
     seed_everything(engine.seed)
     model = _build_model(task)
     if engine.low_memory:
-        from bodycomp_cli.engine.memory import enable_low_memory
-
         enable_low_memory(model)
     init_distributed(setup)
     try:
@@ -136,10 +124,11 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> P
         _check_resumable(checkpoint, config, run_dir / LAST)
     elif (run_dir / LAST).exists() or (run_dir / BEST).exists():
         raise BodycompError(f"{run_dir}: already holds checkpoints; use --resume to continue it or -a for a new name")
-    trainer = Trainer(task, model, setup, engine, run_dir, config, console)
+    # Checkpoints hold the config as a plain dict, so they load with torch.load(weights_only=True).
+    trainer = Trainer(task, model, setup, engine, run_dir, config.to_dict(), console)
     if setup.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
+        atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
     if checkpoint is not None:
         trainer.restore(checkpoint)
         if setup.is_main:  # a kill between checkpoint and history.csv left the CSV an epoch behind

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from bodycomp_cli.data.sampling import _SEED_MIX
+from bodycomp_cli.core.seeds import SEED_MIX as _SEED_MIX
 
 
 def seed_everything(seed: int) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from bodycomp_cli.core.selection import select_level_slice
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.inputs import SeriesInput
 from bodycomp_cli.estimate.measure import STATISTICS, measure_tissues
@@ -25,7 +26,6 @@ from bodycomp_cli.estimate.report import (
     write_qc,
     write_results,
 )
-from bodycomp_cli.estimate.selection import select_level_slice
 from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output
 
 if TYPE_CHECKING:

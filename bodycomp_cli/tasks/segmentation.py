@@ -6,11 +6,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from bodycomp_cli.core.metrics import dice_summary, segmentation_counts
+from bodycomp_cli.core.runconfig import RunConfig, Window
 from bodycomp_cli.data.augment import AffineRanges
+from bodycomp_cli.data.segmentation import SegmentationDataset, validate_segmentation_data
+from bodycomp_cli.engine.config import EngineConfig
+from bodycomp_cli.engine.models import build_model, check_choice, segmentation_arch_names
+from bodycomp_cli.engine.run import run_training
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.tasks.base import check_choice
+
+SLICE_COUNTS = "rows:slice_counts"  # per validation slice: its index, then (tp, fp, fn) per tissue
 
 CLASSES = ("background", "muscle", "subcutaneous_fat", "visceral_fat")
 THORACIC_CLASSES = CLASSES[:3]  # thoracic models have no visceral fat
@@ -37,7 +45,7 @@ class SegmentationSettings:
 def check_segmentation_settings(settings: SegmentationSettings) -> None:
     import segmentation_models_pytorch as smp
 
-    check_choice("smp architecture (--arch)", settings.arch, list(smp.MODEL_ARCHITECTURES_MAPPING))
+    check_choice("smp architecture (--arch)", settings.arch, segmentation_arch_names())
     check_choice("smp encoder (--encoder)", settings.encoder, list(smp.encoders.get_encoder_names()))
     if settings.image_size < 32 or settings.image_size % 32:
         raise BodycompError(f"--image-size {settings.image_size}: must be a multiple of 32 (at least 32)")
@@ -60,49 +68,26 @@ class SegmentationTask:
         self.ce_loss = torch.nn.CrossEntropyLoss()
         self._splits = None
         if data_dir is not None:
-            from bodycomp_cli.data.segmentation import validate_segmentation_data
-
             self._splits = validate_segmentation_data(Path(data_dir), len(self.classes), settings.thoracic)
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SegmentationTask:
-        return cls(
-            SegmentationSettings(
-                arch=config["arch"],
-                encoder=config["encoder"],
-                thoracic=bool(config["thoracic"]),
-                image_size=int(config["image_size"]),
-                window_level=float(config["window"]["level"]),
-                window_width=float(config["window"]["width"]),
-            )
-        )
-
-    def config(self) -> dict[str, Any]:
+    def run_config(self) -> RunConfig:
+        """The model's part of config.json: architecture, classes, HU window, image size, augmentation."""
         s = self.settings
-        return {
-            "task": self.name,
-            "window": {"level": s.window_level, "width": s.window_width},
-            "image_size": s.image_size,
-            "arch": s.arch,
-            "encoder": s.encoder,
-            "classes": list(self.classes),
-            "thoracic": s.thoracic,
-            "augmentation": {
-                k: v for k, v in asdict(s).items() if k in ("rotation_deg", "shift", "scale", "intensity")
-            },
-        }
+        return RunConfig(
+            task=self.name,
+            arch=s.arch,
+            image_size=s.image_size,
+            window=Window(s.window_level, s.window_width),
+            encoder=s.encoder,
+            classes=list(self.classes),
+            thoracic=s.thoracic,
+            augmentation={k: v for k, v in asdict(s).items() if k in ("rotation_deg", "shift", "scale", "intensity")},
+        )
 
     def build_model(self) -> torch.nn.Module:
-        import segmentation_models_pytorch as smp
-
-        s = self.settings
-        return smp.create_model(
-            s.arch, encoder_name=s.encoder, encoder_weights=None, in_channels=1, classes=len(self.classes)
-        )
+        return build_model(self.run_config())
 
     def datasets(self):
-        from bodycomp_cli.data.segmentation import SegmentationDataset
-
         if self._splits is None:
             raise RuntimeError("SegmentationTask was built without a data folder")
         s = self.settings
@@ -119,29 +104,24 @@ class SegmentationTask:
 
     def validation_stats(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         masks = batch["mask"]
-        predicted = outputs.argmax(dim=1)
-        stats = {"loss_sum": self.loss(outputs, batch).detach() * len(masks), "count": torch.tensor(len(masks))}
-        for label in self.foreground:
-            truth, guess = masks == label, predicted == label
-            overlap = (truth & guess).sum(dim=(1, 2))
-            size = truth.sum(dim=(1, 2)) + guess.sum(dim=(1, 2))
-            # A tissue absent from both truth and prediction in a slice is skipped, not scored 0 or 1.
-            present = size > 0
-            dice = 2.0 * overlap[present].double() / size[present].double()
-            stats[f"dice_sum_{label}"] = dice.sum()
-            stats[f"dice_count_{label}"] = present.sum()
-        return stats
+        counts = segmentation_counts(outputs.argmax(dim=1).cpu(), masks.cpu(), len(self.classes))
+        rows = torch.cat([batch["index"].cpu()[:, None].double(), torch.from_numpy(counts.reshape(len(masks), -1))], 1)
+        return {
+            "loss_sum": self.loss(outputs, batch).detach() * len(masks),
+            "count": torch.tensor(len(masks)),
+            SLICE_COUNTS: rows.double(),
+        }
 
     def finalize_metrics(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
+        """val_loss, then Dice per tissue as evaluate computes it: the mean over the slices holding the tissue."""
         metrics = {"val_loss": float(totals["loss_sum"]) / max(1, int(totals["count"]))}
-        dices = []
-        for label in self.foreground:
-            count = int(totals[f"dice_count_{label}"])
-            value = float(totals[f"dice_sum_{label}"]) / count if count else float("nan")
-            metrics[f"val_dice_{self.classes[label]}"] = value
-            if count:
-                dices.append(value)
-        metrics["val_dice_mean"] = sum(dices) / len(dices) if dices else float("nan")
+        rows = totals[SLICE_COUNTS].numpy()
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        dice = dice_summary(rows[:, 1:].astype(np.int64).reshape(len(rows), len(self.foreground), 3)).mean
+        for label, value in zip(self.foreground, dice, strict=True):
+            metrics[f"val_dice_{self.classes[label]}"] = float(value)
+        finite = dice[np.isfinite(dice)]
+        metrics["val_dice_mean"] = float(finite.mean()) if len(finite) else float("nan")
         return metrics
 
 
@@ -157,9 +137,6 @@ def train_segmentation(
     Example: train_segmentation(Path("data"), Path("models"), SegmentationSettings(encoder="resnet18",
     image_size=128), EngineConfig(epochs=5, batch_size=8), name="seg")
     """
-    from bodycomp_cli.engine.config import EngineConfig
-    from bodycomp_cli.engine.run import run_training
-
     settings = settings or SegmentationSettings()
 
     def make_task() -> SegmentationTask:
