@@ -92,7 +92,7 @@ def test_estimate_a_dicom_tree_with_fake_models(tmp_path: Path) -> None:
     summary = run_estimate(inputs, FakeModels(), out, EstimateOptions(previews=False, show_progress=False, qc=QC_64))
     assert len(summary.estimated) == 4
     results = pd.read_csv(out / "results.csv", dtype=str, keep_default_na=False).set_index("series")
-    assert list(results.columns[:12]) == ["n_slices", *IDENTIFIER_COLUMNS]
+    assert list(results.columns[:13]) == ["slice_selection", "n_slices", *IDENTIFIER_COLUMNS]
     ct = results.loc["pacs/P1/CT_ABD/ct_5mm"]
     assert ct["patient_id"] == "P1" and ct["study_instance_uid"] == export["study1"]
     assert ct["accession_number"] == "ACCP1" and ct["study_date"] == "20240131" and ct["kvp"] == "120.0"

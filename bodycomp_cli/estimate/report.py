@@ -15,6 +15,9 @@ from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS
 
 LEVEL_FIELDS = ("slice_index", "z_mm", "zero_crossings", "sop_instance_uid")
 TISSUE_FIELDS = (*STATISTICS, "touches_edge")
+# The `slice_selection` column: how each series' slices were chosen.
+SELECTION_BY_MODEL = "model"
+SELECTION_SKIPPED = "skipped (one slice)"  # a one-slice volume: that slice is every level's
 INTEGER_FIELDS = ("slice_index", "zero_crossings", "n_slices")
 # Read back as text, so that a PatientID "0012" or a UID keeps every character.
 TEXT_COLUMNS = ("series", "patient_id", "study_instance_uid", "series_instance_uid", "accession_number", "study_date")
@@ -24,8 +27,9 @@ Layout = list[tuple[str, list[str]]]  # (level, tissues measured at it), in colu
 
 
 def result_columns(layout: Layout) -> list[str]:
-    """`series`, `n_slices`, the DICOM identifiers, then per level its slice fields and each tissue's figures."""
-    columns = ["series", "n_slices", *IDENTIFIER_COLUMNS]
+    """`series`, `slice_selection`, `n_slices`, the DICOM identifiers, then per level its slice fields and
+    each tissue's figures."""
+    columns = ["series", "slice_selection", "n_slices", *IDENTIFIER_COLUMNS]
     for level, tissues in layout:
         columns += [f"{level}_{name}" for name in LEVEL_FIELDS]
         columns += [f"{level}_{tissue}_{stat}" for tissue in tissues for stat in TISSUE_FIELDS]
@@ -39,7 +43,8 @@ def _cell(value: object) -> object:
 
 
 def nested_record(row: dict[str, object], layout: Layout) -> dict[str, object]:
-    """One results.json entry: {series, n_slices, dicom: {...}, levels: {L3: {slice_index, ..., tissues: {...}}}}."""
+    """One results.json entry: {series, slice_selection, n_slices, dicom: {...}, levels: {L3: {slice_index,
+    z_mm, zero_crossings, sop_instance_uid, tissues: {...}}}}."""
     levels = {}
     for level, tissues in layout:
         entry: dict[str, object] = {name: _cell(row.get(f"{level}_{name}")) for name in LEVEL_FIELDS}
@@ -48,7 +53,13 @@ def nested_record(row: dict[str, object], layout: Layout) -> dict[str, object]:
         }
         levels[level] = entry
     dicom = {column: _cell(row.get(column)) for column in IDENTIFIER_COLUMNS}
-    return {"series": row["series"], "n_slices": row.get("n_slices"), "dicom": dicom, "levels": levels}
+    return {
+        "series": row["series"],
+        "slice_selection": row["slice_selection"],
+        "n_slices": row.get("n_slices"),
+        "dicom": dicom,
+        "levels": levels,
+    }
 
 
 def write_results(output_dir: Path, rows: Sequence[dict[str, object]], layout: Layout) -> None:
