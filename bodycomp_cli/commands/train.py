@@ -32,7 +32,9 @@ EpochsOption = Annotated[int, typer.Option("-e", "--epochs", help="Total epochs 
 ScheduleOption = Annotated[
     Schedule, typer.Option("--schedule", help="cosine, or step (x0.1 at 50% and x0.01 at 75% of the epochs).")
 ]
-AmpOption = Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (never on the CPU).")]
+AmpOption = Annotated[
+    bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA: bf16 from Ampere on, else fp16 + GradScaler.")
+]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of model init, sampling order and augmentation.")]
 DeterministicOption = Annotated[
     bool, typer.Option("--deterministic", help="Deterministic algorithms too: identical history.csv on the CPU.")
@@ -40,7 +42,9 @@ DeterministicOption = Annotated[
 WorkersOption = Annotated[
     int,
     typer.Option(
-        "--workers", help="DataLoader worker processes [default: half the cores, 1 to 8].", show_default=False
+        "--workers",
+        help="DataLoader worker processes per rank [default: half the rank's share of the usable cores, 1 to 8].",
+        show_default=False,
     ),
 ]
 StepsOption = Annotated[

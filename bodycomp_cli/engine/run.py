@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from bodycomp_cli.core.amp import choose_amp
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
 from bodycomp_cli.engine.devices import DeviceSetup, init_distributed, resolve_devices
@@ -55,7 +56,7 @@ def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str,
         workers=engine.resolved_workers(),
         steps_per_epoch=engine.steps_per_epoch,
         low_memory=engine.low_memory,
-        amp=engine.amp and setup.device.type == "cuda",
+        amp=choose_amp(setup.device, engine.amp, cpu=engine.cpu_amp).enabled,
         devices=setup.describe(),
         world_size=setup.world_size,
         best_metric=task.best_metric,
@@ -147,6 +148,7 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> P
     if setup.is_main and not engine.quiet:
         done = trainer.start_epoch - 1
         resumed = f", resuming after epoch {done}" if checkpoint is not None else ""
-        console.print(f"training {task.name} on {setup.describe()} into {run_dir}{resumed}", highlight=False)
+        where = f"{setup.describe()} ({trainer.amp.describe()})"
+        console.print(f"training {task.name} on {where} into {run_dir}{resumed}", highlight=False)
     trainer.fit()
     return run_dir

@@ -37,6 +37,8 @@ def qc_failure(volume: Volume, settings: QcSettings) -> str | None:
     if n_slices < settings.min_slices:
         return f"{n_slices} slices, fewer than the minimum {settings.min_slices}"
     steps = np.diff(np.asarray(volume.z_mm, dtype=np.float64))
+    if steps.size == 0:  # one slice (--min-slices 1): no spacing to check
+        return _hu_failure(volume.hu)
     if np.any(steps <= 0):
         return "two slices share a z position (duplicate or overlapping slices)"
     median_step = float(np.median(steps))

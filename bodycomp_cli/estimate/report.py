@@ -13,6 +13,9 @@ from bodycomp_cli.estimate.measure import STATISTICS
 from bodycomp_cli.io.atomic import atomic_write_text
 
 LEVEL_FIELDS = ("slice_index", "z_mm", "zero_crossings")
+# The `slice_selection` column: how each series' slices were chosen.
+SELECTION_BY_MODEL = "model"
+SELECTION_SKIPPED = "skipped (one slice)"  # a one-slice volume: that slice is every level's
 INTEGER_FIELDS = ("slice_index", "zero_crossings")
 QC_COLUMNS = ("series", "reason", "path")
 
@@ -20,8 +23,8 @@ Layout = list[tuple[str, list[str]]]  # (level, tissues measured at it), in colu
 
 
 def result_columns(layout: Layout) -> list[str]:
-    """`series`, then per level its slice fields and each tissue's statistics."""
-    columns = ["series"]
+    """`series`, `slice_selection`, then per level its slice fields and each tissue's statistics."""
+    columns = ["series", "slice_selection"]
     for level, tissues in layout:
         columns += [f"{level}_{name}" for name in LEVEL_FIELDS]
         columns += [f"{level}_{tissue}_{stat}" for tissue in tissues for stat in STATISTICS]
@@ -35,7 +38,8 @@ def _cell(value: object) -> object:
 
 
 def nested_record(row: dict[str, object], layout: Layout) -> dict[str, object]:
-    """One results.json entry: {series, levels: {L3: {slice_index, z_mm, zero_crossings, tissues: {...}}}}."""
+    """One results.json entry: {series, slice_selection, levels: {L3: {slice_index, z_mm, zero_crossings,
+    tissues: {...}}}}."""
     levels = {}
     for level, tissues in layout:
         entry: dict[str, object] = {name: _cell(row[f"{level}_{name}"]) for name in LEVEL_FIELDS}
@@ -43,7 +47,7 @@ def nested_record(row: dict[str, object], layout: Layout) -> dict[str, object]:
             tissue: {stat: _cell(row[f"{level}_{tissue}_{stat}"]) for stat in STATISTICS} for tissue in tissues
         }
         levels[level] = entry
-    return {"series": row["series"], "levels": levels}
+    return {"series": row["series"], "slice_selection": row["slice_selection"], "levels": levels}
 
 
 def write_results(output_dir: Path, rows: Sequence[dict[str, object]], layout: Layout) -> None:

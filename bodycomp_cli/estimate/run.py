@@ -19,13 +19,15 @@ from bodycomp_cli.estimate.measure import STATISTICS, measure_tissues
 from bodycomp_cli.estimate.preview import save_preview
 from bodycomp_cli.estimate.qc import QcSettings, qc_failure
 from bodycomp_cli.estimate.report import (
+    SELECTION_BY_MODEL,
+    SELECTION_SKIPPED,
     Layout,
     read_previous_qc,
     read_previous_results,
     write_qc,
     write_results,
 )
-from bodycomp_cli.estimate.selection import select_level_slice
+from bodycomp_cli.estimate.selection import SliceChoice, select_level_slice
 from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output
 
 if TYPE_CHECKING:
@@ -105,12 +107,20 @@ def measurement_layout(models: Models) -> Layout:
 def estimate_series(
     volume: Volume, models: Models, options: EstimateOptions
 ) -> tuple[dict[str, object], dict[str, dict]]:
-    """Row of results.csv for one volume, and per level what the previews and masks need."""
-    outputs = models.slice_outputs(volume.hu, volume.z_mm)
-    row: dict[str, object] = {}
+    """Row of results.csv for one volume, and per level what the previews and masks need.
+
+    A one-slice volume (allowed by --min-slices 1) has nothing to choose from: the selection model is not
+    run, its slice is measured for every level, and the row says so (as the original's --no_slice_selection).
+    """
+    skip_selection = volume.hu.shape[0] == 1
+    outputs = None if skip_selection else models.slice_outputs(volume.hu, volume.z_mm)
+    row: dict[str, object] = {"slice_selection": SELECTION_SKIPPED if skip_selection else SELECTION_BY_MODEL}
     details: dict[str, dict] = {}
     for column, level in enumerate(models.levels):
-        choice = select_level_slice(outputs[:, column], volume.z_mm, models.threshold_mm)
+        if outputs is None:
+            choice = SliceChoice(index=0, zero_crossings=None, smoothed=None)
+        else:
+            choice = select_level_slice(outputs[:, column], volume.z_mm, models.threshold_mm)
         z_chosen = float(volume.z_mm[choice.index])
         # --range: every slice within +-MM of the chosen one; the chosen slice always counts.
         near = np.flatnonzero(np.abs(volume.z_mm - z_chosen) <= options.range_mm)
@@ -120,7 +130,7 @@ def estimate_series(
         stats = measure_tissues(volume.hu[indices], labels, classes, volume.pixel_spacing)
         row[f"{level}_slice_index"] = int(choice.index)
         row[f"{level}_z_mm"] = z_chosen
-        row[f"{level}_zero_crossings"] = int(choice.zero_crossings)
+        row[f"{level}_zero_crossings"] = None if choice.zero_crossings is None else int(choice.zero_crossings)
         for tissue, values in stats.items():
             for stat in STATISTICS:
                 row[f"{level}_{tissue}_{stat}"] = values[stat]
