@@ -162,8 +162,11 @@ def train_segmentation(
     settings: SegmentationSettings | None = None,
     engine: Any = None,
     name: str | None = None,
+    start: Any = None,
 ) -> Path:
     """Train the segmentation model on DATA_DIR's .npy arrays into MODELS_DIR/NAME; returns the run folder.
+
+    START (an engine WarmStart) begins from other weights or a later epoch number (--init-weights, -i).
 
     Example: train_segmentation(Path("data"), Path("models"), SegmentationSettings(encoder="resnet18",
     image_size=128), EngineConfig(epochs=5, batch_size=8), name="seg")
@@ -177,4 +180,4 @@ def train_segmentation(
         check_segmentation_settings(settings)
         return SegmentationTask(settings, Path(data_dir))
 
-    return run_training(make_task, Path(models_dir), name, engine or EngineConfig(), Path(data_dir))
+    return run_training(make_task, Path(models_dir), name, engine or EngineConfig(), Path(data_dir), start=start)

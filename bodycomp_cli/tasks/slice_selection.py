@@ -199,8 +199,11 @@ def train_slice_selection(
     settings: SliceSelectionSettings | None = None,
     engine: Any = None,
     name: str | None = None,
+    start: Any = None,
 ) -> Path:
     """Train the slice-selection model on DATA_DIR's PNGs and CSVs into MODELS_DIR/NAME; returns the run folder.
+
+    START (an engine WarmStart) begins from other weights or a later epoch number (--init-weights, -i).
 
     Example: train_slice_selection(Path("slices"), Path("models"), SliceSelectionSettings(levels=["L3"],
     arch="resnet18", image_size=128), EngineConfig(epochs=5, learning_rate=1e-4), name="select")
@@ -214,4 +217,6 @@ def train_slice_selection(
         check_slice_selection_settings(settings)
         return SliceSelectionTask(settings, Path(data_dir))
 
-    return run_training(make_task, Path(models_dir), name, engine or EngineConfig(learning_rate=1e-4), Path(data_dir))
+    return run_training(
+        make_task, Path(models_dir), name, engine or EngineConfig(learning_rate=1e-4), Path(data_dir), start=start
+    )
