@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.estimate.inputs import SeriesInput
+from bodycomp_cli.estimate.field_of_view import tissues_touching_edge
+from bodycomp_cli.estimate.inputs import SeriesInput, read_series
 from bodycomp_cli.estimate.measure import STATISTICS, measure_tissues
 from bodycomp_cli.estimate.preview import save_preview
 from bodycomp_cli.estimate.qc import QcSettings, qc_failure
@@ -28,7 +29,9 @@ from bodycomp_cli.estimate.report import (
     write_results,
 )
 from bodycomp_cli.estimate.selection import SliceChoice, select_level_slice
+from bodycomp_cli.estimate.studies import study_table, write_studies
 from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output
+from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS, DicomSeries
 
 if TYPE_CHECKING:
     from bodycomp_cli.io.volumes import Volume
@@ -131,11 +134,20 @@ def estimate_series(
         row[f"{level}_slice_index"] = int(choice.index)
         row[f"{level}_z_mm"] = z_chosen
         row[f"{level}_zero_crossings"] = None if choice.zero_crossings is None else int(choice.zero_crossings)
+        row[f"{level}_sop_instance_uid"] = volume.sop_instance_uids[choice.index] if volume.sop_instance_uids else ""
+        touching = tissues_touching_edge(volume.hu[indices], labels, classes)
         for tissue, values in stats.items():
             for stat in STATISTICS:
                 row[f"{level}_{tissue}_{stat}"] = values[stat]
+            row[f"{level}_{tissue}_touches_edge"] = touching[tissue]
         chosen_labels = labels[int(np.flatnonzero(indices == choice.index)[0])]
-        details[level] = {"choice": choice, "labels": chosen_labels, "classes": classes}
+        details[level] = {
+            "choice": choice,
+            "labels": chosen_labels,
+            "classes": classes,
+            "indices": indices,
+            "range_labels": labels,
+        }
     return row, details
 
 
@@ -170,8 +182,6 @@ def run_estimate(
     Raises BodycompError only when every series fails QC. Example:
     run_estimate(collect_inputs([Path("cohort.csv")]), load_estimator_models(...), Path("out"), EstimateOptions())
     """
-    from bodycomp_cli.io.volumes import read_volume
-
     output_dir = Path(output_dir)
     layout = measurement_layout(models)
     summary = EstimateSummary(output_dir=output_dir)
@@ -188,13 +198,14 @@ def run_estimate(
                 summary.already_done.append(entry.series)
                 progress.advance(task)
                 continue
+            dicom = entry.dicom
             try:
-                volume = read_volume(entry.path)
+                volume, dicom = read_series(entry, options.qc)
                 reason = qc_failure(volume, options.qc)
-            except BodycompError as error:  # unreadable, mixed-series or non-axial: skipped, not fatal
+            except BodycompError as error:  # filtered, unreadable, mixed-series or non-axial: skipped, not fatal
                 reason = str(error)
             if reason is not None:
-                failure = {"series": entry.series, "reason": reason, "path": str(entry.path)}
+                failure = {"series": entry.series, "reason": reason, "path": str(entry.path), **_uids(dicom)}
                 summary.qc_failed.append(failure)
                 qc_rows.append(failure)
                 write_qc(folder, qc_rows)
@@ -206,7 +217,8 @@ def run_estimate(
                     f"{entry.series}: no pixel spacing in {entry.path}; areas are left blank", markup=False
                 )
             row, details = estimate_series(volume, models, options)
-            rows.append({"series": entry.series, **row})
+            identifiers = dicom.identifiers if dicom is not None else dict.fromkeys(IDENTIFIER_COLUMNS, "")
+            rows.append({"series": entry.series, "n_slices": volume.hu.shape[0], **identifiers, **row})
             _write_series_files(folder, file_stem(entry.series), volume, details, options)
             write_results(folder, rows, layout)
             summary.estimated.append(entry.series)
@@ -214,11 +226,18 @@ def run_estimate(
             progress.advance(task)
         write_results(folder, rows, layout)
         write_qc(folder, qc_rows)
+        write_studies(folder, study_table(rows, qc_rows, models.levels))
         if not summary.estimated and not summary.already_done:
             failed = len(summary.qc_failed)
             raise BodycompError(f"every series failed QC ({failed}); the reasons are in {output_dir / 'qc.csv'}")
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _uids(dicom: DicomSeries | None) -> dict[str, str]:
+    """The identifiers a qc.csv row carries for a DICOM series (blank for other inputs)."""
+    keys = ("patient_id", "study_instance_uid", "series_instance_uid")
+    return {key: (dicom.identifiers[key] if dicom is not None else "") for key in keys}
 
 
 @contextlib.contextmanager
