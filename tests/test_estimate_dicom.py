@@ -156,6 +156,12 @@ def test_tissue_touching_the_border_or_the_reconstruction_circle() -> None:
     labels[14:17, 14:17] = 2
     assert tissues_touching_edge(hu, labels, classes) == {"muscle": True, "subcutaneous_fat": False}
     assert tissues_touching_edge(hu[None], labels[None], classes)["muscle"]
+    hu[~circle] = -1024  # a circle filled with air's own value: recognised as one constant outside the circle
+    hu[circle] = -1000 + (yy[circle] % 3)
+    assert tissues_touching_edge(hu, labels, classes) == {"muscle": True, "subcutaneous_fat": False}
+    labels[circle & (np.hypot(yy - 15.5, xx - 15.5) > 10)] = 0  # the ring pulled 2 px inside the circle
+    labels[circle & (np.hypot(yy - 15.5, xx - 15.5) > 8) & (np.hypot(yy - 15.5, xx - 15.5) < 10)] = 1
+    assert tissues_touching_edge(hu, labels, classes)["muscle"] is False
 
 
 @pytest.mark.parametrize("image_type", [AXIAL_PRIMARY])
