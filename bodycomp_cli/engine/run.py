@@ -20,6 +20,7 @@ from bodycomp_cli.engine.history import HISTORY, write_history
 from bodycomp_cli.engine.memory import enable_low_memory
 from bodycomp_cli.engine.seeding import seed_everything, use_deterministic_algorithms
 from bodycomp_cli.engine.trainer import Trainer
+from bodycomp_cli.engine.warm_start import WarmStart, check_warm_start, load_initial_weights, skip_to_epoch
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_write_text
 
@@ -84,12 +85,15 @@ def run_training(
     engine: EngineConfig,
     data_dir: Path | None = None,
     console: Console | None = None,
+    start: WarmStart | None = None,
 ) -> Path:
     """Validate the settings, the data (via make_task) and the run folder; then train. Returns the run folder.
 
     Nothing is written before every check has passed, so a refused run leaves nothing behind.
     """
     check_engine_config(engine)
+    start = start or WarmStart()
+    check_warm_start(start, engine.epochs, engine.resume)
     setup = resolve_devices(engine.gpus)
     if setup.distributed and engine.batch_size % setup.world_size:
         raise BodycompError(
@@ -99,17 +103,19 @@ def run_training(
     use_deterministic_algorithms(engine.deterministic)
     seed_everything(engine.seed)
     model = _build_model(task)
+    load_initial_weights(model, task, start)
     if engine.low_memory:
         enable_low_memory(model)
     init_distributed(setup)
     try:
-        return _train(task, model, setup, Path(models_dir), name, engine, data_dir, console or Console(soft_wrap=True))
+        console = console or Console(soft_wrap=True)
+        return _train(task, model, setup, Path(models_dir), name, engine, data_dir, console, start)
     finally:
         if setup.distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
-def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> Path:
+def _train(task, model, setup, models_dir, name, engine, data_dir, console, start) -> Path:
     name = name or default_run_name()
     if setup.distributed:  # ranks start at slightly different times: rank 0's default name wins
         shared = [name]
@@ -117,6 +123,7 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> P
         name = shared[0]
     run_dir = models_dir / name
     config = build_config(task, engine, setup, name, data_dir)
+    config.update(init_weights=start.source, initial_epoch=start.initial_epoch)
     checkpoint = None
     if engine.resume:
         if not (run_dir / LAST).is_file():
@@ -129,7 +136,12 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> P
     trainer = Trainer(task, model, setup, engine, run_dir, config.to_dict(), console)
     if setup.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+<<<<<<< HEAD
         atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
+=======
+        atomic_write_text(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
+    skip_to_epoch(trainer, start)
+>>>>>>> main
     if checkpoint is not None:
         trainer.restore(checkpoint)
         if setup.is_main:  # a kill between checkpoint and history.csv left the CSV an epoch behind

@@ -17,6 +17,11 @@ from bodycomp_cli.engine.config import EngineConfig
 from bodycomp_cli.engine.models import build_model, check_choice, selection_arch_names
 from bodycomp_cli.engine.run import run_training
 from bodycomp_cli.errors import BodycompError
+<<<<<<< HEAD
+=======
+from bodycomp_cli.nets import SELECTION_NETS
+from bodycomp_cli.tasks.base import check_choice
+>>>>>>> main
 
 SELECTION_WINDOW = Window(level=40.0, width=400.0)  # the PNGs are windowed L40/W400 (the original layout)
 PREDICTIONS = "rows:predictions"  # per validation slice: its index, the sigmoid outputs, the true offsets (NaN: blank)
@@ -25,12 +30,13 @@ PREDICTIONS = "rows:predictions"  # per validation slice: its index, the sigmoid
 @dataclass
 class SliceSelectionSettings:
     levels: list[str] = field(default_factory=lambda: ["L3"])
-    arch: str = "densenet121"  # any timm model, in_chans=1 (3 with context), pretrained=False
+    arch: str = "densenet121"  # any timm model, in_chans=1 (3 with context), pretrained=False, or a SELECTION_NETS
     threshold_mm: float = 10.0  # target = sigmoid(offset_mm / threshold_mm), as in the original
     image_size: int = 256
     rotation_deg: float = 5.0
     shift: float = 0.05
     context_mm: float = 0.0  # > 0: the slices nearest z -+ context_mm join the slice as channels 1 and 3
+    arch_options: dict[str, Any] = field(default_factory=dict)  # a nets.SELECTION_NETS model's options
 
     @property
     def channels(self) -> int:
@@ -38,7 +44,14 @@ class SliceSelectionSettings:
 
 
 def check_slice_selection_settings(settings: SliceSelectionSettings) -> None:
+<<<<<<< HEAD
     check_choice("timm architecture (--arch)", settings.arch, selection_arch_names(), show_all=False)
+=======
+    import timm
+
+    if settings.arch not in SELECTION_NETS:
+        check_choice("--arch", settings.arch, [*SELECTION_NETS, *timm.list_models()], show_all=False)
+>>>>>>> main
     if settings.threshold_mm <= 0:
         raise BodycompError(f"--threshold {settings.threshold_mm}: must be positive (mm)")
     if settings.image_size < 32:
@@ -64,6 +77,7 @@ class SliceSelectionTask:
             for split in ("train", "val") if settings.context_mm > 0 else ():
                 self._neighbours[split] = split_context_rows(self._splits[split].meta, settings.context_mm)
 
+<<<<<<< HEAD
     def run_config(self) -> RunConfig:
         """The model's part of config.json: architecture, levels, threshold, context, image size, augmentation."""
         s = self.settings
@@ -80,6 +94,44 @@ class SliceSelectionTask:
 
     def build_model(self) -> torch.nn.Module:
         return build_model(self.run_config())
+=======
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SliceSelectionTask:
+        return cls(
+            SliceSelectionSettings(
+                levels=list(config["levels"]),
+                arch=config["arch"],
+                threshold_mm=float(config["threshold"]),
+                image_size=int(config["image_size"]),
+                context_mm=float(config.get("context_mm") or 0.0),
+                arch_options=dict(config.get("arch_options") or {}),
+            )
+        )
+
+    def config(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "task": self.name,
+            "window": dict(SELECTION_WINDOW),
+            "image_size": s.image_size,
+            "arch": s.arch,
+            "encoder": None,
+            "arch_options": dict(s.arch_options),
+            "levels": self.levels,
+            "threshold": s.threshold_mm,
+            "context_mm": s.context_mm,
+            "thoracic": None,
+            "augmentation": {"rotation_deg": s.rotation_deg, "shift": s.shift},
+        }
+
+    def build_model(self) -> torch.nn.Module:
+        import timm
+
+        s = self.settings
+        if s.arch in SELECTION_NETS:
+            return SELECTION_NETS[s.arch](len(self.levels), s.channels, **s.arch_options)
+        return timm.create_model(s.arch, pretrained=False, in_chans=s.channels, num_classes=len(self.levels))
+>>>>>>> main
 
     def datasets(self):
         if self._splits is None:
@@ -141,8 +193,11 @@ def train_slice_selection(
     settings: SliceSelectionSettings | None = None,
     engine: Any = None,
     name: str | None = None,
+    start: Any = None,
 ) -> Path:
     """Train the slice-selection model on DATA_DIR's PNGs and CSVs into MODELS_DIR/NAME; returns the run folder.
+
+    START (an engine WarmStart) begins from other weights or a later epoch number (--init-weights, -i).
 
     Example: train_slice_selection(Path("slices"), Path("models"), SliceSelectionSettings(levels=["L3"],
     arch="resnet18", image_size=128), EngineConfig(epochs=5, learning_rate=1e-4), name="select")
@@ -153,4 +208,6 @@ def train_slice_selection(
         check_slice_selection_settings(settings)
         return SliceSelectionTask(settings, Path(data_dir))
 
-    return run_training(make_task, Path(models_dir), name, engine or EngineConfig(learning_rate=1e-4), Path(data_dir))
+    return run_training(
+        make_task, Path(models_dir), name, engine or EngineConfig(learning_rate=1e-4), Path(data_dir), start=start
+    )
