@@ -125,12 +125,13 @@ def test_train_seg_starts_from_an_imported_model_and_from_its_hdf5(tmp_path):
     assert invoke(["import-keras", path, tmp_path / "models", "-a", "imported"]).exit_code == 0
     imported = torch.load(tmp_path / "models" / "imported" / "checkpoint_best.pt", weights_only=False)["model"]
 
+    from bodycomp_cli.core.runconfig import RunConfig
     from bodycomp_cli.tasks import task_from_config
     from bodycomp_cli.tasks.init_weights import warm_start
 
     config = json.loads((tmp_path / "models" / "imported" / "config.json").read_text())
     for source in (tmp_path / "models" / "imported", path):  # a run folder, or the Keras file itself
-        state = warm_start(source).weights(task_from_config(config))
+        state = warm_start(source).weights(task_from_config(RunConfig.from_dict(config)))
         assert all(torch.equal(state[k], imported[k]) for k in imported)
     result = invoke(
         ["train-seg", data, tmp_path / "models", "-a", "tuned", "-e", "1", *UNET_OPTIONS, *FAST, "-w", path]

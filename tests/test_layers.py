@@ -2,7 +2,7 @@
 
 Every import of every module counts, including those inside functions and under TYPE_CHECKING: an import
 hidden in a function to dodge a cycle is a cycle all the same. The order (docs/architecture.md):
-cli -> commands -> demo -> (prepare | tasks | estimate | phantoms) -> engine -> (data | io) -> core -> errors.
+cli -> commands -> demo -> (prepare | tasks | estimate | phantoms) -> engine -> (data | io | nets) -> core -> errors.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ LAYERS = {
     "core": 1,
     "data": 2,
     "io": 2,
+    "nets": 2,  # bodycomp's own architectures (the original toolkit's, rebuilt), beside smp's and timm's
     "engine": 3,
     "prepare": 4,
     "tasks": 4,

@@ -130,11 +130,17 @@ def register(app: typer.Typer) -> None:
 
         Example: bodycomp train-seg data/seg models/ -a seg_v1 -e 50 -b 16 --encoder resnet34
         """
-<<<<<<< HEAD
         from bodycomp_cli.engine.config import EngineConfig
+        from bodycomp_cli.tasks.init_weights import warm_start
         from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
 
-        settings = SegmentationSettings(arch, encoder, thoracic, image_size, window_level, window_width)
+        original.refuse_decay_half_time(decay_half_time)
+        arch, arch_options = original.unet_arch(
+            arch, compression_channels, decompression_channels, num_convs, activation
+        )
+        settings = SegmentationSettings(
+            arch, encoder, thoracic, image_size, window_level, window_width, arch_options=arch_options
+        )
         engine = EngineConfig(
             epochs=epochs,
             batch_size=batch_size,
@@ -150,21 +156,7 @@ def register(app: typer.Typer) -> None:
             resume=resume,
             low_memory=low_memory,
         )
-        train_segmentation(data_dir, models_dir, settings, engine, name)
-=======
-        from bodycomp_cli.tasks.init_weights import warm_start
-        from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
-
-        original.refuse_decay_half_time(decay_half_time)
-        arch, arch_options = original.unet_arch(
-            arch, compression_channels, decompression_channels, num_convs, activation
-        )
-        settings = SegmentationSettings(
-            arch, encoder, thoracic, image_size, window_level, window_width, arch_options=arch_options
-        )
-        engine = _engine(locals())
         train_segmentation(data_dir, models_dir, settings, engine, name, warm_start(init_weights))
->>>>>>> main
 
     @app.command("train-select")
     @report_user_errors
@@ -225,11 +217,8 @@ def register(app: typer.Typer) -> None:
 
         Example: bodycomp train-select data/slices models/ -a select_v1 -L T5 T8 T10 L3 --steps-per-epoch 1000
         """
-<<<<<<< HEAD
         from bodycomp_cli.engine.config import EngineConfig
-=======
         from bodycomp_cli.tasks.init_weights import warm_start
->>>>>>> main
         from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, train_slice_selection
 
         arch, arch_options = original.densenet_arch(
@@ -238,9 +227,9 @@ def register(app: typer.Typer) -> None:
             activation_name=activation, initializer=initializer, omit_batch_norm=omit_batch_norm,
         )  # fmt: skip
         settings = SliceSelectionSettings(
-<<<<<<< HEAD
-            levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size, context_mm=context_mm
-        )
+            levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size, context_mm=context_mm,
+            arch_options=arch_options,
+        )  # fmt: skip
         engine = EngineConfig(
             epochs=epochs,
             batch_size=batch_size,
@@ -256,11 +245,4 @@ def register(app: typer.Typer) -> None:
             resume=resume,
             low_memory=low_memory,
         )
-        train_slice_selection(data_dir, models_dir, settings, engine, name)
-=======
-            levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size, context_mm=context_mm,
-            arch_options=arch_options,
-        )  # fmt: skip
-        engine = _engine(locals())
         train_slice_selection(data_dir, models_dir, settings, engine, name, warm_start(init_weights, initial_epoch))
->>>>>>> main

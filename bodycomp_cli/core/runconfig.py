@@ -17,7 +17,9 @@ SCHEMA_VERSION = 1
 TASKS = ("segmentation", "slice_selection")
 CONFIG_FILE = "config.json"
 # Settings that define the model: a resumed run must keep them, inference rebuilds the model from them.
-MODEL_FIELDS = ("task", "arch", "encoder", "classes", "levels", "threshold", "context_mm", "image_size", "window")
+MODEL_FIELDS = (
+    "task", "arch", "encoder", "arch_options", "classes", "levels", "threshold", "context_mm", "image_size", "window",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class RunConfig:
     arch: str  # smp architecture (segmentation) or timm model (slice selection), or a bodycomp one
     image_size: int  # model input: slices resized to image_size x image_size
     window: Window = field(default_factory=Window)  # HU window of the model input
-    encoder: str | None = None  # segmentation: smp encoder
+    encoder: str | None = None  # segmentation: smp encoder (None for a bodycomp_cli.nets architecture)
+    arch_options: dict[str, Any] = field(default_factory=dict)  # a bodycomp_cli.nets architecture's options
     classes: list[str] | None = None  # segmentation: names in label order, background first
     thoracic: bool | None = None  # segmentation: labels 0-2, no visceral fat
     levels: list[str] | None = None  # slice selection: the model's outputs, in order
@@ -57,6 +60,10 @@ class RunConfig:
     world_size: int | None = None
     best_metric: str | None = None
     versions: dict[str, str | None] | None = None
+    init_weights: str | None = None  # --init-weights: the run folder or Keras model the weights started from
+    initial_epoch: int | None = None  # -i: epochs counted as done before this run's first
+    input_scale: str | None = None  # import-keras: "original", the original toolkit's input scaling, for the record
+    imported_from: dict[str, Any] | None = None  # import-keras: the Keras file and version
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -1,8 +1,8 @@
 """The model registry: the tasks build a new model from it, inference rebuilds a trained one from config.json.
 
 A segmentation model is any smp architecture, a slice-selection model any timm model, both randomly
-initialised (no weight download). bodycomp's own architectures go in SEGMENTATION_ARCHS / SELECTION_ARCHS:
-name -> builder(config), looked up before smp's and timm's names.
+initialised (no weight download), or one of bodycomp's own architectures (bodycomp_cli.nets:
+SEGMENTATION_NETS / SELECTION_NETS, looked up first; a new one is one entry there).
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ import torch
 
 from bodycomp_cli.core.runconfig import RunConfig
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.nets import SEGMENTATION_NETS, SELECTION_NETS
 
 ModelBuilder = Callable[[RunConfig], torch.nn.Module]
-
-SEGMENTATION_ARCHS: dict[str, ModelBuilder] = {}  # bodycomp's own segmentation architectures
-SELECTION_ARCHS: dict[str, ModelBuilder] = {}  # bodycomp's own slice-selection architectures
 
 
 def check_choice(kind: str, name: str, choices: list[str], show_all: bool = True) -> None:
@@ -35,18 +33,18 @@ def check_choice(kind: str, name: str, choices: list[str], show_all: bool = True
 def segmentation_arch_names() -> list[str]:
     import segmentation_models_pytorch as smp
 
-    return [*SEGMENTATION_ARCHS, *smp.MODEL_ARCHITECTURES_MAPPING]
+    return [*SEGMENTATION_NETS, *smp.MODEL_ARCHITECTURES_MAPPING]
 
 
 def selection_arch_names() -> list[str]:
     import timm
 
-    return [*SELECTION_ARCHS, *timm.list_models()]
+    return [*SELECTION_NETS, *timm.list_models()]
 
 
 def _segmentation_model(config: RunConfig) -> torch.nn.Module:
-    if config.arch in SEGMENTATION_ARCHS:
-        return SEGMENTATION_ARCHS[config.arch](config)
+    if config.arch in SEGMENTATION_NETS:  # builders take the output count, in_channels, then their options
+        return SEGMENTATION_NETS[config.arch](len(config.classes), 1, **config.arch_options)
     import segmentation_models_pytorch as smp
 
     return smp.create_model(
@@ -55,8 +53,8 @@ def _segmentation_model(config: RunConfig) -> torch.nn.Module:
 
 
 def _selection_model(config: RunConfig) -> torch.nn.Module:
-    if config.arch in SELECTION_ARCHS:
-        return SELECTION_ARCHS[config.arch](config)
+    if config.arch in SELECTION_NETS:
+        return SELECTION_NETS[config.arch](len(config.levels), config.input_channels, **config.arch_options)
     import timm
 
     return timm.create_model(

@@ -123,7 +123,7 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console, star
         name = shared[0]
     run_dir = models_dir / name
     config = build_config(task, engine, setup, name, data_dir)
-    config.update(init_weights=start.source, initial_epoch=start.initial_epoch)
+    config = config.with_training(init_weights=start.source, initial_epoch=start.initial_epoch)
     checkpoint = None
     if engine.resume:
         if not (run_dir / LAST).is_file():
@@ -136,12 +136,8 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console, star
     trainer = Trainer(task, model, setup, engine, run_dir, config.to_dict(), console)
     if setup.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-<<<<<<< HEAD
         atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
-=======
-        atomic_write_text(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
     skip_to_epoch(trainer, start)
->>>>>>> main
     if checkpoint is not None:
         trainer.restore(checkpoint)
         if setup.is_main:  # a kill between checkpoint and history.csv left the CSV an epoch behind

@@ -17,14 +17,10 @@ from bodycomp_cli.engine.config import EngineConfig
 from bodycomp_cli.engine.models import build_model, check_choice, segmentation_arch_names
 from bodycomp_cli.engine.run import run_training
 from bodycomp_cli.errors import BodycompError
-<<<<<<< HEAD
-
-SLICE_COUNTS = "rows:slice_counts"  # per validation slice: its index, then (tp, fp, fn) per tissue
-=======
 from bodycomp_cli.nets import SEGMENTATION_NETS
 from bodycomp_cli.nets.bridge_unet import DEFAULT_COMPRESSION, unet_size_multiple
-from bodycomp_cli.tasks.base import check_choice
->>>>>>> main
+
+SLICE_COUNTS = "rows:slice_counts"  # per validation slice: its index, then (tp, fp, fn) per tissue
 
 CLASSES = ("background", "muscle", "subcutaneous_fat", "visceral_fat")
 THORACIC_CLASSES = CLASSES[:3]  # thoracic models have no visceral fat
@@ -52,21 +48,14 @@ class SegmentationSettings:
 def check_segmentation_settings(settings: SegmentationSettings) -> None:
     import segmentation_models_pytorch as smp
 
-<<<<<<< HEAD
-    check_choice("smp architecture (--arch)", settings.arch, segmentation_arch_names())
-    check_choice("smp encoder (--encoder)", settings.encoder, list(smp.encoders.get_encoder_names()))
-    if settings.image_size < 32 or settings.image_size % 32:
-        raise BodycompError(f"--image-size {settings.image_size}: must be a multiple of 32 (at least 32)")
-=======
     if settings.arch in SEGMENTATION_NETS:
         multiple = unet_size_multiple(settings.arch_options.get("compression_channels", DEFAULT_COMPRESSION))
     else:
-        check_choice("--arch", settings.arch, [*SEGMENTATION_NETS, *smp.MODEL_ARCHITECTURES_MAPPING])
+        check_choice("--arch", settings.arch, segmentation_arch_names())
         check_choice("smp encoder (--encoder)", settings.encoder, list(smp.encoders.get_encoder_names()))
         multiple = 32
     if settings.image_size < multiple or settings.image_size % multiple:
         raise BodycompError(f"--image-size {settings.image_size}: must be a positive multiple of {multiple}")
->>>>>>> main
     if settings.window_width <= 0:
         raise BodycompError(f"window width {settings.window_width}: must be positive")
 
@@ -88,7 +77,21 @@ class SegmentationTask:
         if data_dir is not None:
             self._splits = validate_segmentation_data(Path(data_dir), len(self.classes), settings.thoracic)
 
-<<<<<<< HEAD
+    @classmethod
+    def from_run_config(cls, config: RunConfig) -> SegmentationTask:
+        """The task (model settings only, no data) a run was trained as."""
+        return cls(
+            SegmentationSettings(
+                arch=config.arch,
+                encoder=config.encoder,
+                thoracic=bool(config.thoracic),
+                image_size=config.image_size,
+                window_level=config.window.level,
+                window_width=config.window.width,
+                arch_options=dict(config.arch_options),
+            )
+        )
+
     def run_config(self) -> RunConfig:
         """The model's part of config.json: architecture, classes, HU window, image size, augmentation."""
         s = self.settings
@@ -97,7 +100,8 @@ class SegmentationTask:
             arch=s.arch,
             image_size=s.image_size,
             window=Window(s.window_level, s.window_width),
-            encoder=s.encoder,
+            encoder=None if s.arch in SEGMENTATION_NETS else s.encoder,
+            arch_options=dict(s.arch_options),
             classes=list(self.classes),
             thoracic=s.thoracic,
             augmentation={k: v for k, v in asdict(s).items() if k in ("rotation_deg", "shift", "scale", "intensity")},
@@ -105,47 +109,6 @@ class SegmentationTask:
 
     def build_model(self) -> torch.nn.Module:
         return build_model(self.run_config())
-=======
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SegmentationTask:
-        return cls(
-            SegmentationSettings(
-                arch=config["arch"],
-                encoder=config["encoder"],
-                thoracic=bool(config["thoracic"]),
-                image_size=int(config["image_size"]),
-                window_level=float(config["window"]["level"]),
-                window_width=float(config["window"]["width"]),
-                arch_options=dict(config.get("arch_options") or {}),
-            )
-        )
-
-    def config(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "task": self.name,
-            "window": {"level": s.window_level, "width": s.window_width},
-            "image_size": s.image_size,
-            "arch": s.arch,
-            "encoder": None if s.arch in SEGMENTATION_NETS else s.encoder,
-            "arch_options": dict(s.arch_options),
-            "classes": list(self.classes),
-            "thoracic": s.thoracic,
-            "augmentation": {
-                k: v for k, v in asdict(s).items() if k in ("rotation_deg", "shift", "scale", "intensity")
-            },
-        }
-
-    def build_model(self) -> torch.nn.Module:
-        import segmentation_models_pytorch as smp
-
-        s = self.settings
-        if s.arch in SEGMENTATION_NETS:
-            return SEGMENTATION_NETS[s.arch](len(self.classes), 1, **s.arch_options)
-        return smp.create_model(
-            s.arch, encoder_name=s.encoder, encoder_weights=None, in_channels=1, classes=len(self.classes)
-        )
->>>>>>> main
 
     def datasets(self):
         if self._splits is None:

@@ -17,11 +17,6 @@ from bodycomp_cli.engine.config import EngineConfig
 from bodycomp_cli.engine.models import build_model, check_choice, selection_arch_names
 from bodycomp_cli.engine.run import run_training
 from bodycomp_cli.errors import BodycompError
-<<<<<<< HEAD
-=======
-from bodycomp_cli.nets import SELECTION_NETS
-from bodycomp_cli.tasks.base import check_choice
->>>>>>> main
 
 SELECTION_WINDOW = Window(level=40.0, width=400.0)  # the PNGs are windowed L40/W400 (the original layout)
 PREDICTIONS = "rows:predictions"  # per validation slice: its index, the sigmoid outputs, the true offsets (NaN: blank)
@@ -44,14 +39,7 @@ class SliceSelectionSettings:
 
 
 def check_slice_selection_settings(settings: SliceSelectionSettings) -> None:
-<<<<<<< HEAD
-    check_choice("timm architecture (--arch)", settings.arch, selection_arch_names(), show_all=False)
-=======
-    import timm
-
-    if settings.arch not in SELECTION_NETS:
-        check_choice("--arch", settings.arch, [*SELECTION_NETS, *timm.list_models()], show_all=False)
->>>>>>> main
+    check_choice("--arch", settings.arch, selection_arch_names(), show_all=False)
     if settings.threshold_mm <= 0:
         raise BodycompError(f"--threshold {settings.threshold_mm}: must be positive (mm)")
     if settings.image_size < 32:
@@ -77,7 +65,20 @@ class SliceSelectionTask:
             for split in ("train", "val") if settings.context_mm > 0 else ():
                 self._neighbours[split] = split_context_rows(self._splits[split].meta, settings.context_mm)
 
-<<<<<<< HEAD
+    @classmethod
+    def from_run_config(cls, config: RunConfig) -> SliceSelectionTask:
+        """The task (model settings only, no data) a run was trained as."""
+        return cls(
+            SliceSelectionSettings(
+                levels=list(config.levels),
+                arch=config.arch,
+                threshold_mm=config.threshold,
+                image_size=config.image_size,
+                context_mm=config.context_mm,
+                arch_options=dict(config.arch_options),
+            )
+        )
+
     def run_config(self) -> RunConfig:
         """The model's part of config.json: architecture, levels, threshold, context, image size, augmentation."""
         s = self.settings
@@ -86,6 +87,7 @@ class SliceSelectionTask:
             arch=s.arch,
             image_size=s.image_size,
             window=SELECTION_WINDOW,
+            arch_options=dict(s.arch_options),
             levels=self.levels,
             threshold=s.threshold_mm,
             context_mm=s.context_mm,
@@ -94,44 +96,6 @@ class SliceSelectionTask:
 
     def build_model(self) -> torch.nn.Module:
         return build_model(self.run_config())
-=======
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SliceSelectionTask:
-        return cls(
-            SliceSelectionSettings(
-                levels=list(config["levels"]),
-                arch=config["arch"],
-                threshold_mm=float(config["threshold"]),
-                image_size=int(config["image_size"]),
-                context_mm=float(config.get("context_mm") or 0.0),
-                arch_options=dict(config.get("arch_options") or {}),
-            )
-        )
-
-    def config(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "task": self.name,
-            "window": dict(SELECTION_WINDOW),
-            "image_size": s.image_size,
-            "arch": s.arch,
-            "encoder": None,
-            "arch_options": dict(s.arch_options),
-            "levels": self.levels,
-            "threshold": s.threshold_mm,
-            "context_mm": s.context_mm,
-            "thoracic": None,
-            "augmentation": {"rotation_deg": s.rotation_deg, "shift": s.shift},
-        }
-
-    def build_model(self) -> torch.nn.Module:
-        import timm
-
-        s = self.settings
-        if s.arch in SELECTION_NETS:
-            return SELECTION_NETS[s.arch](len(self.levels), s.channels, **s.arch_options)
-        return timm.create_model(s.arch, pretrained=False, in_chans=s.channels, num_classes=len(self.levels))
->>>>>>> main
 
     def datasets(self):
         if self._splits is None:
