@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from bodycomp_cli import __version__
 from bodycomp_cli.core.amp import choose_amp
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
@@ -35,6 +36,9 @@ PACKAGES = ("bodycomp", "torch", "torchvision", "segmentation-models-pytorch", "
 def versions() -> dict[str, str | None]:
     found: dict[str, str | None] = {"python": platform.python_version()}
     for package in PACKAGES:
+        if package == "bodycomp":  # the code that runs, even from a checkout that differs from the install
+            found[package] = __version__
+            continue
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
