@@ -155,6 +155,11 @@ def refuse_decay_half_time(value: float | None) -> None:
         )
 
 
+def check_windowing_options(apply_window_function: bool, input_windowed: bool) -> None:
+    if apply_window_function and input_windowed:
+        raise BodycompError("-p/--apply_window_function says the arrays are raw HU, --input-windowed that they are not")
+
+
 def _resolve(arch: str | None, default_arch: str, bridge: str, given: dict[str, Any]) -> str:
     if arch is None:
         return bridge if given else default_arch

@@ -145,12 +145,14 @@ def register(app: typer.Typer) -> None:
         from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
 
         original.refuse_decay_half_time(decay_half_time)
+        original.check_windowing_options(apply_window_function, input_windowed)
         arch, arch_options = original.unet_arch(
             arch, compression_channels, decompression_channels, num_convs, activation
         )
         settings = SegmentationSettings(
-            arch, encoder, thoracic, image_size, window_level, window_width, arch_options=arch_options
-        )
+            arch, encoder, thoracic, image_size, window_level, window_width, arch_options=arch_options,
+            input_windowed=input_windowed,
+        )  # fmt: skip
         engine = _engine(locals())
         train_segmentation(data_dir, models_dir, settings, engine, name, warm_start(init_weights))
 

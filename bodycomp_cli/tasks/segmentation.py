@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from bodycomp_cli.data.augment import AffineRanges
+from bodycomp_cli.data.segmentation import PREWINDOWED_AS_WINDOW
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.nets import SEGMENTATION_NETS
 from bodycomp_cli.nets.bridge_unet import DEFAULT_COMPRESSION, unet_size_multiple
@@ -31,6 +32,7 @@ class SegmentationSettings:
     scale: float = 0.05
     intensity: float = 0.03
     arch_options: dict[str, Any] = field(default_factory=dict)  # a nets.SEGMENTATION_NETS model's options
+    input_windowed: bool = False  # the arrays are already windowed to 0-255 with the window above (no -p)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -69,7 +71,9 @@ class SegmentationTask:
         if data_dir is not None:
             from bodycomp_cli.data.segmentation import validate_segmentation_data
 
-            self._splits = validate_segmentation_data(Path(data_dir), len(self.classes), settings.thoracic)
+            self._splits = validate_segmentation_data(
+                Path(data_dir), len(self.classes), settings.thoracic, settings.input_windowed
+            )
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SegmentationTask:
@@ -96,6 +100,7 @@ class SegmentationTask:
             "arch_options": dict(s.arch_options),
             "classes": list(self.classes),
             "thoracic": s.thoracic,
+            "input_windowed": s.input_windowed,
             "augmentation": {
                 k: v for k, v in asdict(s).items() if k in ("rotation_deg", "shift", "scale", "intensity")
             },
@@ -117,7 +122,7 @@ class SegmentationTask:
         if self._splits is None:
             raise RuntimeError("SegmentationTask was built without a data folder")
         s = self.settings
-        window = (s.window_level, s.window_width)
+        window = PREWINDOWED_AS_WINDOW if s.input_windowed else (s.window_level, s.window_width)
         ranges = AffineRanges(s.rotation_deg, s.shift, s.scale, s.intensity)
         return (
             SegmentationDataset(self._splits["train"], s.image_size, window, ranges),
