@@ -66,3 +66,71 @@ def test_apply_window_function_on_raw_hu_is_the_default(tmp_path, monkeypatch, f
     monkeypatch.setattr(segmentation, "train_segmentation", lambda *args: seen.update(settings=args[2]))
     assert invoke(["train-seg", tmp_path / "d", tmp_path / "m", flag]).exit_code == 0
     assert seen["settings"].input_windowed is False
+
+
+def write_png16(path, values: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(values.astype(np.uint16)).save(path)
+
+
+def test_slice_data_variants_of_the_original(tmp_path):
+    """16-bit PNGs holding 8-bit values, extra PNGs (a warning), and ZOffset preferred over ZOffset_L3."""
+    import pandas as pd
+    from helpers_train import make_select_data
+
+    from bodycomp_cli.data.slices import read_gray_png, validate_slice_data
+
+    data = make_select_data(tmp_path / "data", size=32)
+    train_dir = data / "images" / "train"
+    eight_bit = read_gray_png(train_dir / "000001.png")
+    write_png16(train_dir / "000001.png", eight_bit)
+    meta = pd.read_csv(data / "meta" / "train.csv", index_col=0)
+    meta["ZOffset"] = meta["ZOffset_L3"] + 100.0  # both columns: the original read ZOffset
+    meta.to_csv(data / "meta" / "train.csv")
+    rows = len(meta)
+    write_png16(train_dir / f"{rows:06d}.png", eight_bit)  # one PNG more than the CSV has rows
+    with pytest.warns(UserWarning, match="1 PNG images beyond .* rows are not used"):
+        splits = validate_slice_data(data, ["L3"])
+    np.testing.assert_allclose(splits["train"].offsets_mm[:, 0], meta["ZOffset"].to_numpy(dtype=np.float32))
+    from bodycomp_cli.data.slices import SliceSelectionDataset
+
+    item = SliceSelectionDataset(splits["train"], 32, 10.0)[1]["image"]
+    assert torch.allclose(item[0] * 255, torch.from_numpy(eight_bit.astype(np.float32)), atol=1e-4)
+
+    write_png16(train_dir / "000002.png", np.full((32, 32), 300))
+    with pytest.warns(UserWarning), pytest.raises(Exception, match="000002.png: 16-bit PNG with value 300"):
+        validate_slice_data(data, ["L3"])
+
+
+def test_extra_pngs_warn_on_one_line_in_the_cli(tmp_path):
+    from helpers_train import make_select_data
+
+    data = make_select_data(tmp_path / "data", size=32)
+    (data / "images" / "val" / "999999.png").write_bytes((data / "images" / "val" / "000000.png").read_bytes())
+    args = ["--arch", "resnet10t", "--image-size", "32", "-b", "4", "--workers", "0", "--steps-per-epoch", "1"]
+    result = invoke(["train-select", data, tmp_path / "m", "-a", "x", "-e", "1", "-g", "0", "--quiet", *args])
+    assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
+    stderr = result.stderr or ""
+    assert "warning: " in stderr and "1 PNG images beyond" in stderr and "Warning" not in stderr
+
+
+def test_png_names_past_999999_have_seven_digits(tmp_path, monkeypatch):
+    """The id check on a listing of 1,000,002 names, without writing a million files."""
+    from pathlib import Path
+
+    import bodycomp_cli.data.slices as slices
+
+    assert slices.png_name(999_999) == "999999.png" and slices.png_name(1_000_000) == "1000000.png"
+    count = 1_000_001
+    listing = [Path(slices.png_name(i)) for i in range(count + 1)]  # one more than the rows
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(listing))
+    monkeypatch.setattr(Path, "is_dir", lambda self: True)
+    checked = []
+    monkeypatch.setattr(slices, "_check_png", lambda path: checked.append(path.name))
+    with pytest.warns(UserWarning, match="1 PNG images beyond"):
+        slices._check_pngs(tmp_path / "images", count, tmp_path / "train.csv")
+    assert len(checked) == count and checked[-1] == "1000000.png"
+    listing.pop(1_000_000)  # 1000000.png missing: named, not a StopIteration
+    with pytest.raises(slices.BodycompError, match="1000000.png is missing"):
+        slices._check_pngs(tmp_path / "images", count, tmp_path / "train.csv")
