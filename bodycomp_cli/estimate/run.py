@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.estimate.dicom_seg import write_dicom_seg
 from bodycomp_cli.estimate.field_of_view import tissues_touching_edge
 from bodycomp_cli.estimate.inputs import SeriesInput, read_series
 from bodycomp_cli.estimate.measure import STATISTICS, measure_tissues
 from bodycomp_cli.estimate.preview import save_preview
+from bodycomp_cli.estimate.qa_page import write_qa_page
 from bodycomp_cli.estimate.qc import QcSettings, qc_failure
 from bodycomp_cli.estimate.report import (
     SELECTION_BY_MODEL,
@@ -61,6 +63,7 @@ class EstimateOptions:
     overwrite: bool = False
     qc: QcSettings = field(default_factory=QcSettings)
     show_progress: bool = True
+    dicom_seg: bool = False  # write dicom_seg/<series>_<LEVEL>.dcm for DICOM inputs
 
 
 @dataclass
@@ -152,10 +155,24 @@ def estimate_series(
 
 
 def _write_series_files(
-    folder: Path, stem: str, volume: Volume, details: dict[str, dict], options: EstimateOptions
+    folder: Path,
+    stem: str,
+    volume: Volume,
+    details: dict[str, dict],
+    options: EstimateOptions,
+    dicom: DicomSeries | None,
 ) -> None:
     for level, detail in details.items():
         choice = detail["choice"]
+        if options.dicom_seg and dicom is not None and volume.sop_instance_uids:
+            write_dicom_seg(
+                folder / "dicom_seg" / f"{stem}_{level}.dcm",
+                dicom,
+                [volume.sop_instance_uids[index] for index in detail["indices"]],
+                detail["range_labels"],
+                detail["classes"],
+                level,
+            )
         if options.save_masks:
             buffer = io.BytesIO()
             np.save(buffer, detail["labels"].astype(np.uint8))
@@ -219,7 +236,7 @@ def run_estimate(
             row, details = estimate_series(volume, models, options)
             identifiers = dicom.identifiers if dicom is not None else dict.fromkeys(IDENTIFIER_COLUMNS, "")
             rows.append({"series": entry.series, "n_slices": volume.hu.shape[0], **identifiers, **row})
-            _write_series_files(folder, file_stem(entry.series), volume, details, options)
+            _write_series_files(folder, file_stem(entry.series), volume, details, options, dicom)
             write_results(folder, rows, layout)
             summary.estimated.append(entry.series)
             summary.slices += volume.hu.shape[0]
@@ -227,11 +244,23 @@ def run_estimate(
         write_results(folder, rows, layout)
         write_qc(folder, qc_rows)
         write_studies(folder, study_table(rows, qc_rows, models.levels))
+        write_qa_page(folder, rows, qc_rows, layout, _preview_paths(folder, rows, models.levels))
         if not summary.estimated and not summary.already_done:
             failed = len(summary.qc_failed)
             raise BodycompError(f"every series failed QC ({failed}); the reasons are in {output_dir / 'qc.csv'}")
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _preview_paths(folder: Path, rows: Sequence[dict[str, object]], levels: Sequence[str]) -> dict:
+    """series -> level -> its preview's path relative to the output folder (those that exist)."""
+    paths: dict[str, dict[str, str]] = {}
+    for row in rows:
+        for level in levels:
+            relative = f"previews/{file_stem(str(row['series']))}_{level}.png"
+            if (folder / relative).is_file():
+                paths.setdefault(str(row["series"]), {})[level] = relative
+    return paths
 
 
 def _uids(dicom: DicomSeries | None) -> dict[str, str]:

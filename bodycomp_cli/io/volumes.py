@@ -181,6 +181,19 @@ def _to_display(pixels: np.ndarray, transpose: bool, flip_rows: bool, flip_cols:
     return pixels
 
 
+def stored_from_display(pixels: np.ndarray, orientation: Sequence[float], source: Path) -> np.ndarray:
+    """Undo the display conversion: (..., rows, cols) in display orientation back to the files' stored order.
+
+    Used to write results (a DICOM SEG) onto the source images' own pixel grid.
+    """
+    transpose, flip_rows, flip_cols, _ = _display_transform(np.asarray(orientation, dtype=np.float64), source)
+    if flip_cols:
+        pixels = pixels[..., ::-1]
+    if flip_rows:
+        pixels = pixels[..., ::-1, :]
+    return np.swapaxes(pixels, -1, -2) if transpose else pixels
+
+
 def read_dicom_files(files: list[Path], source: Path) -> Volume:
     """Read DICOM files of one series (a folder's files, or one file) into a z-ascending volume."""
     datasets = _dicom_datasets(files, source)
