@@ -160,3 +160,10 @@ def test_train_select_bridge_densenet_defaults_are_the_originals(tmp_path, captu
 )
 def test_train_select_refusals(tmp_path, captured, args, fragments):
     assert_user_error(invoke(["train-select", tmp_path / "d", tmp_path / "m", *args]), *fragments)
+
+
+def test_init_weights_and_initial_epoch_are_not_resume(tmp_path):
+    result = invoke(["train-select", tmp_path / "d", tmp_path / "m", "--resume", "-i", "2", "-g", "0"])
+    assert_user_error(result, "--init-weights and -i start a new run", "--resume continues")
+    result = invoke(["train-seg", tmp_path / "d", tmp_path / "m", "--resume", "-w", tmp_path, "-g", "0"])
+    assert_user_error(result, "--init-weights and -i start a new run")
