@@ -19,7 +19,7 @@ from bodycomp_cli.engine.history import HISTORY, write_history
 from bodycomp_cli.engine.seeding import seed_everything, use_deterministic_algorithms
 from bodycomp_cli.engine.trainer import Trainer
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.io.atomic import atomic_write_text
+from bodycomp_cli.io.atomic import atomic_write_text, remove_dead_temps
 
 CONFIG = "config.json"
 # Settings that define the model; a resumed run must keep them.
@@ -127,6 +127,8 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> P
         torch.distributed.broadcast_object_list(shared, src=0)
         name = shared[0]
     run_dir = models_dir / name
+    if setup.is_main:  # what a killed run left (temp checkpoints, curves) goes before anything is read
+        remove_dead_temps(run_dir, recursive=True)
     config = build_config(task, engine, setup, name, data_dir)
     checkpoint = None
     if engine.resume:

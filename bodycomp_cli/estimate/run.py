@@ -26,7 +26,7 @@ from bodycomp_cli.estimate.report import (
     write_results,
 )
 from bodycomp_cli.estimate.selection import select_level_slice
-from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output
+from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output, remove_dead_temps
 
 if TYPE_CHECKING:
     from bodycomp_cli.io.volumes import Volume
@@ -89,6 +89,7 @@ def _working_folder(output_dir: Path, options: EstimateOptions) -> Iterator[Path
     # Results are written into the folder as each series finishes, so a killed cohort run keeps what it
     # did and --resume continues it. Replacing an earlier run (--overwrite) instead builds in a temporary
     # sibling that replaces the old folder only at the end, so a failure leaves the old results intact.
+    remove_dead_temps(output_dir, recursive=True)  # what a killed run left (half-written results, previews)
     check_output_dir(output_dir, options.resume, options.overwrite)
     if not options.resume and output_dir.is_dir() and any(output_dir.iterdir()):
         with atomic_output_dir(output_dir, overwrite=True) as tmp:
