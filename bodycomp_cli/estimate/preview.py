@@ -42,7 +42,7 @@ def save_preview(
     hu_slice: np.ndarray,
     labels: np.ndarray,
     classes: Sequence[str],
-    smoothed: np.ndarray,
+    smoothed: np.ndarray | None,
     z_mm: np.ndarray,
     index: int,
     title: str,
@@ -70,6 +70,16 @@ def save_preview(
     ]
     image_axes.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.8)
 
+    if smoothed is None:  # a one-slice volume: no selection curve to show
+        curve_axes.set_axis_off()
+        curve_axes.text(0.5, 0.5, "slice selection skipped\n(one slice)", ha="center", va="center")
+    else:
+        _plot_curve(curve_axes, smoothed, z_mm, index)
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def _plot_curve(curve_axes, smoothed: np.ndarray, z_mm: np.ndarray, index: int) -> None:  # noqa: ANN001
     # z runs up the page (toward the head), as in a coronal view.
     curve_axes.plot(smoothed, z_mm, color="black", linewidth=1.2, label="smoothed 2(p - 0.5)")
     curve_axes.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
@@ -79,5 +89,3 @@ def save_preview(
     curve_axes.set_xlabel("prediction (below -1 ... +1 above)")
     curve_axes.set_ylabel("z (mm, head up)")
     curve_axes.legend(loc="lower right", fontsize=8)
-    with atomic_path(Path(path)) as tmp:
-        figure.savefig(tmp, format="png")

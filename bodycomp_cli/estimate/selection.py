@@ -22,8 +22,9 @@ MIN_NEIGHBOURS = 2
 @dataclass(frozen=True)
 class SliceChoice:
     index: int  # the chosen slice, an index into the series (z ascending for our volumes)
-    zero_crossings: int  # how many sign changes the smoothed curve has (0 means "min |value|" was used)
-    smoothed: np.ndarray  # the smoothed curve on the +-1 scale, one value per slice
+    # How many sign changes the smoothed curve has (0 means "min |value|" was used); None: no model was run.
+    zero_crossings: int | None
+    smoothed: np.ndarray | None  # the smoothed curve on the +-1 scale, one value per slice; None: no model
 
 
 def ideal_curve(z_mm: np.ndarray, z_level: float, threshold_mm: float) -> np.ndarray:
