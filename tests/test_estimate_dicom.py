@@ -296,3 +296,28 @@ def check_report(out: Path, results: pd.DataFrame, qc: pd.DataFrame) -> list[str
     for reason in qc["reason"]:
         assert html.escape(reason) in page
     return parser.headings
+
+
+def test_dicom_seg_lies_on_the_stored_pixel_grid(tmp_path: Path) -> None:
+    """A series stored transposed and flipped: the SEG frame is the mask in the files' own row/column order."""
+    import highdicom as hd
+
+    from bodycomp_cli.io.volumes import read_volume
+
+    z = np.arange(24) * 5.0
+    display = marked_phantom(z)
+    display[:, 40:44, 10:30] = 50  # an asymmetric muscle block, so any flip or transpose shows
+    # Stored columns run along +y (posterior), stored rows along -x (to the patient's right):
+    # display[i, j] = stored[N - 1 - j, i], so stored = display with columns reversed, then transposed.
+    stored = display[:, :, ::-1].transpose(0, 2, 1)
+    write_ct_series(tmp_path / "ct", stored, z, orientation=(0, 1, 0, -1, 0, 0))
+    np.testing.assert_array_equal(read_volume(tmp_path / "ct").hu, display)
+    out = tmp_path / "out"
+    options = EstimateOptions(show_progress=False, previews=False, save_masks=True, dicom_seg=True, qc=QC_64)
+    run_estimate(collect_inputs([tmp_path / "ct"]), FakeModels(), out, options)
+    row = pd.read_csv(out / "results.csv", dtype=str, keep_default_na=False).iloc[0]
+    seg = hd.seg.segread(out / "dicom_seg" / "ct_L3.dcm")
+    frame = seg.get_pixels_by_source_instance([row["L3_sop_instance_uid"]], combine_segments=True, relabel=False)[0]
+    mask = np.load(out / "masks" / "ct_L3.npy")
+    np.testing.assert_array_equal(frame, mask[:, ::-1].T)
+    assert (mask == 1).sum() > 80 and not np.array_equal(frame, mask)
