@@ -321,3 +321,25 @@ def test_dicom_seg_lies_on_the_stored_pixel_grid(tmp_path: Path) -> None:
     mask = np.load(out / "masks" / "ct_L3.npy")
     np.testing.assert_array_equal(frame, mask[:, ::-1].T)
     assert (mask == 1).sum() > 80 and not np.array_equal(frame, mask)
+
+
+def test_dicom_seg_from_an_anonymised_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Missing PatientName/AccessionNumber are written empty; a series highdicom refuses (no frame of
+    reference) gets no SEG file and a console line, and the run goes on."""
+    import pydicom
+
+    z = np.arange(24) * 5.0
+    write_ct_series(tmp_path / "export" / "anon", marked_phantom(z), z)
+    write_ct_series(tmp_path / "export" / "no_for", marked_phantom(z), z, series_number=2)
+    for path in (tmp_path / "export").rglob("IM*"):
+        ds = pydicom.dcmread(path)
+        del ds.PatientName, ds.AccessionNumber
+        if path.parent.name == "no_for":
+            del ds.FrameOfReferenceUID
+        ds.save_as(path)
+    options = EstimateOptions(show_progress=False, previews=False, dicom_seg=True, qc=QC_64)
+    summary = run_estimate(collect_inputs([tmp_path / "export"]), FakeModels(), tmp_path / "out", options)
+    assert summary.estimated == ["export/anon", "export/no_for"]
+    assert sorted(p.name for p in (tmp_path / "out" / "dicom_seg").iterdir()) == ["export_anon_L3.dcm"]
+    assert pydicom.dcmread(tmp_path / "out" / "dicom_seg" / "export_anon_L3.dcm").PatientName == ""
+    assert "export/no_for: no DICOM SEG for L3 (Source images have no Frame Of Reference UID" in capsys.readouterr().err
