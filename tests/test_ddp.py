@@ -123,3 +123,38 @@ def test_torchrun_train_seg_two_cpu_processes_match_one_process(tmp_path):
     assert "val_dice_mean" in ddp_rows.columns
     for column in ddp_rows.columns:
         assert ddp_rows[column].tolist() == pytest.approx(single_rows[column].tolist(), rel=1e-4, abs=1e-6), column
+
+
+# Rank 0's background writer fails (a full disk): rank 0 stops at its next step with one line, and torchrun stops
+# rank 1, which would otherwise wait in an all-reduce until the process group's timeout (30 minutes).
+FAILING_WRITER_SCRIPT = """
+import os
+import sys
+
+import bodycomp_cli.engine.writer as writer
+from bodycomp_cli.cli import main
+
+
+def disk_full(path, checkpoint):
+    raise OSError(28, "No space left on device")
+
+
+if os.environ["RANK"] == "0":
+    writer.save_checkpoint = disk_full
+sys.argv = ["bodycomp", *sys.argv[1:]]
+main()
+"""
+
+
+def test_torchrun_a_failed_save_on_rank_0_stops_every_rank(tmp_path):
+    data = make_select_data(tmp_path / "data", n_series=(2, 2), slices=8)
+    script = tmp_path / "failing_writer.py"
+    script.write_text(FAILING_WRITER_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    command += ["train-select", str(data), str(tmp_path / "models"), "-a", "full", *OPTIONS]
+    command[command.index("-e") + 1] = "50"  # far more than it may run
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    assert "saving the run files failed (OSError: [Errno 28] No space left on device); training stopped" in done.stderr
+    assert not (tmp_path / "models" / "full" / "history.csv").exists()

@@ -313,6 +313,8 @@ class Trainer:
             if key not in ("epoch", "lr", "seconds"):
                 parts.append(f"{key} {value:.4f}")
         parts += [f"lr {row['lr']:.2e}", f"{row['seconds']:.1f} s", f"train {self.train_speed:.1f} samples/s"]
+        if self.setup.device.type == "cuda":  # rank 0's GPU (DataParallel gathers on it, so it holds the most)
+            parts.append(f"peak GPU memory {torch.cuda.max_memory_allocated(self.setup.device) / 2**30:.2f} GiB")
         return "  ".join(parts) + ("  (best)" if improved else "")
 
     def _progress(self, epoch: int):
