@@ -68,7 +68,8 @@ def sizes_for(gpus: int, tiny: bool) -> Sizes:
         return Sizes(series=3, phantom_px=64, image_px=32, epochs=1, steps=1, batch=2)
     if gpus == 0:
         return Sizes(series=4, phantom_px=64, image_px=64, epochs=2, steps=2, batch=4)
-    return Sizes(series=8, phantom_px=256, image_px=256, epochs=2, steps=20, batch=16)
+    # every DDP rank needs validation slices: about a fifth of the series, 4 labelled slices each, go to val
+    return Sizes(series=max(8, 2 * gpus), phantom_px=256, image_px=256, epochs=2, steps=20, batch=16)
 
 
 def make_data(root: Path, sizes: Sizes) -> dict[str, Path]:
