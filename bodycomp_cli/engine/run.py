@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from bodycomp_cli import __version__
 from bodycomp_cli.core.amp import choose_amp
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
@@ -19,6 +20,7 @@ from bodycomp_cli.engine.devices import DeviceSetup, init_distributed, resolve_d
 from bodycomp_cli.engine.history import HISTORY, write_history
 from bodycomp_cli.engine.seeding import deterministic_algorithms, seed_everything
 from bodycomp_cli.engine.trainer import Trainer
+from bodycomp_cli.engine.warm_start import WarmStart, check_warm_start, load_initial_weights, skip_to_epoch
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_write_text
 
@@ -34,6 +36,9 @@ PACKAGES = ("bodycomp", "torch", "torchvision", "segmentation-models-pytorch", "
 def versions() -> dict[str, str | None]:
     found: dict[str, str | None] = {"python": platform.python_version()}
     for package in PACKAGES:
+        if package == "bodycomp":  # the code that runs, even from a checkout that differs from the install
+            found[package] = __version__
+            continue
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -94,12 +99,15 @@ def run_training(
     engine: EngineConfig,
     data_dir: Path | None = None,
     console: Console | None = None,
+    start: WarmStart | None = None,
 ) -> Path:
     """Validate the settings, the data (via make_task) and the run folder; then train. Returns the run folder.
 
     Nothing is written before every check has passed, so a refused run leaves nothing behind.
     """
     check_engine_config(engine)
+    start = start or WarmStart()
+    check_warm_start(start, engine.epochs, engine.resume)
     setup = resolve_devices(engine.gpus)
     if setup.distributed and engine.batch_size % setup.world_size:
         raise BodycompError(
@@ -109,6 +117,7 @@ def run_training(
     with deterministic_algorithms(engine.deterministic):  # restored afterwards, like every process-wide switch
         seed_everything(engine.seed)
         model = _build_model(task)
+        load_initial_weights(model, task, start)
         if engine.low_memory:
             from bodycomp_cli.engine.memory import enable_low_memory
 
@@ -116,13 +125,13 @@ def run_training(
         init_distributed(setup)
         try:
             console = console or Console(soft_wrap=True)
-            return _train(task, model, setup, Path(models_dir), name, engine, data_dir, console)
+            return _train(task, model, setup, Path(models_dir), name, engine, data_dir, console, start)
         finally:
             if setup.distributed and torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
 
 
-def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> Path:
+def _train(task, model, setup, models_dir, name, engine, data_dir, console, start) -> Path:
     name = name or default_run_name()
     if setup.distributed:  # ranks start at slightly different times: rank 0's default name wins
         shared = [name]
@@ -130,6 +139,7 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> P
         name = shared[0]
     run_dir = models_dir / name
     config = build_config(task, engine, setup, name, data_dir)
+    config.update(init_weights=start.source, initial_epoch=start.initial_epoch)
     checkpoint = None
     if engine.resume:
         if not (run_dir / LAST).is_file():
@@ -142,6 +152,7 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> P
     if setup.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
+    skip_to_epoch(trainer, start)
     if checkpoint is not None:
         trainer.restore(checkpoint)
         if setup.is_main:  # a kill between checkpoint and history.csv left the CSV an epoch behind
