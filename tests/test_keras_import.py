@@ -198,3 +198,39 @@ def test_imported_models_predict_phantom_slices_as_the_keras_models(tmp_path):
     keras_outputs = densenet.predict(window_hu(hu).astype(np.float32)[..., None], verbose=0)
     outputs = predict_slice_offsets(load_run(tmp_path / "models" / "sel"), hu)
     np.testing.assert_allclose(outputs, keras_outputs, atol=1e-4)
+
+
+def test_estimate_with_imported_models_matches_the_keras_models(tmp_path):
+    """The same chosen slice and areas within 0.1 % as the Keras models on the same phantom series."""
+    from bodycomp_cli.estimate.selection import select_level_slice
+    from bodycomp_cli.io.windowing import window_hu
+    from bodycomp_cli.phantoms import SeriesRenderer, series_params
+
+    params = series_params(seed=5, index=1, size=64)
+    renderer = SeriesRenderer(params)
+    z_mm = params.spine.z_of("L3") + np.arange(-12, 12) * 5.0
+    hu = np.stack([renderer.render(float(z))[0] for z in z_mm]).astype(np.int16)
+    spacing = float(params.pixel_spacing_mm)
+    np.savez(tmp_path / "phantom.npz", hu=hu, z_mm=z_mm, pixel_spacing=np.array([spacing, spacing]))
+
+    unet = original_unet(size=64, compression=(4, 8, 16), decompression=(8, 4))
+    densenet = original_densenet(size=64)
+    for model, name in ((unet, "seg"), (densenet, "sel")):
+        randomise_batch_norm(model, seed=4)
+        model.save(tmp_path / f"{name}.hdf5")
+        assert invoke(["import-keras", tmp_path / f"{name}.hdf5", tmp_path / "models", "-a", name]).exit_code == 0
+    models = ["--select-model", tmp_path / "models" / "sel", "--seg-model", tmp_path / "models" / "seg"]
+    result = invoke(["estimate", tmp_path / "phantom.npz", *models, "-o", tmp_path / "out", "--min-slices", "5"])
+    assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
+    row = pd.read_csv(tmp_path / "out" / "results.csv").iloc[0]
+
+    # The Keras side: the original's inputs, then the same slice rule and pixel counting.
+    probabilities = densenet.predict(window_hu(hu).astype(np.float32)[..., None], verbose=0)[:, 0]
+    index = select_level_slice(probabilities, z_mm, threshold_mm=10.0).index
+    assert row["L3_slice_index"] == index
+    original_input = np.clip((hu[index].astype(np.float64) + 160) * 256 / 400, 0, 255)[None, ..., None]
+    labels = np.argmax(unet.predict(original_input, verbose=0)[0], axis=-1)
+    assert np.unique(labels).size >= 3  # an untrained model, but the comparison covers several tissues
+    for label, tissue in enumerate(("muscle", "subcutaneous_fat", "visceral_fat"), start=1):
+        keras_area = (labels == label).sum() * spacing * spacing / 100.0
+        assert row[f"L3_{tissue}_area_cm2"] == pytest.approx(keras_area, rel=1e-3, abs=1e-9)
