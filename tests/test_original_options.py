@@ -55,6 +55,8 @@ def test_train_seg_takes_every_original_option(tmp_path, captured, spelling):
         "decompression_channels": [16, 8],
         "num_convs": 2,
         "activation_name": "elu",
+        "input_gain": 256.0,
+        "input_max": 255.0,
     }
     assert start.source == str(weights) and start.initial_epoch == 0
 
@@ -73,6 +75,8 @@ def test_train_seg_bridge_unet_defaults_are_the_originals(tmp_path, captured):
         "decompression_channels": [256, 128, 64, 32, 16],
         "num_convs": 1,
         "activation_name": "relu",
+        "input_gain": 256.0,
+        "input_max": 255.0,
     }
     run_ok(["train-seg", tmp_path / "d", tmp_path / "m"])  # no original option: our default arch
     assert captured["settings"].arch == "unet" and captured["settings"].arch_options == {}
@@ -124,6 +128,8 @@ def test_train_select_takes_every_original_option(tmp_path, captured, spelling):
         "activation_name": "elu",
         "initializer": "he_normal",
         "use_batch_norm": False,
+        "input_gain": 255.0,
+        "input_max": 255.0,
     }
     assert start.source == str(weights) and start.initial_epoch == 3
 
@@ -139,6 +145,8 @@ def test_train_select_bridge_densenet_defaults_are_the_originals(tmp_path, captu
         "activation_name": "relu",
         "initializer": "glorot_uniform",
         "use_batch_norm": True,
+        "input_gain": 255.0,
+        "input_max": 255.0,
     }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bodycomp_cli.data.slices import series_groups
+from bodycomp_cli.data.slices import png_name, read_gray8_png, series_groups
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.selection import select_level_slice
 
@@ -82,8 +82,8 @@ def _read_meta(data_dir: Path, split: str, levels: list[str]):
         raise BodycompError(f"{meta_path}: not found (slice-selection data from prepare-slices, --split {split})")
     meta = pd.read_csv(meta_path, index_col=0)
     columns = {level: f"ZOffset_{level}" for level in levels}
-    if len(levels) == 1 and columns[levels[0]] not in meta.columns and "ZOffset" in meta.columns:
-        columns[levels[0]] = "ZOffset"  # the original's single-level column name
+    if len(levels) == 1 and "ZOffset" in meta.columns:
+        columns[levels[0]] = "ZOffset"  # the original's single-level column, which it read first
     for level, column in columns.items():
         if column not in meta.columns:
             raise BodycompError(f"{meta_path}: no {column} column for level {level} (found: {', '.join(meta.columns)})")
@@ -93,15 +93,7 @@ def _read_meta(data_dir: Path, split: str, levels: list[str]):
 
 
 def _read_pngs(paths: list[Path]) -> np.ndarray:
-    import imageio.v3 as iio
-
-    images = []
-    for path in paths:
-        image = iio.imread(path)
-        if image.ndim != 2 or image.dtype != np.uint8:
-            raise BodycompError(f"{path}: expected an 8-bit grayscale PNG, got {image.dtype} {image.shape}")
-        images.append(image)
-    return np.stack(images)
+    return np.stack([read_gray8_png(path) for path in paths])
 
 
 def evaluate_slice_selection(
@@ -121,7 +113,7 @@ def evaluate_slice_selection(
     threshold = float(run.config.get("threshold", 10.0))
     meta_path, meta, columns = _read_meta(data_dir, split, levels)
     image_dir = data_dir / "images" / split
-    paths = [image_dir / f"{index:06d}.png" for index in range(len(meta))]
+    paths = [image_dir / png_name(index) for index in range(len(meta))]
     missing = [path for path in paths if not path.is_file()]
     if missing:
         raise BodycompError(f"{missing[0]}: not found ({meta_path} has {len(meta)} rows)")

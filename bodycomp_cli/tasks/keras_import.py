@@ -25,6 +25,7 @@ from bodycomp_cli.engine.run import CONFIG, CONFIG_KEYS, versions
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_write_text
 from bodycomp_cli.io.keras_h5 import KerasLayer, KerasModel, read_keras_model
+from bodycomp_cli.nets import bridge_densenet, bridge_unet
 from bodycomp_cli.nets.keras_layers import ACTIVATIONS, KERAS_BN_EPSILON
 from bodycomp_cli.tasks.segmentation import SegmentationSettings, SegmentationTask
 from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, SliceSelectionTask
@@ -36,8 +37,6 @@ SUPPORTED = {
 }  # fmt: skip
 WEIGHTED = ("Conv2D", "BatchNormalization", "Dense")
 ORIGINAL_THRESHOLD_MM = 10.0  # the original estimator's sigmoid scale
-# The original fed both networks clip((HU - (level - width/2)) * 256 / width, 0, 255) as float, not divided.
-ORIGINAL_INPUT_SCALE = "original"
 
 
 def _fail(layer: KerasLayer, why: str) -> BodycompError:
@@ -104,6 +103,7 @@ def _unet_options(model: KerasModel) -> dict[str, Any]:
         "decompression_channels": filters("decompression"),
         "num_convs": num_convs,
         "activation_name": act_layer.config["activation"] if act_layer else "relu",
+        **bridge_unet.ORIGINAL_INPUT,
     }
 
 
@@ -134,6 +134,7 @@ def _densenet_options(model: KerasModel, args: dict[str, Any]) -> dict[str, Any]
         "compression_rate": float(compression),
         "activation_name": activation,
         "use_batch_norm": any(layer.class_name == "BatchNormalization" for layer in layers),
+        **bridge_densenet.ORIGINAL_INPUT,
     }
 
 
@@ -271,7 +272,6 @@ def import_keras(
     config.update(task.config())
     config.update(
         name=name,
-        input_scale=ORIGINAL_INPUT_SCALE,
         imported_from={"path": str(model_path.resolve()), "keras_version": keras.keras_version},
         versions=versions(),
     )
