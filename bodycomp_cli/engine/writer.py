@@ -47,6 +47,11 @@ class EpochWriter:
             self._pending.result()  # kept pending until done, so a Ctrl-C here can wait again
             self._pending = None
 
+    def raise_if_failed(self) -> None:
+        """Re-raise a write that has already failed, without waiting for one still running (called every step)."""
+        if self._pending is not None and self._pending.done() and self._pending.exception() is not None:
+            self.wait()
+
     def close(self) -> None:
         try:
             self.wait()

@@ -162,18 +162,23 @@ def _write_series_files(
     details: dict[str, dict],
     options: EstimateOptions,
     dicom: DicomSeries | None,
-) -> None:
+) -> list[str]:
+    """Write the masks, previews and DICOM SEG files of one series; return notes for the console."""
+    notes: list[str] = []
     for level, detail in details.items():
         choice = detail["choice"]
         if options.dicom_seg and dicom is not None and volume.sop_instance_uids:
-            write_dicom_seg(
-                folder / "dicom_seg" / f"{stem}_{level}.dcm",
-                dicom,
-                [volume.sop_instance_uids[index] for index in detail["indices"]],
-                detail["range_labels"],
-                detail["classes"],
-                level,
-            )
+            try:
+                write_dicom_seg(
+                    folder / "dicom_seg" / f"{stem}_{level}.dcm",
+                    dicom,
+                    [volume.sop_instance_uids[index] for index in detail["indices"]],
+                    detail["range_labels"],
+                    detail["classes"],
+                    level,
+                )
+            except BodycompError as error:  # the measurements stand; only the SEG file is missing
+                notes.append(str(error))
         if options.save_masks:
             buffer = io.BytesIO()
             np.save(buffer, detail["labels"].astype(np.uint8))
@@ -190,6 +195,7 @@ def _write_series_files(
                 f"{stem}  {level}: slice {choice.index}, z = {volume.z_mm[choice.index]:.1f} mm",
                 volume.pixel_spacing,
             )
+    return notes
 
 
 def run_estimate(
@@ -237,7 +243,8 @@ def run_estimate(
             row, details = estimate_series(volume, models, options)
             identifiers = dicom.identifiers if dicom is not None else dict.fromkeys(IDENTIFIER_COLUMNS, "")
             rows.append({"series": entry.series, "n_slices": volume.hu.shape[0], **identifiers, **row})
-            _write_series_files(folder, file_stem(entry.series), volume, details, options, dicom)
+            for note in _write_series_files(folder, file_stem(entry.series), volume, details, options, dicom):
+                progress.console.print(note, markup=False, highlight=False, soft_wrap=True)
             write_results(folder, rows, layout)
             summary.estimated.append(entry.series)
             summary.slices += volume.hu.shape[0]
