@@ -76,6 +76,10 @@ def _engine(options: dict):
 
     values = {f.name: options[f.name] for f in fields(EngineConfig) if f.name in options}
     values["schedule"] = values["schedule"].value
+    if values.get("low_memory"):  # a process-wide malloc setting: made here, at the CLI entry, not in the engine
+        from bodycomp_cli.engine.memory import return_freed_buffers_to_os
+
+        return_freed_buffers_to_os()
     return EngineConfig(**values)
 
 

@@ -136,14 +136,18 @@ class SegmentationTask:
     def validation_stats(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         masks = batch["mask"]
         predicted = outputs.argmax(dim=1)
-        stats = {"loss_sum": self.loss(outputs, batch).detach() * len(masks), "count": torch.tensor(len(masks))}
+        stats = {
+            "loss_sum": self.loss(outputs, batch).detach() * len(masks),
+            "count": torch.tensor(len(masks), device=masks.device),  # on the batch's device, as all_reduce needs
+        }
         for label in self.foreground:
             truth, guess = masks == label, predicted == label
             overlap = (truth & guess).sum(dim=(1, 2))
             size = truth.sum(dim=(1, 2)) + guess.sum(dim=(1, 2))
             # A tissue absent from both truth and prediction in a slice is skipped, not scored 0 or 1.
+            # (torch.where rather than boolean indexing: no host sync, and the stats stay on the batch's device)
             present = size > 0
-            dice = 2.0 * overlap[present].double() / size[present].double()
+            dice = torch.where(present, 2.0 * overlap.double() / size.clamp(min=1).double(), 0.0)
             stats[f"dice_sum_{label}"] = dice.sum()
             stats[f"dice_count_{label}"] = present.sum()
         return stats
