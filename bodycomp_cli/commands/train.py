@@ -68,6 +68,14 @@ QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar or e
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run NAME from its checkpoint_last.pt.")]
 
 
+def _low_memory_setting(low_memory: bool) -> None:
+    """--low-memory's process-wide malloc setting: made here, at the CLI entry, not in the engine."""
+    if low_memory:
+        from bodycomp_cli.engine.memory import return_freed_buffers_to_os
+
+        return_freed_buffers_to_os()
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train-seg")
     @report_user_errors
@@ -135,12 +143,15 @@ def register(app: typer.Typer) -> None:
         from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
 
         original.refuse_decay_half_time(decay_half_time)
+        original.check_windowing_options(apply_window_function, input_windowed)
         arch, arch_options = original.unet_arch(
             arch, compression_channels, decompression_channels, num_convs, activation
         )
         settings = SegmentationSettings(
-            arch, encoder, thoracic, image_size, window_level, window_width, arch_options=arch_options
-        )
+            arch, encoder, thoracic, image_size, window_level, window_width, arch_options=arch_options,
+            input_windowed=input_windowed,
+        )  # fmt: skip
+        _low_memory_setting(low_memory)
         engine = EngineConfig(
             epochs=epochs,
             batch_size=batch_size,
@@ -230,6 +241,7 @@ def register(app: typer.Typer) -> None:
             levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size, context_mm=context_mm,
             arch_options=arch_options,
         )  # fmt: skip
+        _low_memory_setting(low_memory)
         engine = EngineConfig(
             epochs=epochs,
             batch_size=batch_size,

@@ -19,7 +19,7 @@ from bodycomp_cli.errors import BodycompError
 class SliceMeta:
     path: Path
     frame: pd.DataFrame  # the CSV's data columns, rows 0..N-1 (row i is image NNNNNN.png with NNNNNN = i)
-    offset_columns: list[str]  # per level: ZOffset_<LEVEL>, or the original's plain ZOffset for a single level
+    offset_columns: list[str]  # per level: ZOffset_<LEVEL>, or the original's plain ZOffset (single level)
     offsets_mm: np.ndarray  # N x n_levels float64: z_slice - z_level, NaN where the level is not in the scan
     series: np.ndarray | None  # N str, when the CSV has both series and z_mm (the selection error needs them)
     z_mm: np.ndarray | None  # N float64, likewise
@@ -34,11 +34,12 @@ class SliceMeta:
 
 
 def offset_columns(frame: pd.DataFrame, levels: list[str], csv_path: Path) -> list[str]:
-    """The ZOffset_<LEVEL> column of each level; a single level may use a plain `ZOffset` column."""
+    """The ZOffset_<LEVEL> column of each level; with a single level a plain `ZOffset` column comes first,
+    as the original read it whatever other columns the CSV had."""
     columns = []
     for level in levels:
         name = f"ZOffset_{level}"
-        if name not in frame.columns and len(levels) == 1 and "ZOffset" in frame.columns:
+        if len(levels) == 1 and "ZOffset" in frame.columns:
             name = "ZOffset"
         if name not in frame.columns:
             raise BodycompError(f"{csv_path}: missing column {name} (level {level}; found: {', '.join(frame.columns)})")

@@ -36,9 +36,10 @@ class RunConfig:
     image_size: int  # model input: slices resized to image_size x image_size
     window: Window = field(default_factory=Window)  # HU window of the model input
     encoder: str | None = None  # segmentation: smp encoder (None for a bodycomp_cli.nets architecture)
-    arch_options: dict[str, Any] = field(default_factory=dict)  # a bodycomp_cli.nets architecture's options
+    arch_options: dict[str, Any] | None = None  # a bodycomp_cli.nets architecture's options (None: smp/timm)
     classes: list[str] | None = None  # segmentation: names in label order, background first
     thoracic: bool | None = None  # segmentation: labels 0-2, no visceral fat
+    input_windowed: bool | None = None  # segmentation: trained on arrays already windowed to 0-255 (window 128/256)
     levels: list[str] | None = None  # slice selection: the model's outputs, in order
     threshold: float | None = None  # slice selection: target = sigmoid(offset_mm / threshold), in mm
     context_mm: float = 0.0  # slice selection: > 0 feeds the slices nearest z -+ context_mm as channels
@@ -62,7 +63,6 @@ class RunConfig:
     versions: dict[str, str | None] | None = None
     init_weights: str | None = None  # --init-weights: the run folder or Keras model the weights started from
     initial_epoch: int | None = None  # -i: epochs counted as done before this run's first
-    input_scale: str | None = None  # import-keras: "original", the original toolkit's input scaling, for the record
     imported_from: dict[str, Any] | None = None  # import-keras: the Keras file and version
     schema_version: int = SCHEMA_VERSION
 

@@ -44,7 +44,7 @@ def selection_arch_names() -> list[str]:
 
 def _segmentation_model(config: RunConfig) -> torch.nn.Module:
     if config.arch in SEGMENTATION_NETS:  # builders take the output count, in_channels, then their options
-        return SEGMENTATION_NETS[config.arch](len(config.classes), 1, **config.arch_options)
+        return SEGMENTATION_NETS[config.arch](len(config.classes), 1, **(config.arch_options or {}))
     import segmentation_models_pytorch as smp
 
     return smp.create_model(
@@ -54,7 +54,8 @@ def _segmentation_model(config: RunConfig) -> torch.nn.Module:
 
 def _selection_model(config: RunConfig) -> torch.nn.Module:
     if config.arch in SELECTION_NETS:
-        return SELECTION_NETS[config.arch](len(config.levels), config.input_channels, **config.arch_options)
+        options = config.arch_options or {}
+        return SELECTION_NETS[config.arch](len(config.levels), config.input_channels, **options)
     import timm
 
     return timm.create_model(

@@ -14,19 +14,12 @@ import numpy as np
 from bodycomp_cli.core.metacsv import read_meta_csv
 from bodycomp_cli.core.metrics import near_level_mae, series_selection_errors, summarise_errors
 from bodycomp_cli.core.preprocess import series_groups
+from bodycomp_cli.data.slices import png_name, read_gray8_png
 from bodycomp_cli.errors import BodycompError
 
 
 def _read_pngs(paths: list[Path]) -> np.ndarray:
-    import imageio.v3 as iio
-
-    images = []
-    for path in paths:
-        image = iio.imread(path)
-        if image.ndim != 2 or image.dtype != np.uint8:
-            raise BodycompError(f"{path}: expected an 8-bit grayscale PNG, got {image.dtype} {image.shape}")
-        images.append(image)
-    return np.stack(images)
+    return np.stack([read_gray8_png(path) for path in paths])
 
 
 def evaluate_slice_selection(
@@ -45,7 +38,7 @@ def evaluate_slice_selection(
     levels, threshold = list(run.config.levels), run.config.threshold
     meta = read_meta_csv(data_dir / "meta" / f"{split}.csv", levels)
     image_dir = data_dir / "images" / split
-    paths = [image_dir / f"{index:06d}.png" for index in range(meta.count)]
+    paths = [image_dir / png_name(index) for index in range(meta.count)]
     missing = [path for path in paths if not path.is_file()]
     if missing:
         raise BodycompError(f"{missing[0]}: not found ({meta.path} has {meta.count} rows)")

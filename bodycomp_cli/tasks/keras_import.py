@@ -4,15 +4,15 @@ The layer list tells the task: the original U-Net names its layers (compression_
 the slice-selection DenseNet starts with initial_conv2D and ends in a Dense layer. The options of the
 PyTorch rebuild (nets/) are read off the layers, the model is built, and the Keras layers that hold weights
 are matched one by one, in order, with the PyTorch modules that hold weights (both are in data-flow order).
+Neither network flattens a feature map (the DenseNet averages it globally), so no dense kernel needs its rows
+reordered from Keras's channels-last flatten order.
 Any layer that does not fit stops the import with its name.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,9 @@ from bodycomp_cli.core.runconfig import CONFIG_FILE
 from bodycomp_cli.engine.checkpoint import BEST, save_checkpoint
 from bodycomp_cli.engine.run import versions
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.io.atomic import atomic_write_text
+from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_text
 from bodycomp_cli.io.keras_h5 import KerasLayer, KerasModel, read_keras_model
+from bodycomp_cli.nets import bridge_densenet, bridge_unet
 from bodycomp_cli.nets.keras_layers import ACTIVATIONS, KERAS_BN_EPSILON
 from bodycomp_cli.tasks.segmentation import SegmentationSettings, SegmentationTask
 from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, SliceSelectionTask
@@ -37,8 +38,6 @@ SUPPORTED = {
 }  # fmt: skip
 WEIGHTED = ("Conv2D", "BatchNormalization", "Dense")
 ORIGINAL_THRESHOLD_MM = 10.0  # the original estimator's sigmoid scale
-# The original fed both networks clip((HU - (level - width/2)) * 256 / width, 0, 255) as float, not divided.
-ORIGINAL_INPUT_SCALE = "original"
 
 
 def _fail(layer: KerasLayer, why: str) -> BodycompError:
@@ -105,6 +104,7 @@ def _unet_options(model: KerasModel) -> dict[str, Any]:
         "decompression_channels": filters("decompression"),
         "num_convs": num_convs,
         "activation_name": act_layer.config["activation"] if act_layer else "relu",
+        **bridge_unet.ORIGINAL_INPUT,
     }
 
 
@@ -135,6 +135,7 @@ def _densenet_options(model: KerasModel, args: dict[str, Any]) -> dict[str, Any]
         "compression_rate": float(compression),
         "activation_name": activation,
         "use_batch_norm": any(layer.class_name == "BatchNormalization" for layer in layers),
+        **bridge_densenet.ORIGINAL_INPUT,
     }
 
 
@@ -214,6 +215,9 @@ def recognise(
     for layer in keras.layers:
         _check_layer(layer)
     size, channels = _input_size(keras)
+    if channels != 1:
+        input_layer = next(x for x in keras.layers if x.class_name == "InputLayer")
+        raise _fail(input_layer, f"{channels} input channels; the original networks take one (a CT slice)")
     names = _by_name(keras)
     output = _final_activation(keras)
     if "final_conv" in names:
@@ -234,11 +238,9 @@ def recognise(
         if levels is None or len(levels) != outputs:
             raise BodycompError(f"{keras.path}: the model predicts {outputs} levels; name them with -L (e.g. -L T5 L3)")
         threshold = threshold if threshold is not None else float(args.get("threshold") or ORIGINAL_THRESHOLD_MM)
-        options = _densenet_options(keras, args)
-        options["in_channels"] = channels
         settings = SliceSelectionSettings(
             levels=list(levels), arch="bridge-densenet", threshold_mm=threshold, image_size=size or 256,
-            arch_options={k: v for k, v in options.items() if k != "in_channels"},
+            arch_options=_densenet_options(keras, args),
         )  # fmt: skip
         return SliceSelectionTask(settings)
     first = next((x for x in keras.layers if x.class_name != "InputLayer"), keras.layers[0])
@@ -270,7 +272,6 @@ def import_keras(
     map_weights(keras, model)
     config = task.run_config().with_training(
         name=name,
-        input_scale=ORIGINAL_INPUT_SCALE,
         imported_from={"path": str(model_path.resolve()), "keras_version": keras.keras_version},
         versions=versions(),
     )
@@ -278,13 +279,8 @@ def import_keras(
         "task": task.name, "config": config.to_dict(), "epoch": 0, "model": model.state_dict(),
         "history": [], "best": {"metric": task.best_metric, "value": None, "epoch": None},
     }  # fmt: skip
-    # Write beside the target and rename at the end, so a failure leaves no half-made run folder.
-    staging = Path(models_dir) / f".{name}.import.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    atomic_write_text(staging / CONFIG_FILE, config.to_json())
-    save_checkpoint(staging / BEST, checkpoint)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    os.replace(staging, run_dir)
+    # Written beside the target and swapped in at the end: a failure or a kill leaves no half-made run folder.
+    with atomic_output_dir(run_dir, overwrite=overwrite) as staging:
+        atomic_write_text(staging / CONFIG_FILE, config.to_json())
+        save_checkpoint(staging / BEST, checkpoint)
     return run_dir

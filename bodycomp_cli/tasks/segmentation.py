@@ -12,7 +12,7 @@ import torch
 from bodycomp_cli.core.metrics import dice_summary, segmentation_counts
 from bodycomp_cli.core.runconfig import RunConfig, Window
 from bodycomp_cli.data.augment import AffineRanges
-from bodycomp_cli.data.segmentation import SegmentationDataset, validate_segmentation_data
+from bodycomp_cli.data.segmentation import PREWINDOWED_AS_WINDOW, SegmentationDataset, validate_segmentation_data
 from bodycomp_cli.engine.config import EngineConfig
 from bodycomp_cli.engine.models import build_model, check_choice, segmentation_arch_names
 from bodycomp_cli.engine.run import run_training
@@ -39,6 +39,7 @@ class SegmentationSettings:
     scale: float = 0.05
     intensity: float = 0.03
     arch_options: dict[str, Any] = field(default_factory=dict)  # a nets.SEGMENTATION_NETS model's options
+    input_windowed: bool = False  # the arrays are already windowed to 0-255 with the window above (no -p)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -75,7 +76,9 @@ class SegmentationTask:
         self.ce_loss = torch.nn.CrossEntropyLoss()
         self._splits = None
         if data_dir is not None:
-            self._splits = validate_segmentation_data(Path(data_dir), len(self.classes), settings.thoracic)
+            self._splits = validate_segmentation_data(
+                Path(data_dir), len(self.classes), settings.thoracic, settings.input_windowed
+            )
 
     @classmethod
     def from_run_config(cls, config: RunConfig) -> SegmentationTask:
@@ -88,7 +91,8 @@ class SegmentationTask:
                 image_size=config.image_size,
                 window_level=config.window.level,
                 window_width=config.window.width,
-                arch_options=dict(config.arch_options),
+                arch_options=dict(config.arch_options or {}),
+                input_windowed=bool(config.input_windowed),
             )
         )
 
@@ -101,9 +105,10 @@ class SegmentationTask:
             image_size=s.image_size,
             window=Window(s.window_level, s.window_width),
             encoder=None if s.arch in SEGMENTATION_NETS else s.encoder,
-            arch_options=dict(s.arch_options),
+            arch_options=dict(s.arch_options) or None,  # None for smp models, as before it existed
             classes=list(self.classes),
             thoracic=s.thoracic,
+            input_windowed=s.input_windowed,
             augmentation={k: v for k, v in asdict(s).items() if k in ("rotation_deg", "shift", "scale", "intensity")},
         )
 
@@ -114,7 +119,7 @@ class SegmentationTask:
         if self._splits is None:
             raise RuntimeError("SegmentationTask was built without a data folder")
         s = self.settings
-        window = (s.window_level, s.window_width)
+        window = PREWINDOWED_AS_WINDOW if s.input_windowed else (s.window_level, s.window_width)
         ranges = AffineRanges(s.rotation_deg, s.shift, s.scale, s.intensity)
         return (
             SegmentationDataset(self._splits["train"], s.image_size, window, ranges),
@@ -131,7 +136,7 @@ class SegmentationTask:
         rows = torch.cat([batch["index"].cpu()[:, None].double(), torch.from_numpy(counts.reshape(len(masks), -1))], 1)
         return {
             "loss_sum": self.loss(outputs, batch).detach() * len(masks),
-            "count": torch.tensor(len(masks)),
+            "count": torch.tensor(len(masks), device=masks.device),  # on the batch's device, as all_reduce needs
             SLICE_COUNTS: rows.double(),
         }
 

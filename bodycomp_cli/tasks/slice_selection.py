@@ -75,7 +75,7 @@ class SliceSelectionTask:
                 threshold_mm=config.threshold,
                 image_size=config.image_size,
                 context_mm=config.context_mm,
-                arch_options=dict(config.arch_options),
+                arch_options=dict(config.arch_options or {}),
             )
         )
 
@@ -87,7 +87,7 @@ class SliceSelectionTask:
             arch=s.arch,
             image_size=s.image_size,
             window=SELECTION_WINDOW,
-            arch_options=dict(s.arch_options),
+            arch_options=dict(s.arch_options) or None,  # None for timm models, as before it existed
             levels=self.levels,
             threshold=s.threshold_mm,
             context_mm=s.context_mm,
