@@ -10,6 +10,7 @@ import numpy as np
 from bodycomp_cli.data.slices import series_groups
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.selection import select_level_slice
+from bodycomp_cli.io.arrays import read_gray8_png
 
 NEAR_THRESHOLDS = 3.0  # the MAE counts slices within +-3 thresholds of the level, where the sigmoid inverts
 
@@ -80,7 +81,10 @@ def _read_meta(data_dir: Path, split: str, levels: list[str]):
     meta_path = data_dir / "meta" / f"{split}.csv"
     if not meta_path.is_file():
         raise BodycompError(f"{meta_path}: not found (slice-selection data from prepare-slices, --split {split})")
-    meta = pd.read_csv(meta_path, index_col=0)
+    try:
+        meta = pd.read_csv(meta_path, index_col=0)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise BodycompError(f"{meta_path}: not a readable CSV ({str(error).splitlines()[0]})") from None
     columns = {level: f"ZOffset_{level}" for level in levels}
     if len(levels) == 1 and columns[levels[0]] not in meta.columns and "ZOffset" in meta.columns:
         columns[levels[0]] = "ZOffset"  # the original's single-level column name
@@ -93,15 +97,7 @@ def _read_meta(data_dir: Path, split: str, levels: list[str]):
 
 
 def _read_pngs(paths: list[Path]) -> np.ndarray:
-    import imageio.v3 as iio
-
-    images = []
-    for path in paths:
-        image = iio.imread(path)
-        if image.ndim != 2 or image.dtype != np.uint8:
-            raise BodycompError(f"{path}: expected an 8-bit grayscale PNG, got {image.dtype} {image.shape}")
-        images.append(image)
-    return np.stack(images)
+    return np.stack([read_gray8_png(path) for path in paths])
 
 
 def evaluate_slice_selection(

@@ -1,0 +1,39 @@
+"""Arrays from .npy and 8-bit PNG files, refusing a damaged or foreign file with one line that names it.
+
+numpy, Pillow and imageio raise a dozen exception types (and EOFError, which click would turn into a bare
+"Aborted!") for truncated or corrupt files; every reader of these formats goes through here instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from bodycomp_cli.errors import BodycompError
+
+
+def read_npy(path: Path, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
+    """The array of an .npy file (never a pickle); memory-mapped with mmap_mode="r"."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except Exception as error:  # ValueError, OSError, EOFError, UnpicklingError... for a damaged file
+        raise BodycompError(f"{path}: not a readable .npy array ({type(error).__name__}: {error})") from None
+
+
+def read_gray8_png(path: Path) -> np.ndarray:
+    """The H x W uint8 pixels of an 8-bit grayscale PNG; any other mode or a damaged file is refused."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as png:
+            png.verify()  # CRCs and the closing IEND chunk: Pillow decodes some truncated files silently
+        with Image.open(path) as png:
+            mode = png.mode
+            pixels = np.asarray(png)
+    except Exception as error:  # Pillow raises many types for corrupt files
+        raise BodycompError(f"{path}: corrupt or truncated PNG ({error})") from None
+    if mode != "L":
+        raise BodycompError(f"{path}: not an 8-bit grayscale PNG (mode {mode}, shape {pixels.shape})")
+    return pixels
