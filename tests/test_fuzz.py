@@ -140,6 +140,20 @@ def _resume_seg(case: Path) -> list:
     return ["train-seg", case / "seg_data", case / "runs", "-a", "seg", "--encoder", SEG_ENCODER, *FAST, "--resume"]
 
 
+def _resume_select(case: Path) -> list:
+    return [
+        "train-select",
+        case / "slice_data",
+        case / "runs",
+        "-a",
+        "select",
+        "--arch",
+        SELECT_ARCH,
+        *FAST,
+        "--resume",
+    ]
+
+
 def _evaluate_seg(case: Path) -> list:
     return ["evaluate", case / "runs" / "seg", case / "seg_data", "-o", case / "eval", "-g", "0"]
 
@@ -162,12 +176,15 @@ SCENARIOS = {
     "train-select png": Scenario("slice_data/images/train/000003.png", _train_select),
     "train-select csv": Scenario("slice_data/meta/train.csv", _train_select),
     "train-seg --resume checkpoint": Scenario("runs/seg/checkpoint_last.pt", _resume_seg, ("seg",)),
-    "train-seg --resume config": Scenario("runs/seg/config.json", _resume_seg, ("seg",)),
+    "train-select --resume checkpoint": Scenario("runs/select/checkpoint_last.pt", _resume_select, ("select",)),
     "evaluate seg checkpoint": Scenario("runs/seg/checkpoint_best.pt", _evaluate_seg, ("seg",), output="eval"),
     "evaluate seg config": Scenario("runs/seg/config.json", _evaluate_seg, ("seg",), output="eval"),
     "evaluate seg npy": Scenario("seg_data/val_images.npy", _evaluate_seg, output="eval"),
     "evaluate select csv": Scenario("slice_data/meta/val.csv", _evaluate_select, output="eval"),
     "evaluate select png": Scenario("slice_data/images/val/000001.png", _evaluate_select, output="eval"),
+    "evaluate select checkpoint": Scenario(
+        "runs/select/checkpoint_best.pt", _evaluate_select, ("select",), output="eval"
+    ),
     "evaluate select config": Scenario("runs/select/config.json", _evaluate_select, ("select",), output="eval"),
     "estimate npz": Scenario("src/a.npz", _estimate, ("qc.csv",)),
     "estimate one-slice npz": Scenario("src/one.npz", _estimate, ("qc.csv",)),
@@ -205,7 +222,10 @@ class Damage:
 
 
 fractions = st.floats(0.0, 1.0, exclude_max=True)
-flips = st.tuples(st.sampled_from(["head", "tail", "any"]), fractions, st.integers(0, 255))
+# Any byte, or a printable one: a letter or digit swapped into config.json or a CSV often leaves it parseable
+# but wrong (a renamed key, another number), which tests the checks behind the parser.
+new_bytes = st.one_of(st.integers(0, 255), st.sampled_from(list(b"09azAZ_-.,")))
+flips = st.tuples(st.sampled_from(["head", "tail", "any"]), fractions, new_bytes)
 damages = st.one_of(
     st.builds(Damage, cut=fractions, flips=st.just(())),
     st.builds(Damage, cut=st.none(), flips=st.lists(flips, min_size=1, max_size=6).map(tuple)),
@@ -241,7 +261,7 @@ def _damage(case: Path, target: str, damage: Damage) -> Path:
     deadline=None,
     derandomize=True,
     database=None,
-    phases=[Phase.explicit, Phase.generate],  # FUZZDEV
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: each case runs a command, and the damage is readable
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(damage=damages)
@@ -264,6 +284,18 @@ def test_damaged_input_ends_in_exit_0_or_2(pristine: Path, name: str, damage: Da
         assert any(n in errors[0] for n in names), f"{name} {damage}: {errors[0]!r} names none of {names}"
         if scenario.output is not None:
             assert not (case / scenario.output).exists(), f"{name} {damage}: half-written {scenario.output}"
+
+
+def test_estimate_measures_a_one_slice_volume_with_selection_skipped(pristine: Path, tmp_path: Path) -> None:
+    """Issue 11: `estimate one.npz --min-slices 1` ended in a traceback (an empty z-step list in QC)."""
+    args = ["estimate", pristine / "src" / "one.npz", "--select-model", pristine / "runs" / "select"]
+    result = invoke([*args, "--seg-model", pristine / "runs" / "seg", "-o", tmp_path / "o", "--min-slices", "1"])
+    assert result.exit_code == 0, f"{result.output}{result.stderr}{result.exception!r}"
+    row = pd.read_csv(tmp_path / "o" / "results.csv").iloc[0]
+    assert row["series"] == "one" and row["slice_selection"] == "skipped (one slice)"
+    assert row["L3_slice_index"] == 0 and row["L3_z_mm"] == 0.0 and np.isnan(row["L3_zero_crossings"])
+    assert row["L3_muscle_area_cm2"] >= 0.0
+    assert (tmp_path / "o" / "previews" / "one_L3.png").is_file()
 
 
 def test_fuzz_ran_enough_cases() -> None:

@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.errors import BodycompError, reason
 
 
 def read_npy(path: Path, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
@@ -19,7 +19,7 @@ def read_npy(path: Path, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
     try:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except Exception as error:  # ValueError, OSError, EOFError, UnpicklingError... for a damaged file
-        raise BodycompError(f"{path}: not a readable .npy array ({type(error).__name__}: {error})") from None
+        raise BodycompError(f"{path}: not a readable .npy array ({reason(error)})") from None
 
 
 def read_gray8_png(path: Path) -> np.ndarray:
@@ -33,7 +33,7 @@ def read_gray8_png(path: Path) -> np.ndarray:
             mode = png.mode
             pixels = np.asarray(png)
     except Exception as error:  # Pillow raises many types for corrupt files
-        raise BodycompError(f"{path}: corrupt or truncated PNG ({error})") from None
+        raise BodycompError(f"{path}: corrupt or truncated PNG ({reason(error)})") from None
     if mode != "L":
-        raise BodycompError(f"{path}: not an 8-bit grayscale PNG (mode {mode}, shape {pixels.shape})")
+        raise BodycompError(f"{path}: PNG is not 8-bit grayscale (mode {mode}, shape {pixels.shape})")
     return pixels
