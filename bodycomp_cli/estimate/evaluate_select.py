@@ -93,6 +93,12 @@ def _read_meta(data_dir: Path, split: str, levels: list[str]):
             raise BodycompError(f"{meta_path}: no {column} column for level {level} (found: {', '.join(meta.columns)})")
         if not pd.api.types.is_numeric_dtype(meta[column]):
             raise BodycompError(f"{meta_path}: column {column} is not numeric")
+    if {"series", "z_mm"} <= set(meta.columns):  # the selection error needs both on every row
+        z_mm = pd.to_numeric(meta["z_mm"], errors="coerce")
+        bad = meta["series"].isna().to_numpy() | ~np.isfinite(z_mm.to_numpy(dtype=np.float64, na_value=np.nan))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise BodycompError(f"{meta_path}: row {row}: series or z_mm is blank or not a number")
     return meta_path, meta, columns
 
 
