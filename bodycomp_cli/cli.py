@@ -10,7 +10,7 @@ import os
 
 import typer
 
-from bodycomp_cli.commands import demo, estimate, prepare, train
+from bodycomp_cli.commands import demo, estimate, import_keras, prepare, train
 
 app = typer.Typer(
     name="bodycomp",
@@ -23,7 +23,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for module in (prepare, train, estimate, demo):
+for module in (prepare, train, estimate, import_keras, demo):
     module.register(app)
 
 
@@ -39,8 +39,21 @@ def _looks_like_level(token: str) -> bool:
     )
 
 
-def _make_greedy(option) -> None:  # noqa: ANN001 - a (vendored) click Option
-    """Let `-L` take several space-separated values, as argparse's nargs='+' did in the original."""
+def _looks_like_integer(token: str) -> bool:
+    return token.isdigit()
+
+
+# Options that take several space-separated values after one flag, as argparse's nargs='+' did in the original,
+# and how to tell where their values end.
+GREEDY_OPTIONS = {
+    "levels": _looks_like_level,
+    "compression_channels": _looks_like_integer,
+    "decompression_channels": _looks_like_integer,
+}
+
+
+def _make_greedy(option, accepts=_looks_like_level) -> None:  # noqa: ANN001 - a (vendored) click Option
+    """Let a list option (-L, -C, -M) take several space-separated values after one flag."""
     base = type(option)
 
     class GreedyOption(base):  # type: ignore[misc, valid-type]
@@ -54,7 +67,7 @@ def _make_greedy(option) -> None:  # noqa: ANN001 - a (vendored) click Option
 
                 def process(value, state, _original=original):  # noqa: ANN001
                     _original(value, state)
-                    while state.rargs and _looks_like_level(state.rargs[0]):
+                    while state.rargs and accepts(state.rargs[0]):
                         _original(state.rargs.pop(0), state)
 
                 parser_option.process = process
@@ -63,14 +76,14 @@ def _make_greedy(option) -> None:  # noqa: ANN001 - a (vendored) click Option
 
 
 def build_command():  # noqa: ANN201 - typer.main.get_command returns its vendored click type
-    """The click command tree of the app, with greedy `-L` options. Tests invoke this."""
+    """The click command tree of the app, with greedy `-L`, `-C` and `-M` options. Tests invoke this."""
     command = typer.main.get_command(app)
     subcommands = getattr(command, "commands", {})
     for sub in subcommands.values():
         for param in sub.params:
             # Typer vendors its own click, so test the parameter's kind rather than click.Option.
-            if getattr(param, "param_type_name", None) == "option" and param.name == "levels":
-                _make_greedy(param)
+            if getattr(param, "param_type_name", None) == "option" and param.name in GREEDY_OPTIONS:
+                _make_greedy(param, GREEDY_OPTIONS[param.name])
     return command
 
 

@@ -159,7 +159,13 @@ def test_overwrite_replaces_an_earlier_run_only_after_success(tmp_path: Path) ->
         out,
         EstimateOptions(overwrite=True, previews=False, show_progress=False),
     )
-    assert sorted(p.name for p in out.iterdir()) == ["qc.csv", "results.csv", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "qc.csv",
+        "report.html",
+        "results.csv",
+        "results.json",
+        "studies.csv",
+    ]
 
 
 def test_inputs_name_missing_paths_and_repeated_ids(tmp_path: Path) -> None:

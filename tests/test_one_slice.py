@@ -46,7 +46,7 @@ def test_one_slice_is_segmented_with_selection_skipped(tmp_path: Path) -> None:
     assert models.selection_calls == 1  # the selection model saw only the 30-slice series
     assert models.segmented == [1, 1]
     results = pd.read_csv(tmp_path / "o" / "results.csv")
-    assert list(results.columns[:3]) == ["series", "slice_selection", "L3_slice_index"]
+    assert list(results.columns[:3]) == ["series", "slice_selection", "n_slices"]
     one, many = results.iloc[0], results.iloc[1]
     assert one["slice_selection"] == "skipped (one slice)" and many["slice_selection"] == "model"
     assert one["L3_slice_index"] == 0 and one["L3_z_mm"] == 0.0

@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from dicom_export import ct_dataset
 
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.volumes import read_volume
@@ -31,8 +32,7 @@ def write_dicom_series(
     Files are named in a shuffled order and InstanceNumber is not in z order; pixels are stored
     unsigned with RescaleIntercept -1024, as many scanners do.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or generate_uid()
@@ -53,29 +53,14 @@ def write_dicom_series(
             stored = stored[:, ::-1]
         if col_dir_y < 0:
             stored = stored[::-1, :]
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.SeriesInstanceUID = series_uid
-        ds.Modality = "CT"
-        ds.InstanceNumber = int(instance_numbers[k])
-        ds.ImagePositionPatient = [-100.0, -120.0, float(z)]
-        ds.ImageOrientationPatient = [float(v) for v in orientation]
-        ds.PixelSpacing = [0.5, 0.75]
-        ds.Rows, ds.Columns = stored.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0
-        ds.RescaleIntercept = -1024
-        ds.RescaleSlope = 1
-        ds.PixelData = (np.ascontiguousarray(stored).astype(np.int32) + 1024).astype(np.uint16).tobytes()
+        ds = ct_dataset(
+            stored,
+            z,
+            series_uid=series_uid,
+            instance=int(instance_numbers[k]),
+            orientation=orientation,
+            pixel_spacing=(0.5, 0.75),
+        )
         path = folder / f"IM{names[k]:04d}"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

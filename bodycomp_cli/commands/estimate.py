@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         inputs: Annotated[
             list[Path],
             typer.Argument(
-                help="DICOM series folders, NIfTI files, .npz volumes or manifest CSVs (series, path).",
+                help="DICOM folders or export trees (every series found), NIfTI files, .npz volumes or manifest CSVs.",
                 show_default=False,
             ),
         ],
@@ -52,6 +52,9 @@ def register(app: typer.Typer) -> None:
             float, typer.Option("--range", help="Also measure every slice within +-MM of the chosen one.", min=0)
         ] = 0.0,
         save_masks: Annotated[bool, typer.Option("--save-masks", help="Write masks/<series>_<LEVEL>.npy.")] = False,
+        dicom_seg: Annotated[
+            bool, typer.Option("--dicom-seg", help="Write dicom_seg/<series>_<LEVEL>.dcm (DICOM inputs).")
+        ] = False,
         previews: Annotated[bool, typer.Option("--previews/--no-previews", help="Write previews/*.png.")] = True,
         resume: Annotated[
             bool, typer.Option("--resume", help="Continue in OUTPUT: skip series already in results.csv.")
@@ -61,6 +64,9 @@ def register(app: typer.Typer) -> None:
         spacing_tolerance: Annotated[
             float, typer.Option(help="QC: largest departure (mm) of a z step from the median step.", min=0)
         ] = 0.1,
+        min_matrix: Annotated[
+            int, typer.Option(help="QC (DICOM): fewest rows and columns an image may have.", min=1)
+        ] = 128,
         gpus: GpusOption = None,
         amp: AmpOption = True,
         batch_size: BatchOption = 32,
@@ -87,7 +93,8 @@ def register(app: typer.Typer) -> None:
             previews=previews,
             resume=resume,
             overwrite=overwrite,
-            qc=QcSettings(min_slices=min_slices, spacing_tolerance_mm=spacing_tolerance),
+            qc=QcSettings(min_slices=min_slices, spacing_tolerance_mm=spacing_tolerance, min_matrix=min_matrix),
+            dicom_seg=dicom_seg,
         )
         summary = run_estimate(series, models, output_dir, options)
         rate = summary.slices / summary.seconds if summary.seconds > 0 else 0.0

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from bodycomp_cli.commands import original_options as original
 from bodycomp_cli.commands.common import GpusOption, LevelsOption, report_user_errors
 
 
@@ -26,13 +27,19 @@ NameOption = Annotated[
         "-a", "--name", help="Run folder name [default: untitled_model_YYYY_MM_DD_HH_MM_SS].", show_default=False
     ),
 ]
-LearningRateOption = Annotated[float, typer.Option("-l", "--learning-rate", help="Initial learning rate (Adam).")]
-BatchOption = Annotated[int, typer.Option("-b", "--batch-size", help="Global batch size (split over GPUs/ranks).")]
+LearningRateOption = Annotated[
+    float, typer.Option("-l", "--learning-rate", "--learning_rate", help="Initial learning rate (Adam).")
+]
+BatchOption = Annotated[
+    int, typer.Option("-b", "--batch-size", "--batch_size", help="Global batch size (split over GPUs/ranks).")
+]
 EpochsOption = Annotated[int, typer.Option("-e", "--epochs", help="Total epochs (also with --resume).")]
 ScheduleOption = Annotated[
     Schedule, typer.Option("--schedule", help="cosine, or step (x0.1 at 50% and x0.01 at 75% of the epochs).")
 ]
-AmpOption = Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (never on the CPU).")]
+AmpOption = Annotated[
+    bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA: bf16 from Ampere on, else fp16 + GradScaler.")
+]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of model init, sampling order and augmentation.")]
 DeterministicOption = Annotated[
     bool, typer.Option("--deterministic", help="Deterministic algorithms too: identical history.csv on the CPU.")
@@ -40,7 +47,9 @@ DeterministicOption = Annotated[
 WorkersOption = Annotated[
     int,
     typer.Option(
-        "--workers", help="DataLoader worker processes [default: half the cores, 1 to 8].", show_default=False
+        "--workers",
+        help="DataLoader worker processes per rank [default: half the rank's share of the usable cores, 1 to 8].",
+        show_default=False,
     ),
 ]
 StepsOption = Annotated[
@@ -82,9 +91,24 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchOption = 16,
         epochs: EpochsOption = 100,
         thoracic: Annotated[
-            bool, typer.Option("-t", "--thoracic", help="Thoracic model: labels 0-2, no visceral fat.")
+            bool,
+            typer.Option(
+                "-t",
+                "--thoracic",
+                "--thoracic-model",
+                "--thoracic_model",
+                help="Thoracic model: labels 0-2, no visceral fat.",
+            ),
         ] = False,
-        arch: Annotated[str, typer.Option("--arch", help="smp architecture (unet, fpn, deeplabv3plus, ...).")] = "unet",
+        arch: Annotated[
+            str | None,
+            typer.Option(
+                "--arch",
+                help="smp architecture (unet, fpn, deeplabv3plus, ...), or bridge-unet (the original's U-Net; "
+                "-C/-M/-N/-A imply it) [default: unet].",
+                show_default=False,
+            ),
+        ] = None,
         encoder: Annotated[str, typer.Option("--encoder", help="smp encoder, randomly initialised.")] = "resnet34",
         image_size: Annotated[
             int, typer.Option("--image-size", help="Slices are resized to S x S (multiple of 32).")
@@ -104,16 +128,31 @@ def register(app: typer.Typer) -> None:
         low_memory: LowMemoryOption = False,
         quiet: QuietOption = False,
         resume: ResumeOption = False,
+        init_weights: original.InitWeightsOption = None,
+        compression_channels: original.CompressionOption = None,
+        decompression_channels: original.DecompressionOption = None,
+        num_convs: original.NumConvsOption = None,
+        activation: original.ActivationOption = None,
+        apply_window_function: original.ApplyWindowOption = False,
+        input_windowed: original.InputWindowedOption = False,
+        decay_half_time: original.DecayHalfTimeOption = None,
     ) -> None:
         """Train the segmentation model (muscle, subcutaneous fat, visceral fat) on raw-HU .npy arrays.
 
         Example: bodycomp train-seg data/seg models/ -a seg_v1 -e 50 -b 16 --encoder resnet34
         """
+        from bodycomp_cli.tasks.init_weights import warm_start
         from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
 
-        settings = SegmentationSettings(arch, encoder, thoracic, image_size, window_level, window_width)
+        original.refuse_decay_half_time(decay_half_time)
+        arch, arch_options = original.unet_arch(
+            arch, compression_channels, decompression_channels, num_convs, activation
+        )
+        settings = SegmentationSettings(
+            arch, encoder, thoracic, image_size, window_level, window_width, arch_options=arch_options
+        )
         engine = _engine(locals())
-        train_segmentation(data_dir, models_dir, settings, engine, name)
+        train_segmentation(data_dir, models_dir, settings, engine, name, warm_start(init_weights))
 
     @app.command("train-select")
     @report_user_errors
@@ -127,7 +166,7 @@ def register(app: typer.Typer) -> None:
         epochs: EpochsOption = 100,
         levels: LevelsOption = None,
         threshold: Annotated[
-            float, typer.Option("--threshold", help="Target = sigmoid(offset_mm / THRESHOLD).")
+            float, typer.Option("-t", "--threshold", help="Target = sigmoid(offset_mm / THRESHOLD).")
         ] = 10.0,
         image_size: Annotated[
             int, typer.Option("--image-size", help="PNGs are resized to S x S with antialias.")
@@ -135,9 +174,13 @@ def register(app: typer.Typer) -> None:
         arch: Annotated[
             str,
             typer.Option(
-                "--arch", help="timm model (densenet121, resnet18, ...); 3 input channels with --context-mm, else 1."
+                "--arch",
+                help="timm model (densenet121, resnet18, ...; 3 input channels with --context-mm, else 1), or "
+                "bridge-densenet (the original's DenseNet; --nb_*, --growth_rate, --compression_rate, -I, -A, -B "
+                "imply it) [default: densenet121].",
+                show_default=False,
             ),
-        ] = "densenet121",
+        ] = None,
         context_mm: Annotated[
             float,
             typer.Option(
@@ -155,15 +198,32 @@ def register(app: typer.Typer) -> None:
         low_memory: LowMemoryOption = False,
         quiet: QuietOption = False,
         resume: ResumeOption = False,
+        init_weights: original.InitWeightsOption = None,
+        initial_epoch: original.InitialEpochOption = 0,
+        nb_layers_per_block: original.LayersPerBlockOption = None,
+        nb_blocks: original.BlocksOption = None,
+        nb_initial_filters: original.InitialFiltersOption = None,
+        growth_rate: original.GrowthOption = None,
+        compression_rate: original.CompressionRateOption = None,
+        initializer: original.InitializerOption = None,
+        activation: original.ActivationOption = None,
+        omit_batch_norm: original.OmitBatchNormOption = False,
     ) -> None:
         """Train the slice-selection model (per-level z-offsets) on 8-bit PNG slices and meta CSVs.
 
         Example: bodycomp train-select data/slices models/ -a select_v1 -L T5 T8 T10 L3 --steps-per-epoch 1000
         """
+        from bodycomp_cli.tasks.init_weights import warm_start
         from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, train_slice_selection
 
+        arch, arch_options = original.densenet_arch(
+            arch, "densenet121", layers_per_block=nb_layers_per_block, blocks=nb_blocks,
+            initial_filters=nb_initial_filters, growth_rate=growth_rate, compression_rate=compression_rate,
+            activation_name=activation, initializer=initializer, omit_batch_norm=omit_batch_norm,
+        )  # fmt: skip
         settings = SliceSelectionSettings(
-            levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size, context_mm=context_mm
-        )
+            levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size, context_mm=context_mm,
+            arch_options=arch_options,
+        )  # fmt: skip
         engine = _engine(locals())
-        train_slice_selection(data_dir, models_dir, settings, engine, name)
+        train_slice_selection(data_dir, models_dir, settings, engine, name, warm_start(init_weights, initial_epoch))

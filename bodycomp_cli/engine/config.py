@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from datetime import datetime
 
+from bodycomp_cli.core.workers import default_loader_workers
 from bodycomp_cli.errors import BodycompError
 
 SCHEDULES = ("cosine", "step")
-
-
-def default_workers() -> int:
-    # Half the cores feed the model, the other half run it; at least one background worker.
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 def default_run_name() -> str:
@@ -29,10 +24,11 @@ class EngineConfig:
     learning_rate: float = 1e-3  # Adam's initial learning rate
     schedule: str = "cosine"  # cosine: to 0 over the epochs; step: x0.1 at 50% and x0.01 at 75%
     gpus: int | None = None  # None: 1 if CUDA is available else 0; refused under torchrun
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler); never on CPU
+    amp: bool = True  # mixed precision on CUDA as core/amp.py decides (bf16 from Ampere on, else fp16 + GradScaler)
+    cpu_amp: bool = False  # opt-in: bf16 autocast on CPUs with bf16 instructions (off: CPU runs stay exact)
     seed: int = 0  # model init, sampling order and augmentation all derive from it
     deterministic: bool = False  # deterministic algorithms as well (identical history on the CPU)
-    workers: int = -1  # DataLoader workers; -1 picks default_workers()
+    workers: int = -1  # DataLoader workers per rank; -1 picks core.workers.default_loader_workers()
     steps_per_epoch: int | None = None  # K batches per epoch instead of one pass
     quiet: bool = False  # no progress bar or epoch lines
     resume: bool = False  # continue from checkpoint_last.pt
@@ -40,7 +36,7 @@ class EngineConfig:
     low_memory: bool = False  # activation checkpointing and eager release of freed buffers (engine/memory.py)
 
     def resolved_workers(self) -> int:
-        return default_workers() if self.workers < 0 else self.workers
+        return default_loader_workers() if self.workers < 0 else self.workers
 
 
 def check_engine_config(config: EngineConfig) -> None:

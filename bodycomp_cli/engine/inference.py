@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bodycomp_cli.core.amp import choose_amp
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.devices import strip_prefix
 from bodycomp_cli.errors import BodycompError, reason
@@ -26,7 +27,7 @@ class LoadedRun:
     task_name: str  # "segmentation" or "slice_selection"
     device: torch.device
     run_dir: Path
-    amp: bool = True  # bf16 autocast on GPUs that support it; estimate/evaluate --no-amp turns it off
+    amp: bool = True  # autocast on GPUs as core/amp.py decides; estimate/evaluate --no-amp turns it off
 
 
 def load_run(run_dir: Path, device: str | torch.device = "cpu", which: str = "best") -> LoadedRun:
@@ -81,9 +82,8 @@ def _resize(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
 
 def _autocast(run: LoadedRun):
-    # bf16 autocast on GPUs that have it; full precision otherwise (the CPU path stays exact).
-    enabled = run.amp and run.device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device_type=run.device.type, dtype=torch.bfloat16, enabled=enabled)
+    # The engine's one AMP decision (core/amp.py); the CPU path stays full precision, so exact.
+    return choose_amp(run.device, run.amp).autocast()
 
 
 @torch.no_grad()

@@ -12,12 +12,14 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from bodycomp_cli.core.amp import choose_amp
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
 from bodycomp_cli.engine.devices import DeviceSetup, init_distributed, resolve_devices
 from bodycomp_cli.engine.history import HISTORY, write_history
 from bodycomp_cli.engine.seeding import seed_everything, use_deterministic_algorithms
 from bodycomp_cli.engine.trainer import Trainer
+from bodycomp_cli.engine.warm_start import WarmStart, check_warm_start, load_initial_weights, skip_to_epoch
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_write_text
 
@@ -55,7 +57,7 @@ def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str,
         workers=engine.resolved_workers(),
         steps_per_epoch=engine.steps_per_epoch,
         low_memory=engine.low_memory,
-        amp=engine.amp and setup.device.type == "cuda",
+        amp=choose_amp(setup.device, engine.amp, cpu=engine.cpu_amp).enabled,
         devices=setup.describe(),
         world_size=setup.world_size,
         best_metric=task.best_metric,
@@ -93,12 +95,15 @@ def run_training(
     engine: EngineConfig,
     data_dir: Path | None = None,
     console: Console | None = None,
+    start: WarmStart | None = None,
 ) -> Path:
     """Validate the settings, the data (via make_task) and the run folder; then train. Returns the run folder.
 
     Nothing is written before every check has passed, so a refused run leaves nothing behind.
     """
     check_engine_config(engine)
+    start = start or WarmStart()
+    check_warm_start(start, engine.epochs, engine.resume)
     setup = resolve_devices(engine.gpus)
     if setup.distributed and engine.batch_size % setup.world_size:
         raise BodycompError(
@@ -108,19 +113,21 @@ def run_training(
     use_deterministic_algorithms(engine.deterministic)
     seed_everything(engine.seed)
     model = _build_model(task)
+    load_initial_weights(model, task, start)
     if engine.low_memory:
         from bodycomp_cli.engine.memory import enable_low_memory
 
         enable_low_memory(model)
     init_distributed(setup)
     try:
-        return _train(task, model, setup, Path(models_dir), name, engine, data_dir, console or Console(soft_wrap=True))
+        console = console or Console(soft_wrap=True)
+        return _train(task, model, setup, Path(models_dir), name, engine, data_dir, console, start)
     finally:
         if setup.distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
-def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> Path:
+def _train(task, model, setup, models_dir, name, engine, data_dir, console, start) -> Path:
     name = name or default_run_name()
     if setup.distributed:  # ranks start at slightly different times: rank 0's default name wins
         shared = [name]
@@ -128,6 +135,7 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> P
         name = shared[0]
     run_dir = models_dir / name
     config = build_config(task, engine, setup, name, data_dir)
+    config.update(init_weights=start.source, initial_epoch=start.initial_epoch)
     checkpoint = None
     if engine.resume:
         if not (run_dir / LAST).is_file():
@@ -140,6 +148,7 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> P
     if setup.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
+    skip_to_epoch(trainer, start)
     if checkpoint is not None:
         trainer.restore(checkpoint)
         if setup.is_main:  # a kill between checkpoint and history.csv left the CSV an epoch behind
@@ -147,6 +156,7 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console) -> P
     if setup.is_main and not engine.quiet:
         done = trainer.start_epoch - 1
         resumed = f", resuming after epoch {done}" if checkpoint is not None else ""
-        console.print(f"training {task.name} on {setup.describe()} into {run_dir}{resumed}", highlight=False)
+        where = f"{setup.describe()} ({trainer.amp.describe()})"
+        console.print(f"training {task.name} on {where} into {run_dir}{resumed}", highlight=False)
     trainer.fit()
     return run_dir

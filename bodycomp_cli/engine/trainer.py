@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.utils.data import DataLoader
 
+from bodycomp_cli.core.amp import choose_amp
 from bodycomp_cli.data.sampling import ShardSampler, TrainSampler
 from bodycomp_cli.engine.checkpoint import LAST, restore_rng_state, rng_state
 from bodycomp_cli.engine.config import EngineConfig, schedule_factor
@@ -25,13 +26,6 @@ from bodycomp_cli.errors import BodycompError
 
 PROGRESS_REFRESH_S = 0.5  # how often the loss shown on the bar is read back (a GPU sync on CUDA)
 ROWS = "rows:"
-
-
-def amp_dtype(setup: DeviceSetup, enabled: bool) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16 (with a GradScaler); no autocast on the CPU."""
-    if not enabled or setup.device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -59,8 +53,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, schedule_factor(engine.schedule, engine.epochs)
         )
-        self.amp = amp_dtype(setup, engine.amp)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.amp = choose_amp(setup.device, engine.amp, cpu=engine.cpu_amp)
+        self.scaler = self.amp.grad_scaler()
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"metric": task.best_metric, "value": None, "epoch": None}
         self.start_epoch = 1
@@ -136,9 +130,7 @@ class Trainer:
         self.model.train()
 
     def autocast(self):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp)
+        return self.amp.autocast()
 
     def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
         with self.autocast():

@@ -1,4 +1,4 @@
-"""Turn estimate's INPUT arguments (series folders, volume files, manifest CSVs) into a list of series."""
+"""Turn estimate's INPUT arguments (DICOM trees, volume files, manifest CSVs) into a list of series."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.estimate.qc import QcSettings
+from bodycomp_cli.io.dicom_tree import DicomSeries, only_series, scan_tree
+from bodycomp_cli.io.series_filters import header_failure
+from bodycomp_cli.io.volumes import Volume, read_dicom_files, read_volume
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npz")
 
@@ -16,6 +20,7 @@ class SeriesInput:
     series: str  # the id used in results.csv, qc.csv and output file names
     path: Path  # a DICOM series folder, a NIfTI file or an .npz volume
     origin: str  # where it was named, for error messages
+    dicom: DicomSeries | None = None  # the series found in a DICOM tree (headers only)
 
 
 def series_id_for(path: Path) -> str:
@@ -58,6 +63,8 @@ def collect_inputs(paths: Sequence[Path]) -> list[SeriesInput]:
     for path in map(Path, paths):
         if path.is_file() and path.suffix.lower() == ".csv":
             entries.extend(_read_manifest(path))
+        elif path.is_dir():
+            entries.extend(_tree_inputs(path))
         else:
             _check_volume_path(path, "input")
             entries.append(SeriesInput(series_id_for(path), path, f"input {path}"))
@@ -72,3 +79,29 @@ def collect_inputs(paths: Sequence[Path]) -> list[SeriesInput]:
             )
         seen[entry.series] = entry
     return entries
+
+
+def _tree_inputs(folder: Path) -> list[SeriesInput]:
+    """One input per DICOM series found under the folder (any depth); a folder without any stays one
+    input, so that the reader's refusal ("no DICOM image files found") lands in qc.csv."""
+    found = scan_tree(folder).series
+    if not found:
+        return [SeriesInput(series_id_for(folder), folder, f"input {folder}")]
+    return [SeriesInput(s.series_id, s.folder(), f"input {folder}", dicom=s) for s in found]
+
+
+def read_series(entry: SeriesInput, qc: QcSettings) -> tuple[Volume, DicomSeries | None]:
+    """The volume of one input and, for DICOM, its series headers; BodycompError says why it is skipped.
+
+    DICOM series pass the header filters (modality, ImageType, axial, grouping, slice count, spacing,
+    in-plane size) before any pixel is decoded.
+    """
+    dicom = entry.dicom
+    if dicom is None and entry.path.is_dir():  # a manifest row naming a folder tree of one CT series
+        dicom = only_series(entry.path)
+    if dicom is None:
+        return read_volume(entry.path), None
+    reason = header_failure(dicom, qc.min_slices, qc.spacing_tolerance_mm, qc.min_matrix)
+    if reason is not None:
+        raise BodycompError(reason)
+    return read_dicom_files(dicom.paths, entry.path), dicom

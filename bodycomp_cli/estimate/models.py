@@ -64,22 +64,22 @@ class InferenceSetup:
     device: str  # "cpu" or "cuda:0"
     n_gpus: int  # DataParallel over cuda:0..n-1 when > 1
     description: str
-    amp: bool = True  # bf16 autocast on GPUs that support it (--no-amp turns it off)
+    amp: bool = True  # autocast on GPUs as core/amp.py decides (--no-amp turns it off)
 
 
 def inference_setup(gpus: int | None, amp: bool = True) -> InferenceSetup:
     """Choose devices as training does (-g; default 1 GPU when CUDA is there, else the CPU).
 
-    Mixed precision is the engine's: predict_* run under bf16 autocast on GPUs that support it, unless amp=False.
+    Mixed precision is the engine's (core/amp.py): predict_* autocast on GPUs unless amp=False.
     """
-    import torch
-
+    from bodycomp_cli.core.amp import choose_amp
     from bodycomp_cli.engine.devices import resolve_devices
 
     setup = resolve_devices(gpus)
     description = setup.describe()
-    if amp and setup.device.type == "cuda" and torch.cuda.is_bf16_supported():
-        description += ", bf16 autocast"
+    policy = choose_amp(setup.device, amp)
+    if policy.enabled:
+        description += f", {policy.describe(training=False)}"
     return InferenceSetup(str(setup.device), setup.n_gpus, description, amp)
 
 

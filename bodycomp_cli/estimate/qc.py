@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bodycomp_cli.io.series_filters import slice_count_failure, z_spacing_failure
+
 if TYPE_CHECKING:
     from bodycomp_cli.io.volumes import Volume
 
@@ -24,6 +26,9 @@ HU_FLOOR, HU_CEILING = -3024.0, 32767.0
 class QcSettings:
     min_slices: int = 20  # fewer slices cannot show a level's neighbourhood
     spacing_tolerance_mm: float = 0.1  # largest allowed departure of a z step from the median step
+    # DICOM only: smaller images are thumbnails, secondary captures or cropped reconstructions (body CT
+    # is reconstructed at 512 x 512, sometimes 256 or 768-1024).
+    min_matrix: int = 128
 
 
 def qc_failure(volume: Volume, settings: QcSettings) -> str | None:
@@ -33,22 +38,9 @@ def qc_failure(volume: Volume, settings: QcSettings) -> str | None:
     """
     if volume.modality is not None and volume.modality.upper() != "CT":
         return f"modality is {volume.modality}, not CT"
-    n_slices = volume.hu.shape[0]
-    if n_slices < settings.min_slices:
-        return f"{n_slices} slices, fewer than the minimum {settings.min_slices}"
-    steps = np.diff(np.asarray(volume.z_mm, dtype=np.float64))
-    if steps.size == 0:  # one slice (--min-slices 1): no spacing to check
-        return _hu_failure(volume.hu)
-    if np.any(steps <= 0):
-        return "two slices share a z position (duplicate or overlapping slices)"
-    median_step = float(np.median(steps))
-    worst = float(np.max(np.abs(steps - median_step)))
-    if worst > settings.spacing_tolerance_mm:
-        return (
-            f"z spacing is not uniform: steps range {steps.min():.3g}-{steps.max():.3g} mm "
-            f"(tolerance {settings.spacing_tolerance_mm:g} mm)"
-        )
-    return _hu_failure(volume.hu)
+    reason = slice_count_failure(volume.hu.shape[0], settings.min_slices)
+    reason = reason or z_spacing_failure(volume.z_mm, settings.spacing_tolerance_mm)
+    return reason or _hu_failure(volume.hu)
 
 
 def _hu_failure(hu: np.ndarray) -> str | None:

@@ -11,43 +11,55 @@ from pathlib import Path
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.measure import STATISTICS
 from bodycomp_cli.io.atomic import atomic_write_text
+from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS
 
-LEVEL_FIELDS = ("slice_index", "z_mm", "zero_crossings")
+LEVEL_FIELDS = ("slice_index", "z_mm", "zero_crossings", "sop_instance_uid")
+TISSUE_FIELDS = (*STATISTICS, "touches_edge")
 # The `slice_selection` column: how each series' slices were chosen.
 SELECTION_BY_MODEL = "model"
 SELECTION_SKIPPED = "skipped (one slice)"  # a one-slice volume: that slice is every level's
-INTEGER_FIELDS = ("slice_index", "zero_crossings")
-QC_COLUMNS = ("series", "reason", "path")
+INTEGER_FIELDS = ("slice_index", "zero_crossings", "n_slices")
+# Read back as text, so that a PatientID "0012" or a UID keeps every character.
+TEXT_COLUMNS = ("series", "patient_id", "study_instance_uid", "series_instance_uid", "accession_number", "study_date")
+QC_COLUMNS = ("series", "reason", "path", "patient_id", "study_instance_uid", "series_instance_uid")
 
 Layout = list[tuple[str, list[str]]]  # (level, tissues measured at it), in column order
 
 
 def result_columns(layout: Layout) -> list[str]:
-    """`series`, `slice_selection`, then per level its slice fields and each tissue's statistics."""
-    columns = ["series", "slice_selection"]
+    """`series`, `slice_selection`, `n_slices`, the DICOM identifiers, then per level its slice fields and
+    each tissue's figures."""
+    columns = ["series", "slice_selection", "n_slices", *IDENTIFIER_COLUMNS]
     for level, tissues in layout:
         columns += [f"{level}_{name}" for name in LEVEL_FIELDS]
-        columns += [f"{level}_{tissue}_{stat}" for tissue in tissues for stat in STATISTICS]
+        columns += [f"{level}_{tissue}_{stat}" for tissue in tissues for stat in TISSUE_FIELDS]
     return columns
 
 
 def _cell(value: object) -> object:
-    if isinstance(value, float) and math.isnan(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
         return None
-    return value
+    return value.item() if hasattr(value, "item") else value  # numpy scalars to plain JSON
 
 
 def nested_record(row: dict[str, object], layout: Layout) -> dict[str, object]:
-    """One results.json entry: {series, slice_selection, levels: {L3: {slice_index, z_mm, zero_crossings,
-    tissues: {...}}}}."""
+    """One results.json entry: {series, slice_selection, n_slices, dicom: {...}, levels: {L3: {slice_index,
+    z_mm, zero_crossings, sop_instance_uid, tissues: {...}}}}."""
     levels = {}
     for level, tissues in layout:
-        entry: dict[str, object] = {name: _cell(row[f"{level}_{name}"]) for name in LEVEL_FIELDS}
+        entry: dict[str, object] = {name: _cell(row.get(f"{level}_{name}")) for name in LEVEL_FIELDS}
         entry["tissues"] = {
-            tissue: {stat: _cell(row[f"{level}_{tissue}_{stat}"]) for stat in STATISTICS} for tissue in tissues
+            tissue: {stat: _cell(row.get(f"{level}_{tissue}_{stat}")) for stat in TISSUE_FIELDS} for tissue in tissues
         }
         levels[level] = entry
-    return {"series": row["series"], "slice_selection": row["slice_selection"], "levels": levels}
+    dicom = {column: _cell(row.get(column)) for column in IDENTIFIER_COLUMNS}
+    return {
+        "series": row["series"],
+        "slice_selection": row["slice_selection"],
+        "n_slices": row.get("n_slices"),
+        "dicom": dicom,
+        "levels": levels,
+    }
 
 
 def write_results(output_dir: Path, rows: Sequence[dict[str, object]], layout: Layout) -> None:
@@ -78,7 +90,8 @@ def read_previous_results(output_dir: Path, layout: Layout) -> list[dict[str, ob
     if not path.is_file():
         return []
     try:
-        table = pd.read_csv(path, dtype={"series": str}, keep_default_na=True)
+        text = dict.fromkeys(TEXT_COLUMNS, str) | {f"{level}_sop_instance_uid": str for level, _ in layout}
+        table = pd.read_csv(path, dtype=text, keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise BodycompError(f"{path}: cannot read the earlier results ({str(error).splitlines()[0]})") from None
     expected = result_columns(layout)
@@ -90,7 +103,9 @@ def read_previous_results(output_dir: Path, layout: Layout) -> list[dict[str, ob
     rows = []
     for record in table.to_dict("records"):
         for column, value in record.items():
-            if column.endswith(INTEGER_FIELDS) and not (isinstance(value, float) and math.isnan(value)):
+            if isinstance(value, float) and math.isnan(value):
+                record[column] = None if column in text else value
+            elif column.endswith(INTEGER_FIELDS):
                 record[column] = int(value)
         rows.append(record)
     return rows

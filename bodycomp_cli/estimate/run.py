@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.estimate.inputs import SeriesInput
+from bodycomp_cli.estimate.dicom_seg import write_dicom_seg
+from bodycomp_cli.estimate.field_of_view import tissues_touching_edge
+from bodycomp_cli.estimate.inputs import SeriesInput, read_series
 from bodycomp_cli.estimate.measure import STATISTICS, measure_tissues
 from bodycomp_cli.estimate.preview import save_preview
+from bodycomp_cli.estimate.qa_page import write_qa_page
 from bodycomp_cli.estimate.qc import QcSettings, qc_failure
 from bodycomp_cli.estimate.report import (
     SELECTION_BY_MODEL,
@@ -28,7 +31,9 @@ from bodycomp_cli.estimate.report import (
     write_results,
 )
 from bodycomp_cli.estimate.selection import SliceChoice, select_level_slice
+from bodycomp_cli.estimate.studies import study_table, write_studies
 from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output
+from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS, DicomSeries
 
 if TYPE_CHECKING:
     from bodycomp_cli.io.volumes import Volume
@@ -58,6 +63,7 @@ class EstimateOptions:
     overwrite: bool = False
     qc: QcSettings = field(default_factory=QcSettings)
     show_progress: bool = True
+    dicom_seg: bool = False  # write dicom_seg/<series>_<LEVEL>.dcm for DICOM inputs
 
 
 @dataclass
@@ -131,19 +137,42 @@ def estimate_series(
         row[f"{level}_slice_index"] = int(choice.index)
         row[f"{level}_z_mm"] = z_chosen
         row[f"{level}_zero_crossings"] = None if choice.zero_crossings is None else int(choice.zero_crossings)
+        row[f"{level}_sop_instance_uid"] = volume.sop_instance_uids[choice.index] if volume.sop_instance_uids else ""
+        touching = tissues_touching_edge(volume.hu[indices], labels, classes)
         for tissue, values in stats.items():
             for stat in STATISTICS:
                 row[f"{level}_{tissue}_{stat}"] = values[stat]
+            row[f"{level}_{tissue}_touches_edge"] = touching[tissue]
         chosen_labels = labels[int(np.flatnonzero(indices == choice.index)[0])]
-        details[level] = {"choice": choice, "labels": chosen_labels, "classes": classes}
+        details[level] = {
+            "choice": choice,
+            "labels": chosen_labels,
+            "classes": classes,
+            "indices": indices,
+            "range_labels": labels,
+        }
     return row, details
 
 
 def _write_series_files(
-    folder: Path, stem: str, volume: Volume, details: dict[str, dict], options: EstimateOptions
+    folder: Path,
+    stem: str,
+    volume: Volume,
+    details: dict[str, dict],
+    options: EstimateOptions,
+    dicom: DicomSeries | None,
 ) -> None:
     for level, detail in details.items():
         choice = detail["choice"]
+        if options.dicom_seg and dicom is not None and volume.sop_instance_uids:
+            write_dicom_seg(
+                folder / "dicom_seg" / f"{stem}_{level}.dcm",
+                dicom,
+                [volume.sop_instance_uids[index] for index in detail["indices"]],
+                detail["range_labels"],
+                detail["classes"],
+                level,
+            )
         if options.save_masks:
             buffer = io.BytesIO()
             np.save(buffer, detail["labels"].astype(np.uint8))
@@ -170,8 +199,6 @@ def run_estimate(
     Raises BodycompError only when every series fails QC. Example:
     run_estimate(collect_inputs([Path("cohort.csv")]), load_estimator_models(...), Path("out"), EstimateOptions())
     """
-    from bodycomp_cli.io.volumes import read_volume
-
     output_dir = Path(output_dir)
     layout = measurement_layout(models)
     summary = EstimateSummary(output_dir=output_dir)
@@ -188,13 +215,14 @@ def run_estimate(
                 summary.already_done.append(entry.series)
                 progress.advance(task)
                 continue
+            dicom = entry.dicom
             try:
-                volume = read_volume(entry.path)
+                volume, dicom = read_series(entry, options.qc)
                 reason = qc_failure(volume, options.qc)
-            except BodycompError as error:  # unreadable, mixed-series or non-axial: skipped, not fatal
+            except BodycompError as error:  # filtered, unreadable, mixed-series or non-axial: skipped, not fatal
                 reason = str(error)
             if reason is not None:
-                failure = {"series": entry.series, "reason": reason, "path": str(entry.path)}
+                failure = {"series": entry.series, "reason": reason, "path": str(entry.path), **_uids(dicom)}
                 summary.qc_failed.append(failure)
                 qc_rows.append(failure)
                 write_qc(folder, qc_rows)
@@ -206,19 +234,39 @@ def run_estimate(
                     f"{entry.series}: no pixel spacing in {entry.path}; areas are left blank", markup=False
                 )
             row, details = estimate_series(volume, models, options)
-            rows.append({"series": entry.series, **row})
-            _write_series_files(folder, file_stem(entry.series), volume, details, options)
+            identifiers = dicom.identifiers if dicom is not None else dict.fromkeys(IDENTIFIER_COLUMNS, "")
+            rows.append({"series": entry.series, "n_slices": volume.hu.shape[0], **identifiers, **row})
+            _write_series_files(folder, file_stem(entry.series), volume, details, options, dicom)
             write_results(folder, rows, layout)
             summary.estimated.append(entry.series)
             summary.slices += volume.hu.shape[0]
             progress.advance(task)
         write_results(folder, rows, layout)
         write_qc(folder, qc_rows)
+        write_studies(folder, study_table(rows, qc_rows, models.levels))
+        write_qa_page(folder, rows, qc_rows, layout, _preview_paths(folder, rows, models.levels))
         if not summary.estimated and not summary.already_done:
             failed = len(summary.qc_failed)
             raise BodycompError(f"every series failed QC ({failed}); the reasons are in {output_dir / 'qc.csv'}")
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _preview_paths(folder: Path, rows: Sequence[dict[str, object]], levels: Sequence[str]) -> dict:
+    """series -> level -> its preview's path relative to the output folder (those that exist)."""
+    paths: dict[str, dict[str, str]] = {}
+    for row in rows:
+        for level in levels:
+            relative = f"previews/{file_stem(str(row['series']))}_{level}.png"
+            if (folder / relative).is_file():
+                paths.setdefault(str(row["series"]), {})[level] = relative
+    return paths
+
+
+def _uids(dicom: DicomSeries | None) -> dict[str, str]:
+    """The identifiers a qc.csv row carries for a DICOM series (blank for other inputs)."""
+    keys = ("patient_id", "study_instance_uid", "series_instance_uid")
+    return {key: (dicom.identifiers[key] if dicom is not None else "") for key in keys}
 
 
 @contextlib.contextmanager

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from bodycomp_cli.errors import BodycompError, reason
+from bodycomp_cli.io.dicom_tree import only_series
+from bodycomp_cli.io.series_filters import MIN_AXIAL_COSINE
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-# |slice normal . z| below this is not an axial acquisition (about 37 degrees of tilt).
-MIN_AXIAL_COSINE = 0.8
 INT16_MIN, INT16_MAX = np.iinfo(np.int16).min, np.iinfo(np.int16).max
 
 
@@ -28,10 +28,11 @@ class Volume:
     pixel_spacing: tuple[float, float] | None  # (row_mm, col_mm)
     modality: str | None  # DICOM Modality, None for npz/NIfTI
     source: Path
+    sop_instance_uids: tuple[str, ...] | None = None  # DICOM: each slice's SOPInstanceUID, z ascending
 
 
 def read_volume(path: Path) -> Volume:
-    """Read an .npz, a DICOM series folder or a NIfTI file as a 3-D HU volume.
+    """Read an .npz, a DICOM folder tree holding one CT series, or a NIfTI file as a 3-D HU volume.
 
     Example: `read_volume(Path("ct/case01.nii.gz")).hu.shape  # (Z, H, W)`
     """
@@ -39,7 +40,7 @@ def read_volume(path: Path) -> Volume:
     if not path.exists():
         raise BodycompError(f"{path}: file not found")
     if path.is_dir():
-        volume = read_dicom_files(sorted(p for p in path.iterdir() if p.is_file()), path)
+        volume = read_dicom_files(only_series(path).paths, path)
     elif path.name.lower().endswith(NIFTI_SUFFIXES):
         volume = read_nifti(path)
     elif path.suffix.lower() == ".npz":
@@ -182,6 +183,19 @@ def _to_display(pixels: np.ndarray, transpose: bool, flip_rows: bool, flip_cols:
     return pixels
 
 
+def stored_from_display(pixels: np.ndarray, orientation: Sequence[float], source: Path) -> np.ndarray:
+    """Undo the display conversion: (..., rows, cols) in display orientation back to the files' stored order.
+
+    Used to write results (a DICOM SEG) onto the source images' own pixel grid.
+    """
+    transpose, flip_rows, flip_cols, _ = _display_transform(np.asarray(orientation, dtype=np.float64), source)
+    if flip_cols:
+        pixels = pixels[..., ::-1]
+    if flip_rows:
+        pixels = pixels[..., ::-1, :]
+    return np.swapaxes(pixels, -1, -2) if transpose else pixels
+
+
 def read_dicom_files(files: list[Path], source: Path) -> Volume:
     """Read DICOM files of one series (a folder's files, or one file) into a z-ascending volume."""
     datasets = _dicom_datasets(files, source)
@@ -231,7 +245,10 @@ def read_dicom_files(files: list[Path], source: Path) -> Volume:
         row_mm, col_mm = (float(v) for v in first.PixelSpacing)
         spacing = (col_mm, row_mm) if transpose else (row_mm, col_mm)
     modality = str(first.Modality) if "Modality" in first else None
-    return Volume(hu=hu, z_mm=positions[order, 2], pixel_spacing=spacing, modality=modality, source=source)
+    uids = tuple(str(datasets[index][1].get("SOPInstanceUID", "")) for index in order)
+    return Volume(
+        hu=hu, z_mm=positions[order, 2], pixel_spacing=spacing, modality=modality, source=source, sop_instance_uids=uids
+    )
 
 
 # ---------------------------------------------------------------------------------------------- NIfTI

@@ -19,7 +19,6 @@ import csv
 import io
 import json
 import multiprocessing
-import os
 import sys
 import time
 import zipfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bodycomp_cli.core.workers import cores_per_rank
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_output_dir
 from bodycomp_cli.phantoms import tissues as T
@@ -168,7 +168,7 @@ def generate_phantoms(
         raise BodycompError(f"--size must be between 32 and 1024 pixels, got {size}")
     if seg_slices < 1:
         raise BodycompError(f"--seg-slices must be at least 1, got {seg_slices}")
-    workers = max(1, min(workers or os.cpu_count() or 1, n_series))
+    workers = max(1, min(workers or cores_per_rank(), n_series))
     started = time.perf_counter()
     splits = assign_splits(n_series, seed)
     with atomic_output_dir(Path(output_dir), overwrite=overwrite) as root:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bodycomp_cli.core.workers import cores_per_rank
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_output_dir
 from bodycomp_cli.io.manifests import (
@@ -66,10 +67,8 @@ class SlicesSummary:
 
 
 def default_workers() -> int:
-    """All cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    """All cores this process may run on (its share of them under torchrun)."""
+    return cores_per_rank()
 
 
 @functools.lru_cache(maxsize=4)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,8 @@ import torch
 
 from bodycomp_cli.data.augment import AffineRanges
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.nets import SEGMENTATION_NETS
+from bodycomp_cli.nets.bridge_unet import DEFAULT_COMPRESSION, unet_size_multiple
 from bodycomp_cli.tasks.base import check_choice
 
 CLASSES = ("background", "muscle", "subcutaneous_fat", "visceral_fat")
@@ -18,7 +20,7 @@ THORACIC_CLASSES = CLASSES[:3]  # thoracic models have no visceral fat
 
 @dataclass
 class SegmentationSettings:
-    arch: str = "unet"  # any smp architecture
+    arch: str = "unet"  # any smp architecture, or one of nets.SEGMENTATION_NETS
     encoder: str = "resnet34"  # any smp encoder, randomly initialised (no weight download)
     thoracic: bool = False  # labels 0-2, no visceral fat
     image_size: int = 512  # slices are resized to this on the fly
@@ -28,6 +30,7 @@ class SegmentationSettings:
     shift: float = 0.05
     scale: float = 0.05
     intensity: float = 0.03
+    arch_options: dict[str, Any] = field(default_factory=dict)  # a nets.SEGMENTATION_NETS model's options
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -37,10 +40,14 @@ class SegmentationSettings:
 def check_segmentation_settings(settings: SegmentationSettings) -> None:
     import segmentation_models_pytorch as smp
 
-    check_choice("smp architecture (--arch)", settings.arch, list(smp.MODEL_ARCHITECTURES_MAPPING))
-    check_choice("smp encoder (--encoder)", settings.encoder, list(smp.encoders.get_encoder_names()))
-    if settings.image_size < 32 or settings.image_size % 32:
-        raise BodycompError(f"--image-size {settings.image_size}: must be a multiple of 32 (at least 32)")
+    if settings.arch in SEGMENTATION_NETS:
+        multiple = unet_size_multiple(settings.arch_options.get("compression_channels", DEFAULT_COMPRESSION))
+    else:
+        check_choice("--arch", settings.arch, [*SEGMENTATION_NETS, *smp.MODEL_ARCHITECTURES_MAPPING])
+        check_choice("smp encoder (--encoder)", settings.encoder, list(smp.encoders.get_encoder_names()))
+        multiple = 32
+    if settings.image_size < multiple or settings.image_size % multiple:
+        raise BodycompError(f"--image-size {settings.image_size}: must be a positive multiple of {multiple}")
     if settings.window_width <= 0:
         raise BodycompError(f"window width {settings.window_width}: must be positive")
 
@@ -74,6 +81,7 @@ class SegmentationTask:
                 image_size=int(config["image_size"]),
                 window_level=float(config["window"]["level"]),
                 window_width=float(config["window"]["width"]),
+                arch_options=dict(config.get("arch_options") or {}),
             )
         )
 
@@ -84,7 +92,8 @@ class SegmentationTask:
             "window": {"level": s.window_level, "width": s.window_width},
             "image_size": s.image_size,
             "arch": s.arch,
-            "encoder": s.encoder,
+            "encoder": None if s.arch in SEGMENTATION_NETS else s.encoder,
+            "arch_options": dict(s.arch_options),
             "classes": list(self.classes),
             "thoracic": s.thoracic,
             "augmentation": {
@@ -96,6 +105,8 @@ class SegmentationTask:
         import segmentation_models_pytorch as smp
 
         s = self.settings
+        if s.arch in SEGMENTATION_NETS:
+            return SEGMENTATION_NETS[s.arch](len(self.classes), 1, **s.arch_options)
         return smp.create_model(
             s.arch, encoder_name=s.encoder, encoder_weights=None, in_channels=1, classes=len(self.classes)
         )
@@ -151,8 +162,11 @@ def train_segmentation(
     settings: SegmentationSettings | None = None,
     engine: Any = None,
     name: str | None = None,
+    start: Any = None,
 ) -> Path:
     """Train the segmentation model on DATA_DIR's .npy arrays into MODELS_DIR/NAME; returns the run folder.
+
+    START (an engine WarmStart) begins from other weights or a later epoch number (--init-weights, -i).
 
     Example: train_segmentation(Path("data"), Path("models"), SegmentationSettings(encoder="resnet18",
     image_size=128), EngineConfig(epochs=5, batch_size=8), name="seg")
@@ -166,4 +180,4 @@ def train_segmentation(
         check_segmentation_settings(settings)
         return SegmentationTask(settings, Path(data_dir))
 
-    return run_training(make_task, Path(models_dir), name, engine or EngineConfig(), Path(data_dir))
+    return run_training(make_task, Path(models_dir), name, engine or EngineConfig(), Path(data_dir), start=start)

@@ -11,6 +11,7 @@ import torch
 
 from bodycomp_cli.data.augment import AffineRanges
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.nets import SELECTION_NETS
 from bodycomp_cli.tasks.base import check_choice
 
 NEAR_LEVEL_THRESHOLDS = 3.0  # MAE only within +-3 thresholds of the level, where the sigmoid still inverts
@@ -20,12 +21,13 @@ SELECTION_WINDOW = {"level": 40.0, "width": 400.0}  # the PNGs are windowed L40/
 @dataclass
 class SliceSelectionSettings:
     levels: list[str] = field(default_factory=lambda: ["L3"])
-    arch: str = "densenet121"  # any timm model, in_chans=1 (3 with context), pretrained=False
+    arch: str = "densenet121"  # any timm model, in_chans=1 (3 with context), pretrained=False, or a SELECTION_NETS
     threshold_mm: float = 10.0  # target = sigmoid(offset_mm / threshold_mm), as in the original
     image_size: int = 256
     rotation_deg: float = 5.0
     shift: float = 0.05
     context_mm: float = 0.0  # > 0: the slices nearest z -+ context_mm join the slice as channels 1 and 3
+    arch_options: dict[str, Any] = field(default_factory=dict)  # a nets.SELECTION_NETS model's options
 
     @property
     def channels(self) -> int:
@@ -35,7 +37,8 @@ class SliceSelectionSettings:
 def check_slice_selection_settings(settings: SliceSelectionSettings) -> None:
     import timm
 
-    check_choice("timm architecture (--arch)", settings.arch, timm.list_models(), show_all=False)
+    if settings.arch not in SELECTION_NETS:
+        check_choice("--arch", settings.arch, [*SELECTION_NETS, *timm.list_models()], show_all=False)
     if settings.threshold_mm <= 0:
         raise BodycompError(f"--threshold {settings.threshold_mm}: must be positive (mm)")
     if settings.image_size < 32:
@@ -87,6 +90,7 @@ class SliceSelectionTask:
                 threshold_mm=float(config["threshold"]),
                 image_size=int(config["image_size"]),
                 context_mm=float(config.get("context_mm") or 0.0),
+                arch_options=dict(config.get("arch_options") or {}),
             )
         )
 
@@ -98,6 +102,7 @@ class SliceSelectionTask:
             "image_size": s.image_size,
             "arch": s.arch,
             "encoder": None,
+            "arch_options": dict(s.arch_options),
             "levels": self.levels,
             "threshold": s.threshold_mm,
             "context_mm": s.context_mm,
@@ -109,6 +114,8 @@ class SliceSelectionTask:
         import timm
 
         s = self.settings
+        if s.arch in SELECTION_NETS:
+            return SELECTION_NETS[s.arch](len(self.levels), s.channels, **s.arch_options)
         return timm.create_model(s.arch, pretrained=False, in_chans=s.channels, num_classes=len(self.levels))
 
     def datasets(self):
@@ -192,8 +199,11 @@ def train_slice_selection(
     settings: SliceSelectionSettings | None = None,
     engine: Any = None,
     name: str | None = None,
+    start: Any = None,
 ) -> Path:
     """Train the slice-selection model on DATA_DIR's PNGs and CSVs into MODELS_DIR/NAME; returns the run folder.
+
+    START (an engine WarmStart) begins from other weights or a later epoch number (--init-weights, -i).
 
     Example: train_slice_selection(Path("slices"), Path("models"), SliceSelectionSettings(levels=["L3"],
     arch="resnet18", image_size=128), EngineConfig(epochs=5, learning_rate=1e-4), name="select")
@@ -207,4 +217,6 @@ def train_slice_selection(
         check_slice_selection_settings(settings)
         return SliceSelectionTask(settings, Path(data_dir))
 
-    return run_training(make_task, Path(models_dir), name, engine or EngineConfig(learning_rate=1e-4), Path(data_dir))
+    return run_training(
+        make_task, Path(models_dir), name, engine or EngineConfig(learning_rate=1e-4), Path(data_dir), start=start
+    )
