@@ -301,5 +301,5 @@ def test_estimate_measures_a_one_slice_volume_with_selection_skipped(pristine: P
 def test_fuzz_ran_enough_cases() -> None:
     """The issue asks for at least 200 generated cases (this runs after the fuzz cases, in file order)."""
     assert len(SCENARIOS) * EXAMPLES >= 200
-    if GENERATED:
+    if set(GENERATED) == set(SCENARIOS):  # every scenario ran in this session (not a -k selection)
         assert len(GENERATED) >= 200, len(GENERATED)
