@@ -7,9 +7,11 @@ and the prepare commands have to start in well under a second.
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
 import typer
 
+from bodycomp_cli import __version__
 from bodycomp_cli.commands import demo, estimate, import_keras, prepare, train
 
 app = typer.Typer(
@@ -25,6 +27,24 @@ app = typer.Typer(
 
 for module in (prepare, train, estimate, import_keras, demo):
     module.register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"bodycomp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version (as run folders record it)."
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 def _looks_like_level(token: str) -> bool:

@@ -14,3 +14,7 @@ def reason(error: BaseException, limit: int = 160) -> str:
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class BodycompWarning(UserWarning):
+    """Input that is used, but not all of it or not as given; the CLI prints it as one `warning:` line."""

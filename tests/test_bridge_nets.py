@@ -40,8 +40,9 @@ def random_images(size: int, count: int = 2, seed: int = 0) -> np.ndarray:
     return np.clip(images, 0, 255).astype(np.float32)
 
 
-def torch_input(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2)  # channels-last to channels-first
+def torch_input(images: np.ndarray, scale: float) -> torch.Tensor:
+    """The original's 0-255 channels-last input as ours: channels first, on our scale (the net undoes it)."""
+    return torch.from_numpy(images / np.float32(scale)).permute(0, 3, 1, 2)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +62,7 @@ def test_bridge_unet_gives_the_keras_unet_outputs(tmp_path, options):
     images = random_images(32)
     expected = np.asarray(keras_model.predict(images, verbose=0))
     with torch.no_grad():
-        probabilities = torch.softmax(net(torch_input(images)), dim=1).permute(0, 2, 3, 1).numpy()
+        probabilities = torch.softmax(net(torch_input(images, 256)), dim=1).permute(0, 2, 3, 1).numpy()
     assert probabilities.shape == expected.shape
     np.testing.assert_allclose(probabilities, expected, atol=1e-4)
 
@@ -85,10 +86,10 @@ def test_bridge_densenet_gives_the_keras_densenet_outputs(tmp_path, size, option
     assert task.config()["arch_options"]["use_batch_norm"] == options.get("batch_norm", True)
     # Compare before the sigmoid, where a saturated output cannot hide a difference.
     logits_model = keras.Model(keras_model.inputs, keras_model.layers[-2].output)
-    images = random_images(size) / 255.0
+    images = random_images(size)
     expected = np.asarray(logits_model.predict(images, verbose=0))
     with torch.no_grad():
-        logits = net(torch_input(images)).numpy()
+        logits = net(torch_input(images, 255)).numpy()
     assert logits.shape == expected.shape == (2, options.get("outputs", 1))
     np.testing.assert_allclose(logits, expected, atol=1e-4)
 

@@ -40,12 +40,14 @@ def test_import_keras_full_model_gives_a_run_that_load_run_uses(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint_best.pt", "config.json"]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["task"] == "segmentation" and config["arch"] == "bridge-unet" and config["image_size"] == 32
-    assert config["input_scale"] == "original" and config["window"] == {"level": 40.0, "width": 400.0}
+    assert config["window"] == {"level": 40.0, "width": 400.0}
+    # The original's -p input, clip((HU + 160) * 256 / 400, 0, 255), is min(256 x, 255) of our [0, 1] window.
+    assert config["arch_options"]["input_gain"] == 256.0 and config["arch_options"]["input_max"] == 255.0
     assert config["imported_from"]["path"] == str(path.resolve()) and config["versions"]["bodycomp"]
     run = load_run(run_dir)
     images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
     with torch.no_grad():
-        ours = torch.softmax(run.model(torch.from_numpy(images).permute(0, 3, 1, 2)), 1).permute(0, 2, 3, 1)
+        ours = torch.softmax(run.model(torch.from_numpy(images / 256).permute(0, 3, 1, 2)), 1).permute(0, 2, 3, 1)
     np.testing.assert_allclose(ours.numpy(), keras_model.predict(images, verbose=0), atol=1e-4)
     # The same name again is refused rather than overwritten.
     assert_user_error(invoke(["import-keras", path, tmp_path / "models", "-a", "l3_seg"]), "already exists")
@@ -70,9 +72,9 @@ def test_import_keras_weights_file_with_architecture_and_args_json(tmp_path):
     assert config["task"] == "slice_selection" and config["arch"] == "bridge-densenet"
     assert config["levels"] == ["T5", "L3"] and config["threshold"] == 5.0 and config["image_size"] == 64
     run = load_run(tmp_path / "models" / "sel")
-    images = np.random.default_rng(2).uniform(0, 1, (3, 64, 64, 1)).astype(np.float32)
+    images = np.random.default_rng(2).integers(0, 256, (3, 64, 64, 1)).astype(np.float32)  # 8-bit values
     with torch.no_grad():
-        ours = torch.sigmoid(run.model(torch.from_numpy(images).permute(0, 3, 1, 2))).numpy()
+        ours = torch.sigmoid(run.model(torch.from_numpy(images / 255).permute(0, 3, 1, 2))).numpy()
     np.testing.assert_allclose(ours, model.predict(images, verbose=0), atol=1e-4)
 
 
@@ -159,3 +161,76 @@ def test_train_select_initial_epoch_numbers_epochs_and_sets_the_schedule(tmp_pat
     config = json.loads((tmp_path / "m" / "sel" / "config.json").read_text())
     assert config["initial_epoch"] == 2 and config["arch"] == "bridge-densenet"
     assert_user_error(invoke([*run[:-2], "-e", "2", "-i", "2", *args, *FAST]), "-i/--initial-epoch 2", "no epoch")
+
+
+def phantom_slices(size: int = 64, count: int = 3) -> np.ndarray:
+    """A few axial slices of a synthetic CT series around L3 (raw HU)."""
+    from bodycomp_cli.phantoms import SeriesRenderer, series_params
+
+    params = series_params(seed=3, index=0, size=size)
+    renderer = SeriesRenderer(params)
+    z_l3 = params.spine.z_of("L3")
+    return np.stack([renderer.render(z_l3 + dz)[0] for dz in np.linspace(-20, 20, count)]).astype(np.float32)
+
+
+def test_imported_models_predict_phantom_slices_as_the_keras_models(tmp_path):
+    from bodycomp_cli.engine.inference import predict_segmentation, predict_slice_offsets
+    from bodycomp_cli.io.windowing import window_hu
+
+    hu = phantom_slices()
+    unet = original_unet(size=64, compression=(4, 8, 16), decompression=(8, 4))
+    densenet = original_densenet(size=64)
+    for model, name in ((unet, "seg"), (densenet, "sel")):
+        randomise_batch_norm(model)
+        model.save(tmp_path / f"{name}.hdf5")
+        assert invoke(["import-keras", tmp_path / f"{name}.hdf5", tmp_path / "models", "-a", name]).exit_code == 0
+
+    # Segmentation: the original estimator windowed with its -p function, clip((HU + 160) * 256 / 400, 0, 255).
+    original_input = np.clip((hu.astype(np.float64) + 160) * 256 / 400, 0, 255)[..., None]
+    keras_labels = np.argmax(unet.predict(original_input, verbose=0), axis=-1)
+    labels = predict_segmentation(load_run(tmp_path / "models" / "seg"), hu)
+    assert (labels == keras_labels).mean() > 0.999
+    for tissue in (1, 2, 3):
+        keras_area = (keras_labels == tissue).sum()
+        assert abs(int((labels == tissue).sum()) - int(keras_area)) <= max(1, 0.001 * keras_area)
+
+    # Slice selection: 8-bit windowed slices (the PNGs it was trained on), at the model's input size.
+    keras_outputs = densenet.predict(window_hu(hu).astype(np.float32)[..., None], verbose=0)
+    outputs = predict_slice_offsets(load_run(tmp_path / "models" / "sel"), hu)
+    np.testing.assert_allclose(outputs, keras_outputs, atol=1e-4)
+
+
+def test_estimate_with_imported_models_matches_the_keras_models(tmp_path):
+    """The same chosen slice and areas within 0.1 % as the Keras models on the same phantom series."""
+    from bodycomp_cli.estimate.selection import select_level_slice
+    from bodycomp_cli.io.windowing import window_hu
+    from bodycomp_cli.phantoms import SeriesRenderer, series_params
+
+    params = series_params(seed=5, index=1, size=64)
+    renderer = SeriesRenderer(params)
+    z_mm = params.spine.z_of("L3") + np.arange(-12, 12) * 5.0
+    hu = np.stack([renderer.render(float(z))[0] for z in z_mm]).astype(np.int16)
+    spacing = float(params.pixel_spacing_mm)
+    np.savez(tmp_path / "phantom.npz", hu=hu, z_mm=z_mm, pixel_spacing=np.array([spacing, spacing]))
+
+    unet = original_unet(size=64, compression=(4, 8, 16), decompression=(8, 4))
+    densenet = original_densenet(size=64)
+    for model, name in ((unet, "seg"), (densenet, "sel")):
+        randomise_batch_norm(model, seed=4)
+        model.save(tmp_path / f"{name}.hdf5")
+        assert invoke(["import-keras", tmp_path / f"{name}.hdf5", tmp_path / "models", "-a", name]).exit_code == 0
+    models = ["--select-model", tmp_path / "models" / "sel", "--seg-model", tmp_path / "models" / "seg"]
+    result = invoke(["estimate", tmp_path / "phantom.npz", *models, "-o", tmp_path / "out", "--min-slices", "5"])
+    assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
+    row = pd.read_csv(tmp_path / "out" / "results.csv").iloc[0]
+
+    # The Keras side: the original's inputs, then the same slice rule and pixel counting.
+    probabilities = densenet.predict(window_hu(hu).astype(np.float32)[..., None], verbose=0)[:, 0]
+    index = select_level_slice(probabilities, z_mm, threshold_mm=10.0).index
+    assert row["L3_slice_index"] == index
+    original_input = np.clip((hu[index].astype(np.float64) + 160) * 256 / 400, 0, 255)[None, ..., None]
+    labels = np.argmax(unet.predict(original_input, verbose=0)[0], axis=-1)
+    assert np.unique(labels).size >= 3  # an untrained model, but the comparison covers several tissues
+    for label, tissue in enumerate(("muscle", "subcutaneous_fat", "visceral_fat"), start=1):
+        keras_area = (labels == label).sum() * spacing * spacing / 100.0
+        assert row[f"L3_{tissue}_area_cm2"] == pytest.approx(keras_area, rel=1e-3, abs=1e-9)

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
-from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.errors import BodycompError, BodycompWarning
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    if issubclass(category, BodycompWarning):
+        err_console.print(f"warning: {message}", markup=False, highlight=False)
+    else:
+        warnings._showwarnmsg_impl(warnings.WarningMessage(message, category, filename, lineno, file, line))
 
 
 def report_user_errors(func: F) -> F:
@@ -27,7 +35,9 @@ def report_user_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return func(*args, **kwargs)
         except BodycompError as error:
             message = " ".join(str(error).split("\n"))
             err_console.print(f"error: {message}", markup=False, highlight=False)

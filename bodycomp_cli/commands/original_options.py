@@ -155,6 +155,11 @@ def refuse_decay_half_time(value: float | None) -> None:
         )
 
 
+def check_windowing_options(apply_window_function: bool, input_windowed: bool) -> None:
+    if apply_window_function and input_windowed:
+        raise BodycompError("-p/--apply_window_function says the arrays are raw HU, --input-windowed that they are not")
+
+
 def _resolve(arch: str | None, default_arch: str, bridge: str, given: dict[str, Any]) -> str:
     if arch is None:
         return bridge if given else default_arch
@@ -167,7 +172,12 @@ def unet_arch(
     arch: str | None, compression: list[int] | None, decompression: list[int] | None, convs: int | None, act: str | None
 ) -> tuple[str, dict[str, Any]]:
     """(arch, arch_options) for train-seg: bridge-unet's options filled with the original's defaults."""
-    from bodycomp_cli.nets.bridge_unet import DEFAULT_COMPRESSION, DEFAULT_DECOMPRESSION, check_unet_options
+    from bodycomp_cli.nets.bridge_unet import (
+        DEFAULT_COMPRESSION,
+        DEFAULT_DECOMPRESSION,
+        ORIGINAL_INPUT,
+        check_unet_options,
+    )
 
     given = {"-C": compression, "-M": decompression, "-N": convs, "-A": act}
     arch = _resolve(arch, "unet", UNET, {k: v for k, v in given.items() if v is not None})
@@ -180,7 +190,7 @@ def unet_arch(
         "activation_name": act or "relu",
     }
     check_unet_options(*options.values())
-    return arch, options
+    return arch, {**options, **ORIGINAL_INPUT}
 
 
 def densenet_arch(arch: str | None, default_arch: str, **options: Any) -> tuple[str, dict[str, Any]]:
@@ -198,7 +208,7 @@ def densenet_arch(arch: str | None, default_arch: str, **options: Any) -> tuple[
     arch = _resolve(arch, default_arch, DENSENET, given)
     if arch != DENSENET:
         return arch, {}
-    from bodycomp_cli.nets.bridge_densenet import check_densenet_options
+    from bodycomp_cli.nets.bridge_densenet import ORIGINAL_INPUT, check_densenet_options
 
     defaults = {
         "layers_per_block": 12, "blocks": 4, "initial_filters": 16, "growth_rate": 12, "compression_rate": 0.5,
@@ -207,4 +217,4 @@ def densenet_arch(arch: str | None, default_arch: str, **options: Any) -> tuple[
     resolved = {k: default if options.get(k) is None else options[k] for k, default in defaults.items()}
     check_densenet_options(*resolved.values())
     resolved["use_batch_norm"] = not options.get("omit_batch_norm", False)
-    return arch, resolved
+    return arch, {**resolved, **ORIGINAL_INPUT}

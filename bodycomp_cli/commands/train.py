@@ -76,6 +76,10 @@ def _engine(options: dict):
 
     values = {f.name: options[f.name] for f in fields(EngineConfig) if f.name in options}
     values["schedule"] = values["schedule"].value
+    if values.get("low_memory"):  # a process-wide malloc setting: made here, at the CLI entry, not in the engine
+        from bodycomp_cli.engine.memory import return_freed_buffers_to_os
+
+        return_freed_buffers_to_os()
     return EngineConfig(**values)
 
 
@@ -145,12 +149,14 @@ def register(app: typer.Typer) -> None:
         from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
 
         original.refuse_decay_half_time(decay_half_time)
+        original.check_windowing_options(apply_window_function, input_windowed)
         arch, arch_options = original.unet_arch(
             arch, compression_channels, decompression_channels, num_convs, activation
         )
         settings = SegmentationSettings(
-            arch, encoder, thoracic, image_size, window_level, window_width, arch_options=arch_options
-        )
+            arch, encoder, thoracic, image_size, window_level, window_width, arch_options=arch_options,
+            input_windowed=input_windowed,
+        )  # fmt: skip
         engine = _engine(locals())
         train_segmentation(data_dir, models_dir, settings, engine, name, warm_start(init_weights))
 

@@ -16,6 +16,10 @@ from bodycomp_cli.errors import BodycompError
 
 SPLITS = ("train", "val")
 CHUNK_BYTES = 64 * 2**20  # label/finiteness checks read this much at a time, so RSS stays bounded
+WINDOWED_SAMPLE = 16  # slices (evenly spaced) that decide whether images are raw HU or already windowed 0-255
+# Already windowed arrays (the original's layout without -p) hold v = (HU - low) * 256 / width in 0-255; our
+# model input is (HU - low) / width = v / 256, which is the window "level 128, width 256" applied to v.
+PREWINDOWED_AS_WINDOW = (128.0, 256.0)
 
 # Slices are read with pread at their offset in the .npy file rather than through the memmap: pages touched
 # through a mapping stay in the process's RSS until it is unmapped, so one epoch over a 6 GB memmap would
@@ -92,11 +96,30 @@ def _chunks(array: np.ndarray):
         os.close(fd)
 
 
-def _check_images(path: Path, images: np.ndarray) -> None:
+def _check_windowing(path: Path, images: np.ndarray, input_windowed: bool) -> None:
+    """Raw HU always has air or fat below 0; already windowed images lie within 0-255 everywhere."""
+    rows = np.unique(np.linspace(0, len(images) - 1, min(WINDOWED_SAMPLE, len(images))).round().astype(int))
+    sample = np.asarray(images[rows])
+    low, high = float(sample.min()), float(sample.max())
+    if input_windowed and (low < 0 or high > 255):
+        raise BodycompError(
+            f"{path}: --input-windowed, but it holds {low if low < 0 else high:g}, outside 0-255 (raw HU?); "
+            "drop --input-windowed"
+        )
+    if not input_windowed and low >= 0 and high <= 255:
+        raise BodycompError(
+            f"{path}: every sampled slice lies within 0-255, so the images look already windowed (the original "
+            "toolkit without -p); add --input-windowed to train on them as they are, or give raw HU"
+        )
+
+
+def _check_images(path: Path, images: np.ndarray, input_windowed: bool = False) -> None:
     kind = images.dtype.kind
-    if images.dtype == np.uint8:
-        raise BodycompError(f"{path}: dtype uint8 looks like windowed 8-bit images; raw HU is expected")
-    if kind == "u" or (kind == "i" and images.dtype.itemsize < 2) or kind not in "iuf":
+    if images.dtype == np.uint8 and not input_windowed:
+        raise BodycompError(
+            f"{path}: dtype uint8 looks like windowed 8-bit images; give raw HU, or add --input-windowed"
+        )
+    if images.dtype != np.uint8 and (kind == "u" or (kind == "i" and images.dtype.itemsize < 2) or kind not in "iuf"):
         raise BodycompError(f"{path}: dtype {images.dtype} cannot hold raw HU (use signed int >= 16 bit or float)")
     if kind == "f":
         for start, chunk in _chunks(images):
@@ -104,6 +127,7 @@ def _check_images(path: Path, images: np.ndarray) -> None:
             if bad.any():
                 slice_index = start + int(np.argwhere(bad)[0][0])
                 raise BodycompError(f"{path}: slice {slice_index} holds NaN or inf")
+    _check_windowing(path, images, input_windowed)
 
 
 def _check_masks(path: Path, masks: np.ndarray, n_classes: int, thoracic: bool) -> None:
@@ -119,8 +143,10 @@ def _check_masks(path: Path, masks: np.ndarray, n_classes: int, thoracic: bool) 
             raise BodycompError(f"{path}: label {bad} out of range 0-{n_classes - 1}{hint}")
 
 
-def validate_segmentation_data(data_dir: Path, n_classes: int, thoracic: bool) -> dict[str, SegmentationSplit]:
-    """Check the four arrays (readable, shapes, dtypes, labels in chunks) and return their descriptions."""
+def validate_segmentation_data(
+    data_dir: Path, n_classes: int, thoracic: bool, input_windowed: bool = False
+) -> dict[str, SegmentationSplit]:
+    """Check the four arrays (readable, shapes, dtypes, labels in chunks, raw HU or windowed) and describe them."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise BodycompError(f"{data_dir}: data folder not found")
@@ -134,7 +160,7 @@ def validate_segmentation_data(data_dir: Path, n_classes: int, thoracic: bool) -
                 f"{mask_path}: shape {masks.shape} does not match {image_path.name} {images.shape} "
                 "(counts and slice sizes must agree)"
             )
-        _check_images(image_path, images)
+        _check_images(image_path, images, input_windowed)
         _check_masks(mask_path, masks, n_classes, thoracic)
         splits[split] = SegmentationSplit(
             ArrayFile.of(image_path, images), ArrayFile.of(mask_path, masks), *image_shape

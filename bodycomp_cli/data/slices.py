@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from bodycomp_cli.data.augment import AffineRanges, augment_image, resize_image
-from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.errors import BodycompError, BodycompWarning
+from bodycomp_cli.io.arrays import read_png
 
 SPLITS = ("train", "val")
 
@@ -25,12 +27,21 @@ class SliceSplit:
     meta: pd.DataFrame  # the CSV as read (series / z_mm are used for the selection error when present)
 
 
+GRAY16_MODES = ("I;16", "I;16B", "I;16L", "I")  # how Pillow opens 16-bit grayscale PNGs
+
+
+def png_name(index: int) -> str:
+    """The PNG of CSV row INDEX, as the original named them: six digits at least, seven past 999,999."""
+    return f"{index:06d}.png"
+
+
 def offset_columns(frame: pd.DataFrame, levels: list[str], csv_path: Path) -> list[str]:
-    """The ZOffset_<LEVEL> column of each level; a single level may use a plain `ZOffset` column."""
+    """The ZOffset_<LEVEL> column of each level; with a single level a plain `ZOffset` column comes first,
+    as the original read it whatever other columns the CSV had."""
     columns = []
     for level in levels:
         name = f"ZOffset_{level}"
-        if name not in frame.columns and len(levels) == 1 and "ZOffset" in frame.columns:
+        if len(levels) == 1 and "ZOffset" in frame.columns:
             name = "ZOffset"
         if name not in frame.columns:
             raise BodycompError(f"{csv_path}: missing column {name} (level {level})")
@@ -62,26 +73,37 @@ def _read_offsets(csv_path: Path, levels: list[str]) -> tuple[np.ndarray, pd.Dat
 def _check_pngs(image_dir: Path, count: int, csv_path: Path) -> None:
     if not image_dir.is_dir():
         raise BodycompError(f"{image_dir}: image folder not found")
-    names = sorted(p.name for p in image_dir.iterdir() if p.suffix.lower() == ".png")
-    if len(names) != count:
-        raise BodycompError(f"{image_dir}: {len(names)} PNG images but {csv_path} has {count} rows")
-    expected = [f"{i:06d}.png" for i in range(count)]
-    if names != expected:
-        missing = next(name for name in expected if name not in set(names))
-        stray = next(name for name in names if name not in set(expected))
+    names = {p.name for p in image_dir.iterdir() if p.suffix.lower() == ".png"}
+    expected = [png_name(i) for i in range(count)]
+    missing = next((name for name in expected if name not in names), None)
+    if missing is not None:
+        stray = min(names - set(expected), default=None, key=lambda name: (len(name), name))
+        found = f", found {stray}" if stray else ""
         raise BodycompError(
-            f"{image_dir}: PNG ids must run 000000..{count - 1:06d} without gaps; {missing} is missing, found {stray}"
+            f"{image_dir}: {len(names)} PNG images, but {csv_path} has {count} rows and {missing} is missing{found} "
+            f"(PNG ids run {png_name(0)}..{png_name(count - 1)}, one per row)"
         )
-    for name in names:
-        path = image_dir / name
-        try:
-            with Image.open(path) as image:
-                mode = image.mode
-                image.verify()  # reads every chunk and checks its CRC, so truncated files fail here
-        except Exception as error:  # PIL raises many types for corrupt files
-            raise BodycompError(f"{path}: not a readable PNG ({error})") from None
-        if mode != "L":
-            raise BodycompError(f"{path}: image mode {mode}; 8-bit grayscale (mode L) is expected")
+    if len(names) > count:  # the original read only the rows' images too
+        warnings.warn(
+            f"{image_dir}: {len(names) - count} PNG images beyond {csv_path}'s {count} rows are not used",
+            BodycompWarning,
+            stacklevel=2,
+        )
+    for name in expected:
+        _check_png(image_dir / name)
+
+
+def _check_png(path: Path) -> None:
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            image.verify()  # reads every chunk and checks its CRC, so truncated files fail here
+    except Exception as error:  # PIL raises many types for corrupt files
+        raise BodycompError(f"{path}: not a readable PNG ({error})") from None
+    if mode in GRAY16_MODES:  # 16-bit grayscale is fine as long as it holds 8-bit values, as the original saw
+        read_gray8_png(path)
+    elif mode != "L":
+        raise BodycompError(f"{path}: image mode {mode}; 8-bit grayscale (mode L) is expected")
 
 
 def validate_slice_data(data_dir: Path, levels: list[str]) -> dict[str, SliceSplit]:
@@ -147,8 +169,20 @@ def split_context_rows(split: SliceSplit, context_mm: float, csv_path: Path) -> 
 
 
 def read_gray_png(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image)
+    return read_png(path, verify=False)[0]  # validate_slice_data verified every file up front
+
+
+def read_gray8_png(path: Path) -> np.ndarray:
+    """A grayscale PNG as uint8; a 16-bit one is accepted when every value is 0-255."""
+    pixels = read_gray_png(path)
+    if pixels.ndim != 2:
+        raise BodycompError(f"{path}: expected a grayscale PNG, got shape {pixels.shape}")
+    if pixels.dtype != np.uint8:
+        high = int(pixels.max())
+        if pixels.dtype.kind not in "ui" or int(pixels.min()) < 0 or high > 255:
+            raise BodycompError(f"{path}: 16-bit PNG with value {high}; slices must hold 8-bit values (0-255)")
+        pixels = pixels.astype(np.uint8)
+    return pixels
 
 
 class SliceSelectionDataset(Dataset):
@@ -180,7 +214,7 @@ class SliceSelectionDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
         index, seed = item if isinstance(item, tuple) else (item, None)
         rows = [index] if self.neighbours is None else self.neighbours[index].tolist()
-        pixels = np.stack([read_gray_png(self.split.image_dir / f"{row:06d}.png") for row in rows])
+        pixels = np.stack([read_gray_png(self.split.image_dir / png_name(row)) for row in rows])
         image = resize_image(torch.from_numpy(pixels.astype(np.float32) * np.float32(1 / 255)), self.image_size)
         if self.augmentation is not None:
             generator = torch.Generator().manual_seed(seed) if seed is not None else torch.default_generator

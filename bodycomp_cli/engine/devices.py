@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 
 import torch
 
+from bodycomp_cli.core.amp import AmpPolicy
 from bodycomp_cli.errors import BodycompError
 
 MODULE_PREFIX = "module."  # what DataParallel and DDP put in front of every state-dict key
@@ -39,10 +39,21 @@ def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def resolve_devices(gpus: int | None, visible: int | None = None) -> DeviceSetup:
-    """Check -g against what is visible (or refuse it under torchrun) and choose devices; no side effects."""
+def resolve_devices(gpus: int | None, visible: int | None = None, single_process: bool = False) -> DeviceSetup:
+    """Check -g against what is visible (or refuse it under torchrun) and choose devices; no side effects.
+
+    single_process (estimate, evaluate): RANK/WORLD_SIZE of a one-process job are ignored; those of a larger
+    one are refused, since every process would do all the work and write the same outputs.
+    """
     visible = torch.cuda.device_count() if visible is None else visible
-    if under_torchrun():
+    if under_torchrun() and single_process:
+        world = os.environ["WORLD_SIZE"]
+        if world.strip() != "1":
+            raise BodycompError(
+                f"RANK/WORLD_SIZE say this is one of {world} processes (torchrun?), but estimate and evaluate run "
+                "as one process: start them without torchrun (-g N spreads the batches over N GPUs)"
+            )
+    elif under_torchrun():
         if gpus is not None:
             raise BodycompError(
                 "-g/--gpus cannot be used under torchrun: torchrun decides the devices (--nproc_per_node)"
@@ -68,19 +79,63 @@ def init_distributed(setup: DeviceSetup) -> None:
         torch.distributed.init_process_group("nccl" if setup.device.type == "cuda" else "gloo")
 
 
-def wrap_model(model: torch.nn.Module, setup: DeviceSetup) -> torch.nn.Module:
-    """Move the model to its device and wrap it for DataParallel / DDP as the setup says."""
+def wrap_model(model: torch.nn.Module, setup: DeviceSetup, amp: AmpPolicy | None = None) -> torch.nn.Module:
+    """Move the model to its device and wrap it for DataParallel / DDP as the setup says.
+
+    `amp` is the autocast the trainer runs the forward pass under; DataParallel's replica threads need it again.
+    """
     model = model.to(setup.device)
     if setup.distributed:
         if setup.device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # SyncBN needs GPUs
+            model = convert_sync_batchnorm(model)  # SyncBN needs GPUs
             return torch.nn.parallel.DistributedDataParallel(model, device_ids=[setup.device.index])
-        # Depthwise convolutions (ConvNeXt, MobileNet) make DDP warn about grad strides: a speed hint only.
-        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         return torch.nn.parallel.DistributedDataParallel(model)
     if setup.n_gpus > 1:
-        return torch.nn.DataParallel(model, device_ids=list(range(setup.n_gpus)))
+        return AutocastDataParallel(model, device_ids=list(range(setup.n_gpus)), amp=amp)
     return model
+
+
+def convert_sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Every BatchNorm layer synchronised over DDP ranks, keeping what timm fuses into its norm layers.
+
+    torch's own converter turns timm's BatchNormAct2d (norm + activation + dropout in one module, used by
+    densenet121 and smp's tu- encoders) into a bare SyncBatchNorm: the activation would be lost in training
+    but present again when inference rebuilds the model. timm's converter maps it to SyncBatchNormAct instead
+    (and plain BatchNorm layers to SyncBatchNorm, as torch's does).
+    """
+    from timm.layers import convert_sync_batchnorm as timm_convert
+
+    return timm_convert(model)
+
+
+class AutocastDataParallel(torch.nn.DataParallel):
+    """DataParallel whose replicas run under the trainer's autocast dtype.
+
+    Autocast settings are thread-local: DataParallel runs each replica in a new thread and re-enters autocast
+    there with the default dtype (fp16 on CUDA), so a bf16 run would compute its replicas in fp16, without
+    the GradScaler that fp16 needs. Each replica's forward is wrapped in the chosen autocast instead.
+    """
+
+    def __init__(self, module: torch.nn.Module, device_ids: list[int], amp: AmpPolicy | None = None) -> None:
+        super().__init__(module, device_ids=device_ids)
+        self.amp = amp
+
+    def parallel_apply(self, replicas, inputs, kwargs):
+        if self.amp is not None and self.amp.enabled:
+            replicas = [_UnderAutocast(replica, self.amp) for replica in replicas]
+        return super().parallel_apply(replicas, inputs, kwargs)
+
+
+class _UnderAutocast(torch.nn.Module):
+    """One replica's forward under a given autocast (built per step: replicas themselves are rebuilt per step)."""
+
+    def __init__(self, replica: torch.nn.Module, amp: AmpPolicy) -> None:
+        super().__init__()
+        self.replica, self.amp = replica, amp
+
+    def forward(self, *args, **kwargs):
+        with self.amp.autocast():
+            return self.replica(*args, **kwargs)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

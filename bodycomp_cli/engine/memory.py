@@ -4,13 +4,13 @@ Two measures, both opt-in because they cost speed:
 - activation checkpointing: a network's blocks keep only their inputs for the backward pass and recompute
   the rest there (timm's own set_grad_checkpointing where the model has it; smp models have none, so
   their residual and decoder blocks are switched over here);
-- glibc's malloc is told to give freed activation buffers back to the operating system at once.
+- glibc's malloc is told to give freed activation buffers back to the operating system at once (a process-wide
+  setting, so the CLI makes it, not the engine).
 """
 
 from __future__ import annotations
 
 import ctypes
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -25,15 +25,17 @@ _RECOMPUTED_CLASSES: dict[type, type] = {}
 
 
 def enable_low_memory(model: nn.Module) -> None:
-    """Switch the model to activation checkpointing and pin malloc's mmap threshold."""
-    _return_freed_buffers_to_os()
+    """Switch the model to activation checkpointing (malloc's setting is the CLI's: return_freed_buffers_to_os)."""
     if hasattr(model, "set_grad_checkpointing"):  # every timm model
         model.set_grad_checkpointing(True)
     elif _recompute_blocks(model) == 0:
         raise BodycompError(f"--low-memory: {type(model).__name__} has no blocks that activation checkpointing can use")
+    keep_batchnorm_stats_in_recomputation(model)
 
 
-def _return_freed_buffers_to_os() -> None:
+def return_freed_buffers_to_os() -> None:
+    """Process-wide and irreversible (glibc has no getter to restore from), so only `train-* --low-memory` calls
+    it, at the CLI entry; a library caller decides for its own process."""
     # glibc raises its mmap threshold each time a large block is freed, so after the first step the
     # activation buffers come from the heap, and freed heap memory stays resident. A fixed threshold
     # (which also switches that adjustment off) keeps every buffer of 1 MiB or more in its own mapping,
@@ -73,30 +75,35 @@ def _forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     plain_forward = super(type(self), self).forward
     if not (self.training and torch.is_grad_enabled()):
         return plain_forward(*args, **kwargs)
-    calls = 0
-
-    def run(*inner_args: Any, **inner_kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            return plain_forward(*inner_args, **inner_kwargs)
-        with _batchnorm_stats_kept(self):  # the recomputation must not count the batch in the running stats twice
-            return plain_forward(*inner_args, **inner_kwargs)
-
-    return checkpoint(run, *args, use_reentrant=False, **kwargs)
+    return checkpoint(plain_forward, *args, use_reentrant=False, **kwargs)
 
 
-@contextmanager
-def _batchnorm_stats_kept(block: nn.Module):
-    saved = [
-        (buffer, buffer.clone())
-        for layer in block.modules()
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm)
-        for buffer in layer.buffers()
-    ]
-    try:
-        yield
-    finally:
+def keep_batchnorm_stats_in_recomputation(model: nn.Module) -> None:
+    """Make every BatchNorm layer (SyncBatchNorm and timm's norm-act layers included) leave its running stats
+    alone when its forward is a recomputation in the backward pass, so each batch counts once, as without
+    --low-memory. Call it again after layers are replaced (SyncBatchNorm conversion); it skips guarded layers.
+    """
+    for layer in model.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and not hasattr(layer, "_stats_before_recompute"):
+            layer._stats_before_recompute = None
+            layer.register_forward_pre_hook(_save_stats_if_recomputing)
+            layer.register_forward_hook(_restore_stats)
+
+
+def _in_backward() -> bool:
+    # Activation checkpointing (ours for smp, timm's checkpoint_seq) reruns forwards inside the backward pass,
+    # the only time autograd has a graph task running.
+    return torch._C._current_graph_task_id() != -1
+
+
+def _save_stats_if_recomputing(layer: nn.Module, args: Any) -> None:
+    if layer.training and _in_backward():
+        layer._stats_before_recompute = [buffer.clone() for buffer in layer.buffers()]
+
+
+def _restore_stats(layer: nn.Module, args: Any, output: Any) -> None:
+    saved, layer._stats_before_recompute = layer._stats_before_recompute, None
+    if saved is not None:
         with torch.no_grad():
-            for buffer, value in saved:
+            for buffer, value in zip(layer.buffers(), saved, strict=True):
                 buffer.copy_(value)

@@ -12,16 +12,17 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from bodycomp_cli import __version__
 from bodycomp_cli.core.amp import choose_amp
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
 from bodycomp_cli.engine.devices import DeviceSetup, init_distributed, resolve_devices
 from bodycomp_cli.engine.history import HISTORY, write_history
-from bodycomp_cli.engine.seeding import seed_everything, use_deterministic_algorithms
+from bodycomp_cli.engine.seeding import deterministic_algorithms, seed_everything
 from bodycomp_cli.engine.trainer import Trainer
 from bodycomp_cli.engine.warm_start import WarmStart, check_warm_start, load_initial_weights, skip_to_epoch
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.io.atomic import atomic_write_text
+from bodycomp_cli.io.atomic import atomic_write_text, remove_dead_temps
 
 CONFIG = "config.json"
 # Settings that define the model; a resumed run must keep them.
@@ -35,6 +36,9 @@ PACKAGES = ("bodycomp", "torch", "torchvision", "segmentation-models-pytorch", "
 def versions() -> dict[str, str | None]:
     found: dict[str, str | None] = {"python": platform.python_version()}
     for package in PACKAGES:
+        if package == "bodycomp":  # the code that runs, even from a checkout that differs from the install
+            found[package] = __version__
+            continue
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -110,21 +114,21 @@ def run_training(
             f"-b/--batch-size {engine.batch_size}: must be divisible by the {setup.world_size} DDP processes"
         )
     task = make_task()
-    use_deterministic_algorithms(engine.deterministic)
-    seed_everything(engine.seed)
-    model = _build_model(task)
-    load_initial_weights(model, task, start)
-    if engine.low_memory:
-        from bodycomp_cli.engine.memory import enable_low_memory
+    with deterministic_algorithms(engine.deterministic):  # restored afterwards, like every process-wide switch
+        seed_everything(engine.seed)
+        model = _build_model(task)
+        load_initial_weights(model, task, start)
+        if engine.low_memory:
+            from bodycomp_cli.engine.memory import enable_low_memory
 
-        enable_low_memory(model)
-    init_distributed(setup)
-    try:
-        console = console or Console(soft_wrap=True)
-        return _train(task, model, setup, Path(models_dir), name, engine, data_dir, console, start)
-    finally:
-        if setup.distributed and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+            enable_low_memory(model)
+        init_distributed(setup)
+        try:
+            console = console or Console(soft_wrap=True)
+            return _train(task, model, setup, Path(models_dir), name, engine, data_dir, console, start)
+        finally:
+            if setup.distributed and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
 
 def _train(task, model, setup, models_dir, name, engine, data_dir, console, start) -> Path:
@@ -134,6 +138,8 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console, star
         torch.distributed.broadcast_object_list(shared, src=0)
         name = shared[0]
     run_dir = models_dir / name
+    if setup.is_main:  # what a killed run left (temp checkpoints, curves) goes before anything is read
+        remove_dead_temps(run_dir, recursive=True)
     config = build_config(task, engine, setup, name, data_dir)
     config.update(init_weights=start.source, initial_epoch=start.initial_epoch)
     checkpoint = None

@@ -6,6 +6,8 @@ import contextlib
 import copy
 import math
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from bodycomp_cli.engine.checkpoint import LAST, restore_rng_state, rng_state
 from bodycomp_cli.engine.config import EngineConfig, schedule_factor
 from bodycomp_cli.engine.devices import DeviceSetup, strip_prefix, unwrap_model, wrap_model
 from bodycomp_cli.engine.history import TensorBoardLog
+from bodycomp_cli.engine.memory import keep_batchnorm_stats_in_recomputation
 from bodycomp_cli.engine.seeding import seed_epoch
 from bodycomp_cli.engine.writer import EpochWriter
 from bodycomp_cli.errors import BodycompError
@@ -28,9 +31,30 @@ PROGRESS_REFRESH_S = 0.5  # how often the loss shown on the bar is read back (a 
 ROWS = "rows:"
 
 
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    non_blocking = device.type == "cuda"
+def to_device(batch: dict[str, Any], device: torch.device, non_blocking: bool = False) -> dict[str, Any]:
+    """Tensors to the device; non_blocking only pays off (and is only asked for) from pinned memory."""
     return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def host_copy(state: Any, pin: bool = False) -> Any:
+    """A copy of a nested state (dicts, lists, tuples, tensors) in CPU memory, for the writer to save.
+
+    Cloning on the GPU would hold the weights and both Adam moments again there (about 3x the parameters) at
+    every save. With pin=True the copies go to pinned memory without blocking; the caller synchronises once.
+    """
+    if torch.is_tensor(state):
+        return _to_host(state.detach(), pin)
+    if isinstance(state, dict):
+        return {key: host_copy(value, pin) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(host_copy(value, pin) for value in state)
+    return copy.deepcopy(state)
+
+
+def _to_host(tensor: torch.Tensor, pin: bool) -> torch.Tensor:
+    host = torch.empty_like(tensor, device="cpu", pin_memory=pin)
+    host.copy_(tensor, non_blocking=pin)
+    return host
 
 
 class Trainer:
@@ -48,13 +72,16 @@ class Trainer:
     ) -> None:
         self.task, self.setup, self.engine, self.run_dir, self.config = task, setup, engine, run_dir, config
         self.console = console or Console()
-        self.model = wrap_model(model, setup)
+        # One AMP decision (core/amp.py); DataParallel's replica threads need it too, hence before wrapping.
+        self.amp = choose_amp(setup.device, engine.amp, cpu=engine.cpu_amp)
+        self.scaler = self.amp.grad_scaler()
+        self.model = wrap_model(model, setup, self.amp)
+        if engine.low_memory:  # again: SyncBatchNorm conversion replaced the guarded layers
+            keep_batchnorm_stats_in_recomputation(unwrap_model(self.model))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=engine.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, schedule_factor(engine.schedule, engine.epochs)
         )
-        self.amp = choose_amp(setup.device, engine.amp, cpu=engine.cpu_amp)
-        self.scaler = self.amp.grad_scaler()
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"metric": task.best_metric, "value": None, "epoch": None}
         self.start_epoch = 1
@@ -74,10 +101,9 @@ class Trainer:
         )
         local_batch = max(1, self.train_sampler.global_batch // world)
         workers = self.engine.resolved_workers()
-        common = {
-            "num_workers": workers,
-            "pin_memory": self.setup.device.type == "cuda",
-        }
+        # Pinned batches and non_blocking copies go together: the copy overlaps the next step only from pinned memory.
+        self.pinned = self.setup.device.type == "cuda"
+        common = {"num_workers": workers, "pin_memory": self.pinned}
         self.train_loader = DataLoader(
             train_set, batch_size=local_batch, sampler=self.train_sampler, persistent_workers=workers > 0, **common
         )
@@ -108,24 +134,29 @@ class Trainer:
         writer = EpochWriter(self.run_dir, self.tensorboard, self.start_epoch - 1) if self.setup.is_main else None
         self.writer = writer
         try:
-            for epoch in range(self.start_epoch, self.engine.epochs + 1):
-                self.on_epoch_start(epoch)
-                started = time.perf_counter()
-                train_loss = self.train_epoch(epoch)
-                metrics = self.validate()
-                self.on_epoch_end(epoch, train_loss, metrics, time.perf_counter() - started)
+            with _grad_stride_hint_ignored():
+                for epoch in range(self.start_epoch, self.engine.epochs + 1):
+                    self.on_epoch_start(epoch)
+                    started = time.perf_counter()
+                    train_loss = self.train_epoch(epoch)
+                    metrics = self.validate()
+                    self.on_epoch_end(epoch, train_loss, metrics, time.perf_counter() - started)
+            if writer is not None:
+                self._writing(writer.close)
         except KeyboardInterrupt:
             if writer is not None:
                 writer.close()  # the epoch files already handed over are finished, not cut short
             self._say_how_to_resume()
             raise
-        finally:
+        except BaseException:
             if writer is not None:
-                writer.close()
+                with contextlib.suppress(Exception):  # the error on its way up says what went wrong
+                    writer.close()
+            raise
         return self.history
 
     def on_epoch_start(self, epoch: int) -> None:
-        seed_epoch(self.engine.seed, epoch)
+        seed_epoch(self.engine.seed, epoch, self.setup.rank)
         self.train_sampler.set_epoch(epoch)
         self.model.train()
 
@@ -151,7 +182,9 @@ class Trainer:
         with self._progress(epoch) as (progress, bar):
             started = last_shown = time.perf_counter()
             for step, batch in enumerate(self.train_loader, start=1):
-                loss_sum += self.train_step(to_device(batch, self.setup.device))
+                loss_sum += self.train_step(to_device(batch, self.setup.device, self.pinned))
+                if self.writer is not None:  # rank 0: a failed save stops every rank now, not at the epoch's end
+                    self._writing(self.writer.raise_if_failed)
                 if progress is None:
                     continue
                 now = time.perf_counter()
@@ -185,7 +218,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         rows: dict[str, list[torch.Tensor]] = {}
         for batch in self.val_loader:
-            for key, value in self.validation_step(model, to_device(batch, self.setup.device)).items():
+            for key, value in self.validation_step(model, to_device(batch, self.setup.device, self.pinned)).items():
                 if key.startswith(ROWS):
                     rows.setdefault(key, []).append(value.detach().cpu())
                 else:
@@ -224,7 +257,7 @@ class Trainer:
         if not self.setup.is_main:
             return
         # Snapshots go to the background writer; the next epoch trains while they are saved.
-        self.writer.submit(epoch, self.checkpoint(epoch), [dict(r) for r in self.history], improved)
+        self._writing(self.writer.submit, epoch, self.checkpoint(epoch), [dict(r) for r in self.history], improved)
         if not self.engine.quiet:
             self.console.print(self._summary(row, improved), highlight=False)
 
@@ -243,14 +276,36 @@ class Trainer:
             "config": self.config,
             "epoch": epoch,
             # clones: training goes on updating the live tensors while the writer saves these
-            "model": {k: v.detach().clone() for k, v in unwrap_model(self.model).state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
+            # copies in host memory: training goes on updating the live tensors while the writer saves these
+            **self._host_snapshot(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng_state(),
             "history": [dict(r) for r in self.history],
             "best": dict(self.best),
         }
+
+    def _host_snapshot(self) -> dict[str, Any]:
+        pin = self.setup.device.type == "cuda"
+        state = {
+            "model": unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+        snapshot = host_copy(state, pin)
+        if pin:
+            torch.cuda.synchronize(self.setup.device)  # the non_blocking copies are complete before the writer reads
+        return snapshot
+
+    def _writing(self, action: Callable[..., None], *args: Any) -> None:
+        """Run a writer call; a failed save becomes one line (and, under torchrun, stops the other ranks)."""
+        try:
+            action(*args)
+        except BodycompError:
+            raise
+        except Exception as error:
+            raise BodycompError(
+                f"{self.run_dir}: saving the run files failed ({type(error).__name__}: {error}); training stopped"
+            ) from error
 
     def _summary(self, row: dict[str, Any], improved: bool) -> str:
         parts = [f"epoch {row['epoch']}/{self.engine.epochs}"]
@@ -258,6 +313,8 @@ class Trainer:
             if key not in ("epoch", "lr", "seconds"):
                 parts.append(f"{key} {value:.4f}")
         parts += [f"lr {row['lr']:.2e}", f"{row['seconds']:.1f} s", f"train {self.train_speed:.1f} samples/s"]
+        if self.setup.device.type == "cuda":  # rank 0's GPU (DataParallel gathers on it, so it holds the most)
+            parts.append(f"peak GPU memory {torch.cuda.max_memory_allocated(self.setup.device) / 2**30:.2f} GiB")
         return "  ".join(parts) + ("  (best)" if improved else "")
 
     def _progress(self, epoch: int):
@@ -277,6 +334,15 @@ class Trainer:
             )
         else:
             self.console.print("interrupted before the first epoch finished: nothing to resume", highlight=False)
+
+
+@contextlib.contextmanager
+def _grad_stride_hint_ignored():
+    # Depthwise convolutions (ConvNeXt, MobileNet) make DDP warn about grad strides: a speed hint only. Scoped to
+    # the run, so the process's warning filters are as they were afterwards.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        yield
 
 
 class _EpochBar:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bodycomp_cli.data.slices import series_groups
+from bodycomp_cli.data.slices import png_name, read_gray8_png, series_groups
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.selection import select_level_slice
-from bodycomp_cli.io.arrays import read_gray8_png
 
 NEAR_THRESHOLDS = 3.0  # the MAE counts slices within +-3 thresholds of the level, where the sigmoid inverts
 
@@ -86,8 +85,8 @@ def _read_meta(data_dir: Path, split: str, levels: list[str]):
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise BodycompError(f"{meta_path}: not a readable CSV ({str(error).splitlines()[0]})") from None
     columns = {level: f"ZOffset_{level}" for level in levels}
-    if len(levels) == 1 and columns[levels[0]] not in meta.columns and "ZOffset" in meta.columns:
-        columns[levels[0]] = "ZOffset"  # the original's single-level column name
+    if len(levels) == 1 and "ZOffset" in meta.columns:
+        columns[levels[0]] = "ZOffset"  # the original's single-level column, which it read first
     for level, column in columns.items():
         if column not in meta.columns:
             raise BodycompError(f"{meta_path}: no {column} column for level {level} (found: {', '.join(meta.columns)})")
@@ -123,7 +122,7 @@ def evaluate_slice_selection(
     threshold = float(run.config.get("threshold", 10.0))
     meta_path, meta, columns = _read_meta(data_dir, split, levels)
     image_dir = data_dir / "images" / split
-    paths = [image_dir / f"{index:06d}.png" for index in range(len(meta))]
+    paths = [image_dir / png_name(index) for index in range(len(meta))]
     missing = [path for path in paths if not path.is_file()]
     if missing:
         raise BodycompError(f"{missing[0]}: not found ({meta_path} has {len(meta)} rows)")

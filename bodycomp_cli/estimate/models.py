@@ -75,7 +75,7 @@ def inference_setup(gpus: int | None, amp: bool = True) -> InferenceSetup:
     from bodycomp_cli.core.amp import choose_amp
     from bodycomp_cli.engine.devices import resolve_devices
 
-    setup = resolve_devices(gpus)
+    setup = resolve_devices(gpus, single_process=True)  # no process group: refused under a multi-process launcher
     description = setup.describe()
     policy = choose_amp(setup.device, amp)
     if policy.enabled:
@@ -94,9 +94,11 @@ def load_for_inference(run_dir: Path, option: str, task: str | None, setup: Infe
     if task is not None and run.config.get("task") != task:
         raise BodycompError(f"{option} {run_dir}: a {run.config.get('task')} run, but this option needs a {task} run")
     if setup.n_gpus > 1:
-        import torch
+        from bodycomp_cli.core.amp import choose_amp
+        from bodycomp_cli.engine.devices import AutocastDataParallel
 
-        run.model = torch.nn.DataParallel(run.model, device_ids=list(range(setup.n_gpus)))
+        amp = choose_amp(setup.device, setup.amp)  # the replicas' threads need predict_*'s autocast again
+        run.model = AutocastDataParallel(run.model, device_ids=list(range(setup.n_gpus)), amp=amp)
     return run
 
 

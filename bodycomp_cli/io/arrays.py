@@ -22,18 +22,27 @@ def read_npy(path: Path, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
         raise BodycompError(f"{path}: not a readable .npy array ({reason(error)})") from None
 
 
-def read_gray8_png(path: Path) -> np.ndarray:
-    """The H x W uint8 pixels of an 8-bit grayscale PNG; any other mode or a damaged file is refused."""
+def read_png(path: Path, verify: bool = True) -> tuple[np.ndarray, str]:
+    """A PNG's pixels as an array, and its Pillow mode ("L" for 8-bit grayscale).
+
+    verify=True first checks every chunk's CRC and the closing IEND chunk (Pillow decodes some truncated files
+    silently); readers in a training loop, whose files were verified up front, skip it.
+    """
     from PIL import Image
 
     try:
+        if verify:
+            with Image.open(path) as png:
+                png.verify()
         with Image.open(path) as png:
-            png.verify()  # CRCs and the closing IEND chunk: Pillow decodes some truncated files silently
-        with Image.open(path) as png:
-            mode = png.mode
-            pixels = np.asarray(png)
+            return np.asarray(png), png.mode
     except Exception as error:  # Pillow raises many types for corrupt files
         raise BodycompError(f"{path}: corrupt or truncated PNG ({reason(error)})") from None
+
+
+def read_gray8_png(path: Path) -> np.ndarray:
+    """The H x W uint8 pixels of an 8-bit grayscale PNG; any other mode or a damaged file is refused."""
+    pixels, mode = read_png(path)
     if mode != "L":
         raise BodycompError(f"{path}: PNG is not 8-bit grayscale (mode {mode}, shape {pixels.shape})")
     return pixels

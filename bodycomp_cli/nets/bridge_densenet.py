@@ -11,7 +11,8 @@ original's sigmoid follows, which this model leaves to the caller, so it returns
 Weights start as the original's did: -I (glorot_uniform) for every conv's kernel and bias, Keras's defaults
 for the dense layer. A quirk kept on purpose: the original passes -A only to the last dense block, the
 transitions and the head; the dense blocks before the last always use relu.
-Modules are registered in the Keras model's layer order.
+Modules are registered in the Keras model's layer order. The input is ours (the 8-bit slice / 255); input_gain
+brings back the 8-bit values the original was trained on (keras_layers.OriginalInputScale).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.nets.keras_layers import (
+    OriginalInputScale,
     SameConv2d,
     activation,
     batch_norm,
@@ -29,6 +31,9 @@ from bodycomp_cli.nets.keras_layers import (
     keras_default_init,
     keras_initialize,
 )
+
+# The original's input, 255 x ours: the 8-bit PNG values themselves, not divided by 255.
+ORIGINAL_INPUT = {"input_gain": 255.0, "input_max": 255.0}
 
 
 def check_densenet_options(
@@ -93,8 +98,11 @@ class BridgeDenseNet(nn.Module):
         activation_name: str = "relu",
         use_batch_norm: bool = True,
         initializer: str = "glorot_uniform",
+        input_gain: float = ORIGINAL_INPUT["input_gain"],
+        input_max: float = ORIGINAL_INPUT["input_max"],
     ) -> None:
         super().__init__()
+        self.input_scale = OriginalInputScale(input_gain, input_max)
         check_densenet_options(
             layers_per_block, blocks, initial_filters, growth_rate, compression_rate, activation_name, initializer
         )
@@ -127,5 +135,5 @@ class BridgeDenseNet(nn.Module):
                 keras_initialize(module.bias, initializer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.initial_pool(self.initial_conv(x)))
+        x = self.stages(self.initial_pool(self.initial_conv(self.input_scale(x))))
         return self.dense(self.head(x).mean(dim=(-2, -1)))

@@ -4,7 +4,8 @@ Each module is N x (3x3 'same' conv -> batch norm -> activation). The compressio
 after every module but the centre one; the decompression path upsamples 2x (nearest), concatenates the
 upsampled features first and the skip second, then convolves. A 1x1 conv gives one logit per class; the
 original applied softmax there, which leaves the argmax unchanged, so this model returns the logits.
-Modules are registered in the Keras model's layer order, which the weight importer relies on.
+Modules are registered in the Keras model's layer order, which the weight importer relies on. The input is ours
+(the HU window as [0, 1]); input_gain and input_max turn it into the original's 0-255 scale (keras_layers).
 """
 
 from __future__ import annotations
@@ -15,11 +16,20 @@ import torch
 from torch import nn
 
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.nets.keras_layers import SameConv2d, activation, batch_norm, check_activation, keras_default_init
+from bodycomp_cli.nets.keras_layers import (
+    OriginalInputScale,
+    SameConv2d,
+    activation,
+    batch_norm,
+    check_activation,
+    keras_default_init,
+)
 
 # The original's defaults (bin/train_segmentation.py): six compression and five decompression modules.
 DEFAULT_COMPRESSION = (16, 32, 64, 128, 256, 512)
 DEFAULT_DECOMPRESSION = (256, 128, 64, 32, 16)
+# The original's input, min(256 x, 255) of ours: its -p window, clip((HU - low) * 256 / width, 0, 255).
+ORIGINAL_INPUT = {"input_gain": 256.0, "input_max": 255.0}
 
 
 def check_unet_options(
@@ -61,8 +71,11 @@ class BridgeUNet(nn.Module):
         decompression_channels: Sequence[int] = DEFAULT_DECOMPRESSION,
         num_convs: int = 1,
         activation_name: str = "relu",
+        input_gain: float = ORIGINAL_INPUT["input_gain"],
+        input_max: float = ORIGINAL_INPUT["input_max"],
     ) -> None:
         super().__init__()
+        self.input_scale = OriginalInputScale(input_gain, input_max)
         check_unet_options(compression_channels, decompression_channels, num_convs, activation_name)
         self.size_multiple = unet_size_multiple(compression_channels)
         self.compression = nn.ModuleList()
@@ -83,7 +96,7 @@ class BridgeUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2] % self.size_multiple or x.shape[-1] % self.size_multiple:
             raise ValueError(f"input {tuple(x.shape[-2:])}: height and width must be multiples of {self.size_multiple}")
-        skips = []
+        x, skips = self.input_scale(x), []
         for module in self.compression[:-1]:
             x = module(x)
             skips.append(x)

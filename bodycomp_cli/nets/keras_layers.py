@@ -110,3 +110,22 @@ def keras_default_init(model: nn.Module, bias_initializer: str = "zeros", kernel
             keras_initialize(module.weight, kernel_initializer)
             if module.bias is not None:
                 keras_initialize(module.bias, bias_initializer)
+
+
+class OriginalInputScale(nn.Module):
+    """Turn our model input into the original's: min(x * gain, top).
+
+    Our segmentation input is the HU window mapped to [0, 1]; the original's was clip((HU - low) * 256 / width,
+    0, 255), which is min(256 x, 255). Our slice-selection input is the 8-bit PNG value / 255; the original fed
+    the 8-bit value itself, which is 255 x. Inside the model, so training, evaluate and estimate all agree.
+    """
+
+    def __init__(self, gain: float, top: float) -> None:
+        super().__init__()
+        self.gain, self.top = float(gain), float(top)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.gain).clamp(max=self.top)
+
+    def extra_repr(self) -> str:
+        return f"gain={self.gain:g}, top={self.top:g}"

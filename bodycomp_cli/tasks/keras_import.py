@@ -10,9 +10,7 @@ Any layer that does not fit stops the import with its name.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,9 @@ from torch import nn
 from bodycomp_cli.engine.checkpoint import BEST, save_checkpoint
 from bodycomp_cli.engine.run import CONFIG, CONFIG_KEYS, versions
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.io.atomic import atomic_write_text
+from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_text
 from bodycomp_cli.io.keras_h5 import KerasLayer, KerasModel, read_keras_model
+from bodycomp_cli.nets import bridge_densenet, bridge_unet
 from bodycomp_cli.nets.keras_layers import ACTIVATIONS, KERAS_BN_EPSILON
 from bodycomp_cli.tasks.segmentation import SegmentationSettings, SegmentationTask
 from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, SliceSelectionTask
@@ -36,8 +35,6 @@ SUPPORTED = {
 }  # fmt: skip
 WEIGHTED = ("Conv2D", "BatchNormalization", "Dense")
 ORIGINAL_THRESHOLD_MM = 10.0  # the original estimator's sigmoid scale
-# The original fed both networks clip((HU - (level - width/2)) * 256 / width, 0, 255) as float, not divided.
-ORIGINAL_INPUT_SCALE = "original"
 
 
 def _fail(layer: KerasLayer, why: str) -> BodycompError:
@@ -104,6 +101,7 @@ def _unet_options(model: KerasModel) -> dict[str, Any]:
         "decompression_channels": filters("decompression"),
         "num_convs": num_convs,
         "activation_name": act_layer.config["activation"] if act_layer else "relu",
+        **bridge_unet.ORIGINAL_INPUT,
     }
 
 
@@ -134,6 +132,7 @@ def _densenet_options(model: KerasModel, args: dict[str, Any]) -> dict[str, Any]
         "compression_rate": float(compression),
         "activation_name": activation,
         "use_batch_norm": any(layer.class_name == "BatchNormalization" for layer in layers),
+        **bridge_densenet.ORIGINAL_INPUT,
     }
 
 
@@ -271,7 +270,6 @@ def import_keras(
     config.update(task.config())
     config.update(
         name=name,
-        input_scale=ORIGINAL_INPUT_SCALE,
         imported_from={"path": str(model_path.resolve()), "keras_version": keras.keras_version},
         versions=versions(),
     )
@@ -279,13 +277,8 @@ def import_keras(
         "task": task.name, "config": config, "epoch": 0, "model": model.state_dict(),
         "history": [], "best": {"metric": task.best_metric, "value": None, "epoch": None},
     }  # fmt: skip
-    # Write beside the target and rename at the end, so a failure leaves no half-made run folder.
-    staging = Path(models_dir) / f".{name}.import.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    atomic_write_text(staging / CONFIG, json.dumps(config, indent=2) + "\n")
-    save_checkpoint(staging / BEST, checkpoint)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    os.replace(staging, run_dir)
+    # Written beside the target and swapped in at the end: a failure or a kill leaves no half-made run folder.
+    with atomic_output_dir(run_dir, overwrite=overwrite) as staging:
+        atomic_write_text(staging / CONFIG, json.dumps(config, indent=2) + "\n")
+        save_checkpoint(staging / BEST, checkpoint)
     return run_dir

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from bodycomp_cli.data.augment import AffineRanges
+from bodycomp_cli.data.segmentation import PREWINDOWED_AS_WINDOW
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.nets import SEGMENTATION_NETS
 from bodycomp_cli.nets.bridge_unet import DEFAULT_COMPRESSION, unet_size_multiple
@@ -31,6 +32,7 @@ class SegmentationSettings:
     scale: float = 0.05
     intensity: float = 0.03
     arch_options: dict[str, Any] = field(default_factory=dict)  # a nets.SEGMENTATION_NETS model's options
+    input_windowed: bool = False  # the arrays are already windowed to 0-255 with the window above (no -p)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -69,7 +71,9 @@ class SegmentationTask:
         if data_dir is not None:
             from bodycomp_cli.data.segmentation import validate_segmentation_data
 
-            self._splits = validate_segmentation_data(Path(data_dir), len(self.classes), settings.thoracic)
+            self._splits = validate_segmentation_data(
+                Path(data_dir), len(self.classes), settings.thoracic, settings.input_windowed
+            )
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SegmentationTask:
@@ -96,6 +100,7 @@ class SegmentationTask:
             "arch_options": dict(s.arch_options),
             "classes": list(self.classes),
             "thoracic": s.thoracic,
+            "input_windowed": s.input_windowed,
             "augmentation": {
                 k: v for k, v in asdict(s).items() if k in ("rotation_deg", "shift", "scale", "intensity")
             },
@@ -117,7 +122,7 @@ class SegmentationTask:
         if self._splits is None:
             raise RuntimeError("SegmentationTask was built without a data folder")
         s = self.settings
-        window = (s.window_level, s.window_width)
+        window = PREWINDOWED_AS_WINDOW if s.input_windowed else (s.window_level, s.window_width)
         ranges = AffineRanges(s.rotation_deg, s.shift, s.scale, s.intensity)
         return (
             SegmentationDataset(self._splits["train"], s.image_size, window, ranges),
@@ -131,14 +136,18 @@ class SegmentationTask:
     def validation_stats(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         masks = batch["mask"]
         predicted = outputs.argmax(dim=1)
-        stats = {"loss_sum": self.loss(outputs, batch).detach() * len(masks), "count": torch.tensor(len(masks))}
+        stats = {
+            "loss_sum": self.loss(outputs, batch).detach() * len(masks),
+            "count": torch.tensor(len(masks), device=masks.device),  # on the batch's device, as all_reduce needs
+        }
         for label in self.foreground:
             truth, guess = masks == label, predicted == label
             overlap = (truth & guess).sum(dim=(1, 2))
             size = truth.sum(dim=(1, 2)) + guess.sum(dim=(1, 2))
             # A tissue absent from both truth and prediction in a slice is skipped, not scored 0 or 1.
+            # (torch.where rather than boolean indexing: no host sync, and the stats stay on the batch's device)
             present = size > 0
-            dice = 2.0 * overlap[present].double() / size[present].double()
+            dice = torch.where(present, 2.0 * overlap.double() / size.clamp(min=1).double(), 0.0)
             stats[f"dice_sum_{label}"] = dice.sum()
             stats[f"dice_count_{label}"] = present.sum()
         return stats
