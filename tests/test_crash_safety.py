@@ -8,6 +8,7 @@ imported torch once, so each of the eight processes costs a training epoch, not 
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -20,8 +21,11 @@ import torch
 from conftest import invoke
 from helpers_atomic import wait_for_marker
 from helpers_train import make_select_data
+from test_estimate_cli import FakeModels, write_series
 
 from bodycomp_cli.engine.checkpoint import load_checkpoint
+from bodycomp_cli.estimate.inputs import collect_inputs
+from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
 from bodycomp_cli.io.atomic import PAUSE_AT, PAUSE_MARKER, TEMP_PREFIX
 
 torch.set_num_threads(1)
@@ -59,6 +63,20 @@ def forkserver():
     return context
 
 
+def kill_at(forkserver, target, args, point, marker) -> None:
+    """Run target(*args) in a forked process that pauses at `point`, and SIGKILL it there."""
+    process = forkserver.Process(target=target, args=args, daemon=True)
+    process.start()
+    try:
+        wait_for_marker(marker, process)
+    finally:
+        process.kill()
+        process.join()
+    assert marker.read_text() == point.split("#")[0]
+    assert process.exitcode == -signal.SIGKILL
+    marker.unlink()
+
+
 def temp_files(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.startswith(TEMP_PREFIX))
 
@@ -75,16 +93,7 @@ def test_sigkill_at_every_write_point_then_resume_equals_an_uninterrupted_run(tm
     for number, (point, saved_epoch) in enumerate(KILLS):
         argv = train + (["--resume"] if number else [])
         env = {PAUSE_AT: point, PAUSE_MARKER: str(marker), "OMP_NUM_THREADS": "1"}
-        process = forkserver.Process(target=_run_cli, args=(argv, env), daemon=True)
-        process.start()
-        try:
-            wait_for_marker(marker, process)
-        finally:
-            process.kill()
-            process.join()
-        assert marker.read_text() == point
-        assert process.exitcode == -signal.SIGKILL
-        marker.unlink()
+        kill_at(forkserver, _run_cli, (argv, env), point, marker)
         assert load_checkpoint(run_dir / "checkpoint_last.pt")["epoch"] == saved_epoch, point
         if point.startswith(("before-rename", "written")):  # the kill did land inside that file's write
             assert any(point.split(":")[1] in name for name in temp_files(run_dir)), point
@@ -98,6 +107,41 @@ def test_sigkill_at_every_write_point_then_resume_equals_an_uninterrupted_run(tm
     pd.testing.assert_frame_equal(after_resume, history(models / "straight"))
     assert temp_files(run_dir) == []
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(p.name for p in (models / "straight").iterdir())
+
+
+def _estimate_with_fake_models(paths, out, resume, env) -> None:
+    os.environ.update(env)
+    options = EstimateOptions(resume=resume, save_masks=True, show_progress=False)
+    run_estimate(collect_inputs(paths), FakeModels(), out, options)
+
+
+def _estimate_outputs(out):
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    return files, pd.read_csv(out / "results.csv"), json.loads((out / "results.json").read_text())
+
+
+# Series a, b, c; each series writes masks/, previews/, then results.csv and results.json.
+ESTIMATE_KILLS = ["before-rename:results.csv#2", "before-rename:b_L3.png", "after-rename:results.json"]
+
+
+def test_estimate_killed_at_write_points_then_resumed_equals_an_uninterrupted_run(tmp_path, forkserver):
+    paths = []
+    for name, n_slices in [("a", 30), ("b", 31), ("c", 32)]:
+        write_series(tmp_path / f"{name}.npz", n_slices=n_slices)
+        paths.append(tmp_path / f"{name}.npz")
+    out, marker = tmp_path / "out", tmp_path / "paused"
+    for number, point in enumerate(ESTIMATE_KILLS):
+        env = {PAUSE_AT: point, PAUSE_MARKER: str(marker)}
+        kill_at(forkserver, _estimate_with_fake_models, (paths, out, number > 0, env), point, marker)
+        if point.startswith("before-rename"):
+            assert any(point.split(":")[1].split("#")[0] in name for name in temp_files(out)), point
+    _estimate_with_fake_models(paths, out, True, {PAUSE_AT: ""})
+    _estimate_with_fake_models(paths, tmp_path / "straight", False, {PAUSE_AT: ""})
+    files, results, document = _estimate_outputs(out)
+    straight_files, straight_results, straight_document = _estimate_outputs(tmp_path / "straight")
+    assert files == straight_files and not temp_files(out)
+    pd.testing.assert_frame_equal(results, straight_results)
+    assert document == straight_document
 
 
 def test_ctrl_c_keeps_the_last_epoch_says_how_to_resume_and_exits_130(tmp_path):

@@ -26,7 +26,9 @@ from bodycomp_cli.io.atomic import atomic_write_text, remove_dead_temps
 
 CONFIG = "config.json"
 # Settings that define the model; a resumed run must keep them.
-MODEL_KEYS = ("task", "arch", "encoder", "classes", "levels", "threshold", "context_mm", "image_size", "window")
+MODEL_KEYS = (
+    "task", "arch", "encoder", "arch_options", "classes", "levels", "threshold", "context_mm", "image_size", "window",
+)  # fmt: skip
 CONFIG_KEYS = (
     "task", "window", "image_size", "arch", "encoder", "classes", "thoracic", "levels", "threshold", "context_mm",
 )  # fmt: skip

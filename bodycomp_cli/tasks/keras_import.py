@@ -4,6 +4,8 @@ The layer list tells the task: the original U-Net names its layers (compression_
 the slice-selection DenseNet starts with initial_conv2D and ends in a Dense layer. The options of the
 PyTorch rebuild (nets/) are read off the layers, the model is built, and the Keras layers that hold weights
 are matched one by one, in order, with the PyTorch modules that hold weights (both are in data-flow order).
+Neither network flattens a feature map (the DenseNet averages it globally), so no dense kernel needs its rows
+reordered from Keras's channels-last flatten order.
 Any layer that does not fit stops the import with its name.
 """
 
@@ -212,6 +214,9 @@ def recognise(
     for layer in keras.layers:
         _check_layer(layer)
     size, channels = _input_size(keras)
+    if channels != 1:
+        input_layer = next(x for x in keras.layers if x.class_name == "InputLayer")
+        raise _fail(input_layer, f"{channels} input channels; the original networks take one (a CT slice)")
     names = _by_name(keras)
     output = _final_activation(keras)
     if "final_conv" in names:
@@ -232,11 +237,9 @@ def recognise(
         if levels is None or len(levels) != outputs:
             raise BodycompError(f"{keras.path}: the model predicts {outputs} levels; name them with -L (e.g. -L T5 L3)")
         threshold = threshold if threshold is not None else float(args.get("threshold") or ORIGINAL_THRESHOLD_MM)
-        options = _densenet_options(keras, args)
-        options["in_channels"] = channels
         settings = SliceSelectionSettings(
             levels=list(levels), arch="bridge-densenet", threshold_mm=threshold, image_size=size or 256,
-            arch_options={k: v for k, v in options.items() if k != "in_channels"},
+            arch_options=_densenet_options(keras, args),
         )  # fmt: skip
         return SliceSelectionTask(settings)
     first = next((x for x in keras.layers if x.class_name != "InputLayer"), keras.layers[0])
