@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.errors import BodycompError, reason
 
 
 @dataclass(frozen=True)
@@ -71,13 +71,16 @@ def read_meta_csv(csv_path: Path, levels: list[str]) -> SliceMeta:
     try:
         frame = pd.read_csv(csv_path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise BodycompError(f"{csv_path}: not a readable CSV ({error})") from None
+        raise BodycompError(f"{csv_path}: not a readable CSV ({reason(error)})") from None
     if len(frame.columns) and str(frame.columns[0]).startswith("Unnamed: 0"):
         frame = frame.drop(columns=frame.columns[0])  # pandas' index column, as prepare-slices writes it
     columns = offset_columns(frame, levels, csv_path)
     offsets = np.stack([numeric_column(frame, column, csv_path, blank_ok=True) for column in columns], axis=1)
     series = z_mm = None
-    if {"series", "z_mm"} <= set(frame.columns):
+    if {"series", "z_mm"} <= set(frame.columns):  # the selection error and context channels need both, every row
+        blank = frame["series"].isna() | (frame["series"].astype(str).str.strip() == "")
+        if blank.any():
+            raise BodycompError(f"{csv_path}: column series, row {int(np.flatnonzero(blank.to_numpy())[0])}: blank")
         series = frame["series"].astype(str).to_numpy()
         z_mm = numeric_column(frame, "z_mm", csv_path, blank_ok=False)
     return SliceMeta(csv_path, frame, columns, offsets, series, z_mm)

@@ -15,6 +15,7 @@ from bodycomp_cli.core.metacsv import SliceMeta, read_meta_csv
 from bodycomp_cli.core.preprocess import context_rows, selection_input
 from bodycomp_cli.data.augment import AffineRanges, augment_image
 from bodycomp_cli.errors import BodycompError, BodycompWarning
+from bodycomp_cli.io.arrays import read_png
 
 SPLITS = ("train", "val")
 
@@ -97,8 +98,7 @@ def split_context_rows(meta: SliceMeta, context_mm: float) -> np.ndarray:
 
 
 def read_gray_png(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image)
+    return read_png(path, verify=False)[0]  # validate_slice_data verified every file up front
 
 
 def read_gray8_png(path: Path) -> np.ndarray:

@@ -17,11 +17,11 @@ from bodycomp_cli.core.preprocess import (
     volume_context_rows,
     window_hu,
 )
-from bodycomp_cli.core.runconfig import RunConfig, read_run_config
+from bodycomp_cli.core.runconfig import CONFIG_FILE, RunConfig, read_run_config
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.devices import strip_prefix
 from bodycomp_cli.engine.models import build_model
-from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.errors import BodycompError, reason
 
 CHECKPOINTS = {"best": BEST, "last": LAST}
 
@@ -49,9 +49,21 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu", which: str = "be
     if not checkpoint_path.is_file():
         raise BodycompError(f"{run_dir}: has no {checkpoint_path.name} (train it first, or pick another run)")
     device = torch.device(device)
-    model = build_model(config)
+    try:  # a config.json edited or damaged by hand can name an unknown model or lack a key
+        model = build_model(config)
+    except BodycompError:
+        raise
+    except Exception as error:
+        raise BodycompError(
+            f"{run_dir / CONFIG_FILE}: cannot rebuild the model ({type(error).__name__}: {reason(error)})"
+        ) from None
     checkpoint = load_checkpoint(checkpoint_path, map_location=device)
-    model.load_state_dict(strip_prefix(checkpoint["model"]))
+    try:
+        model.load_state_dict(strip_prefix(checkpoint["model"]))
+    except (KeyError, TypeError, RuntimeError) as error:  # weights of another model, or a damaged dict
+        raise BodycompError(
+            f"{checkpoint_path}: weights do not fit the model of config.json ({reason(error)})"
+        ) from None
     model.to(device).eval()
     return LoadedRun(model, config, config.task, device, run_dir)
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 
-from bodycomp_cli import __version__
 from bodycomp_cli.core.amp import choose_amp
 from bodycomp_cli.core.runconfig import CONFIG_FILE, RunConfig
+from bodycomp_cli.core.versions import versions
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
 from bodycomp_cli.engine.devices import DeviceSetup, init_distributed, resolve_devices
@@ -23,21 +21,6 @@ from bodycomp_cli.engine.trainer import Trainer
 from bodycomp_cli.engine.warm_start import WarmStart, check_warm_start, load_initial_weights, skip_to_epoch
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_write_text, remove_dead_temps
-
-PACKAGES = ("bodycomp", "torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy")
-
-
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for package in PACKAGES:
-        if package == "bodycomp":  # the code that runs, even from a checkout that differs from the install
-            found[package] = __version__
-            continue
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return found
 
 
 def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str, data_dir: Path | None) -> RunConfig:

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from bodycomp_cli.core.runconfig import CONFIG_FILE
+from bodycomp_cli.core.versions import versions
 from bodycomp_cli.engine.checkpoint import BEST, save_checkpoint
-from bodycomp_cli.engine.run import versions
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_text
 from bodycomp_cli.io.keras_h5 import KerasLayer, KerasModel, read_keras_model
