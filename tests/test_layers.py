@@ -2,7 +2,7 @@
 
 Every import of every module counts, including those inside functions and under TYPE_CHECKING: an import
 hidden in a function to dodge a cycle is a cycle all the same. The order (docs/architecture.md):
-cli -> commands -> demo -> (prepare | tasks | estimate | phantoms) -> engine -> (data | io | nets) -> core -> errors.
+cli -> commands -> demo -> (prepare | tasks | estimate | phantoms) -> engine -> data -> (io | nets) -> core -> errors.
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ LAYERS = {
     "__init__": 0,  # the package root (its version): anyone may read it
     "errors": 0,
     "core": 1,
-    "data": 2,
     "io": 2,
     "nets": 2,  # bodycomp's own architectures (the original toolkit's, rebuilt), beside smp's and timm's
-    "engine": 3,
-    "prepare": 4,
-    "tasks": 4,
-    "estimate": 4,
-    "phantoms": 4,
-    "demo": 5,  # the demo pipeline: every stage above, on phantoms
-    "commands": 6,
-    "cli": 7,
-    "__main__": 8,
+    "data": 3,  # training datasets, which read their files through io
+    "engine": 4,
+    "prepare": 5,
+    "tasks": 5,
+    "estimate": 5,
+    "phantoms": 5,
+    "demo": 6,  # the demo pipeline: every stage above, on phantoms
+    "commands": 7,
+    "cli": 8,
+    "__main__": 9,
 }
 
 

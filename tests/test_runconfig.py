@@ -57,6 +57,7 @@ def test_written_config_keeps_the_old_keys_and_round_trips():
         ({**OLD_SEGMENTATION, "task": "detection"}, "unknown task 'detection'"),
         ({key: v for key, v in OLD_SEGMENTATION.items() if key != "image_size"}, "missing 'image_size'"),
         ({**OLD_SEGMENTATION, "image_size": "big"}, "wrong type"),
+        ({**OLD_SEGMENTATION, "window": [40, 400]}, "wrong type"),
         ([1, 2], "a JSON object is expected"),
     ],
 )

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.errors import BodycompError, reason
 
 SCHEMA_VERSION = 1
 TASKS = ("segmentation", "slice_selection")
@@ -113,8 +113,8 @@ class RunConfig:
                     values[key] = [str(item) for item in values[key]]
         except KeyError as error:
             raise BodycompError(f"{source}: missing {error.args[0]!r}") from None
-        except (TypeError, ValueError) as error:
-            raise BodycompError(f"{source}: a value has the wrong type ({error})") from None
+        except (TypeError, ValueError, AttributeError) as error:
+            raise BodycompError(f"{source}: a value has the wrong type ({reason(error)})") from None
         values["schema_version"] = SCHEMA_VERSION  # upgraded on reading: version 0 holds the same keys
         return cls(**values)
 
