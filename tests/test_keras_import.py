@@ -243,3 +243,25 @@ def test_estimate_with_imported_models_matches_the_keras_models(tmp_path):
     result = invoke(["evaluate", tmp_path / "models" / "seg", data, "-o", tmp_path / "eval", "--split", "val"])
     assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["versions"]["bodycomp"] == bodycomp_version
+
+
+@pytest.mark.parametrize(
+    ("layer_name", "key", "value", "message"),
+    [
+        ("decompression_0_upsample", "interpolation", "bilinear", "interpolation bilinear; the original uses nearest"),
+        ("compression_1_conv_0", "strides", [2, 2], "strides [2, 2]; the original uses (1, 1)"),
+        ("compression_0_pool", "pool_size", [3, 3], "pool_size [3, 3]; the original uses (2, 2)"),
+    ],
+)
+def test_a_layer_that_differs_from_the_original_is_named(tmp_path, layer_name, key, value, message):
+    import h5py
+
+    _, path = saved_unet(tmp_path)
+    with h5py.File(path, "r+") as h5:  # change one setting in the saved config, as another network would have
+        config = json.loads(h5.attrs["model_config"])
+        layer = next(x for x in config["config"]["layers"] if x["config"]["name"] == layer_name)
+        layer["config"][key] = value
+        h5.attrs["model_config"] = json.dumps(config)
+    result = invoke(["import-keras", path, tmp_path / "models", "-a", "x"])
+    assert_user_error(result, f"layer {layer_name!r}", message)
+    assert not (tmp_path / "models").exists()
