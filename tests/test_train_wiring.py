@@ -1,0 +1,33 @@
+"""train-seg and train-select hand every engine option to EngineConfig by name (no locals() lookup)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import invoke
+
+import bodycomp_cli.tasks.segmentation as segmentation
+import bodycomp_cli.tasks.slice_selection as slice_selection
+from bodycomp_cli.engine.config import EngineConfig
+
+ENGINE_OPTIONS = [
+    "-e", "7", "-b", "6", "-l", "0.25", "--schedule", "step", "-g", "0", "--no-amp", "--seed", "11",
+    "--deterministic", "--workers", "3", "--steps-per-epoch", "5", "--quiet", "--resume",
+]  # fmt: skip
+EXPECTED = EngineConfig(
+    epochs=7, batch_size=6, learning_rate=0.25, schedule="step", gpus=0, amp=False, seed=11, deterministic=True,
+    workers=3, steps_per_epoch=5, quiet=True, resume=True,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["train-seg", "train-select"])
+def test_every_engine_option_reaches_the_engine_config(tmp_path, monkeypatch, command):
+    received = {}
+
+    def capture(data_dir, models_dir, settings, engine, name, start):
+        received["engine"] = engine
+
+    monkeypatch.setattr(segmentation, "train_segmentation", capture)
+    monkeypatch.setattr(slice_selection, "train_slice_selection", capture)
+    result = invoke([command, tmp_path, tmp_path / "models", "-a", "wired", *ENGINE_OPTIONS])
+    assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
+    assert received["engine"] == EXPECTED
