@@ -202,6 +202,7 @@ def test_imported_models_predict_phantom_slices_as_the_keras_models(tmp_path):
 
 def test_estimate_with_imported_models_matches_the_keras_models(tmp_path):
     """The same chosen slice and areas within 0.1 % as the Keras models on the same phantom series."""
+    from bodycomp_cli import __version__ as bodycomp_version
     from bodycomp_cli.estimate.selection import select_level_slice
     from bodycomp_cli.io.windowing import window_hu
     from bodycomp_cli.phantoms import SeriesRenderer, series_params
@@ -230,7 +231,36 @@ def test_estimate_with_imported_models_matches_the_keras_models(tmp_path):
     assert row["L3_slice_index"] == index
     original_input = np.clip((hu[index].astype(np.float64) + 160) * 256 / 400, 0, 255)[None, ..., None]
     labels = np.argmax(unet.predict(original_input, verbose=0)[0], axis=-1)
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["versions"]["bodycomp"] == bodycomp_version
     assert np.unique(labels).size >= 3  # an untrained model, but the comparison covers several tissues
     for label, tissue in enumerate(("muscle", "subcutaneous_fat", "visceral_fat"), start=1):
         keras_area = (labels == label).sum() * spacing * spacing / 100.0
         assert row[f"L3_{tissue}_area_cm2"] == pytest.approx(keras_area, rel=1e-3, abs=1e-9)
+
+    # evaluate on the imported segmentation run records the same versions as well.
+    data = make_seg_data(tmp_path / "seg", n_train=1, n_val=2, size=64)
+    result = invoke(["evaluate", tmp_path / "models" / "seg", data, "-o", tmp_path / "eval", "--split", "val"])
+    assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["versions"]["bodycomp"] == bodycomp_version
+
+
+@pytest.mark.parametrize(
+    ("layer_name", "key", "value", "message"),
+    [
+        ("decompression_0_upsample", "interpolation", "bilinear", "interpolation bilinear; the original uses nearest"),
+        ("compression_1_conv_0", "strides", [2, 2], "strides [2, 2]; the original uses (1, 1)"),
+        ("compression_0_pool", "pool_size", [3, 3], "pool_size [3, 3]; the original uses (2, 2)"),
+    ],
+)
+def test_a_layer_that_differs_from_the_original_is_named(tmp_path, layer_name, key, value, message):
+    import h5py
+
+    _, path = saved_unet(tmp_path)
+    with h5py.File(path, "r+") as h5:  # change one setting in the saved config, as another network would have
+        config = json.loads(h5.attrs["model_config"])
+        layer = next(x for x in config["config"]["layers"] if x["config"]["name"] == layer_name)
+        layer["config"][key] = value
+        h5.attrs["model_config"] = json.dumps(config)
+    result = invoke(["import-keras", path, tmp_path / "models", "-a", "x"])
+    assert_user_error(result, f"layer {layer_name!r}", message)
+    assert not (tmp_path / "models").exists()

@@ -191,3 +191,15 @@ def test_bridge_archs_train_and_load_with_low_memory(tmp_path):
     assert isinstance(densenet, BridgeDenseNet)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in densenet.modules())  # -B
     assert json.loads((tmp_path / "m" / "d" / "config.json").read_text())["arch_options"]["use_batch_norm"] is False
+
+
+def test_resume_with_other_architecture_options_is_refused(tmp_path):
+    from helpers_train import make_seg_data
+
+    seg = make_seg_data(tmp_path / "seg", n_train=2, n_val=1, size=32)
+    fast = ["-b", "2", "--workers", "0", "--steps-per-epoch", "1", "-g", "0", "--quiet", "--image-size", "32"]
+    run_ok(["train-seg", seg, tmp_path / "m", "-a", "u", "-e", "1", "-C", "4", "8", "-M", "4", *fast])
+    result = invoke(
+        ["train-seg", seg, tmp_path / "m", "-a", "u", "-e", "2", "-C", "4", "16", "-M", "4", *fast, "--resume"]
+    )
+    assert_user_error(result, "checkpoint_last.pt", "arch_options", "resume with the run's original settings")

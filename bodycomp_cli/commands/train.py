@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--arch",
                 help="smp architecture (unet, fpn, deeplabv3plus, ...), or bridge-unet (the original's U-Net; "
-                "-C/-M/-N/-A imply it) [default: unet].",
+                "-C/-M/-N/-A imply it). Default: unet.",
                 show_default=False,
             ),
         ] = None,
@@ -183,7 +183,7 @@ def register(app: typer.Typer) -> None:
                 "--arch",
                 help="timm model (densenet121, resnet18, ...; 3 input channels with --context-mm, else 1), or "
                 "bridge-densenet (the original's DenseNet; --nb_*, --growth_rate, --compression_rate, -I, -A, -B "
-                "imply it) [default: densenet121].",
+                "imply it). Default: densenet121.",
                 show_default=False,
             ),
         ] = None,

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 
-from bodycomp_cli import __version__
 from bodycomp_cli.core.amp import choose_amp
+from bodycomp_cli.core.versions import versions
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
 from bodycomp_cli.engine.devices import DeviceSetup, init_distributed, resolve_devices
@@ -26,24 +24,12 @@ from bodycomp_cli.io.atomic import atomic_write_text, remove_dead_temps
 
 CONFIG = "config.json"
 # Settings that define the model; a resumed run must keep them.
-MODEL_KEYS = ("task", "arch", "encoder", "classes", "levels", "threshold", "context_mm", "image_size", "window")
+MODEL_KEYS = (
+    "task", "arch", "encoder", "arch_options", "classes", "levels", "threshold", "context_mm", "image_size", "window",
+)  # fmt: skip
 CONFIG_KEYS = (
     "task", "window", "image_size", "arch", "encoder", "classes", "thoracic", "levels", "threshold", "context_mm",
 )  # fmt: skip
-PACKAGES = ("bodycomp", "torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy")
-
-
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for package in PACKAGES:
-        if package == "bodycomp":  # the code that runs, even from a checkout that differs from the install
-            found[package] = __version__
-            continue
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return found
 
 
 def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str, data_dir: Path | None) -> dict:
