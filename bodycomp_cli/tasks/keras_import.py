@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from bodycomp_cli.core.runconfig import CONFIG_FILE
 from bodycomp_cli.core.versions import versions
 from bodycomp_cli.engine.checkpoint import BEST, save_checkpoint
-from bodycomp_cli.engine.run import CONFIG, CONFIG_KEYS
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_text
 from bodycomp_cli.io.keras_h5 import KerasLayer, KerasModel, read_keras_model
@@ -328,19 +328,17 @@ def import_keras(
     task = recognise(keras, args, levels, threshold)
     model = task.build_model()
     map_weights(keras, model)
-    config: dict[str, Any] = dict.fromkeys(CONFIG_KEYS)
-    config.update(task.config())
-    config.update(
+    config = task.run_config().with_training(
         name=name,
         imported_from={"path": str(model_path.resolve()), "keras_version": keras.keras_version},
         versions=versions(),
     )
     checkpoint = {
-        "task": task.name, "config": config, "epoch": 0, "model": model.state_dict(),
+        "task": task.name, "config": config.to_dict(), "epoch": 0, "model": model.state_dict(),
         "history": [], "best": {"metric": task.best_metric, "value": None, "epoch": None},
     }  # fmt: skip
     # Written beside the target and swapped in at the end: a failure or a kill leaves no half-made run folder.
     with atomic_output_dir(run_dir, overwrite=overwrite) as staging:
-        atomic_write_text(staging / CONFIG, json.dumps(config, indent=2) + "\n")
+        atomic_write_text(staging / CONFIG_FILE, config.to_json())
         save_checkpoint(staging / BEST, checkpoint)
     return run_dir
