@@ -122,6 +122,17 @@ def test_no_import_cycles():
     assert not cycles, "\n".join(cycles)
 
 
+def test_no_module_imports_another_modules_private_names():
+    # What two modules share is public where it lives (e.g. core/seeds.py's SEED_MIX), not borrowed by its _name.
+    borrowed = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bodycomp_cli"):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                borrowed += [f"{name} imports {node.module}.{item}" for item in private]
+    assert not borrowed, "\n".join(borrowed)
+
+
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "probe.py"
     source.write_text("def late():\n    from bodycomp_cli.tasks import base\n    import bodycomp_cli.estimate.run\n")
