@@ -46,7 +46,11 @@ def test_every_task_keeps_loss_and_validation_stats_on_the_batch_device():
     """Trainer._reduce concatenates these stats for one all_reduce: a CPU tensor among CUDA ones crashes DDP."""
     seg = SegmentationTask(SegmentationSettings())
     outputs = torch.empty(3, 4, 8, 8, device=META)
-    batch = {"image": torch.empty(3, 1, 8, 8, device=META), "mask": torch.zeros(3, 8, 8, dtype=torch.long, device=META)}
+    batch = {
+        "image": torch.empty(3, 1, 8, 8, device=META),
+        "mask": torch.zeros(3, 8, 8, dtype=torch.long, device=META),
+        "index": torch.arange(3, device=META),  # every dataset item carries its index (validation's per-slice rows)
+    }
     select = SliceSelectionTask(SliceSelectionSettings(levels=["L3", "T5"]))
     select._series = []  # as with series and z_mm columns: per-sample prediction rows are returned as well
     select_batch = {

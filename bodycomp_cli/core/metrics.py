@@ -1,7 +1,8 @@
 """The numbers validation (history.csv) and `evaluate` (evaluation.json) both report, computed once.
 
-Segmentation: per-slice Dice per tissue from smp's confusion counts. Slice selection: the offset MAE near each
-level (inverting the target sigmoid with one clamp) and the per-series error of the slice-choice rule.
+Segmentation: per-slice confusion counts per tissue, and Dice from them with smp's F1 score (F1 is Dice).
+Slice selection: the offset MAE near each level (inverting the target sigmoid with one clamp) and the
+per-series error of the slice-choice rule.
 """
 
 from __future__ import annotations
@@ -19,13 +20,18 @@ NEAR_LEVEL_THRESHOLDS = 3.0  # the MAE counts slices within +-3 thresholds of th
 
 
 # ----- segmentation -------------------------------------------------------------------------------------------
-def segmentation_counts(predicted: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor, n_classes: int):
-    """N x (classes - 1) x 3 int64 pixel counts per slice and tissue (background dropped): (tp, fp, fn)."""
-    import segmentation_models_pytorch as smp
+def segmentation_counts(
+    predicted: np.ndarray | torch.Tensor, truth: np.ndarray | torch.Tensor, n_classes: int
+) -> torch.Tensor:
+    """N x (classes - 1) x 3 int64 pixel counts per slice and tissue (background dropped): (tp, fp, fn).
 
+    Vectorised on the labels' device (validation keeps its stats on the GPU, without a host sync per slice).
+    """
     predicted, truth = _flat_labels(predicted), _flat_labels(truth)
-    tp, fp, fn, _ = smp.metrics.get_stats(predicted, truth, mode="multiclass", num_classes=n_classes)
-    return torch.stack([tp, fp, fn], dim=-1)[:, 1:].numpy()
+    tissues = torch.arange(1, n_classes, device=predicted.device)[None, :, None]  # 1 x tissues x 1
+    guess, true = predicted[:, None, :] == tissues, truth[:, None, :] == tissues  # N x tissues x pixels
+    tp = (guess & true).sum(-1)
+    return torch.stack([tp, guess.sum(-1) - tp, true.sum(-1) - tp], dim=-1)
 
 
 def _flat_labels(labels: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -44,10 +44,10 @@ def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options
     check_run_folder(run_dir, "RUN_DIR")
     if not data_dir.is_dir():
         raise BodycompError(f"{data_dir}: no such data folder")
+    setup = inference_setup(options.gpus, options.amp)  # refuses a multi-process launch before anything is read
     task = read_run_config(run_dir).task
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(run_dir, options.split)
     refuse_existing_output(output_dir, options.overwrite)
-    setup = inference_setup(options.gpus, options.amp)
     run = load_for_inference(run_dir, "RUN_DIR", task, setup)
     report: dict = {"task": task, "run": str(run_dir), "data": str(data_dir), "split": options.split}
     report["device"] = setup.description

@@ -71,7 +71,7 @@ def evaluate_segmentation(
     for start in range(0, len(images), batch_size):
         stop = min(start + batch_size, len(images))
         prediction = predict(np.asarray(images[start:stop]))
-        counts[start:stop] = segmentation_counts(prediction, np.asarray(masks[start:stop]), len(classes))
+        counts[start:stop] = segmentation_counts(prediction, np.asarray(masks[start:stop]), len(classes)).numpy()
         if progress:
             progress.advance(task, stop - start)
     dice = dice_summary(counts)

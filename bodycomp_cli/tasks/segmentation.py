@@ -132,12 +132,11 @@ class SegmentationTask:
 
     def validation_stats(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         masks = batch["mask"]
-        counts = segmentation_counts(outputs.argmax(dim=1).cpu(), masks.cpu(), len(self.classes))
-        rows = torch.cat([batch["index"].cpu()[:, None].double(), torch.from_numpy(counts.reshape(len(masks), -1))], 1)
+        counts = segmentation_counts(outputs.argmax(dim=1), masks, len(self.classes)).reshape(len(masks), -1)
         return {
             "loss_sum": self.loss(outputs, batch).detach() * len(masks),
             "count": torch.tensor(len(masks), device=masks.device),  # on the batch's device, as all_reduce needs
-            SLICE_COUNTS: rows.double(),
+            SLICE_COUNTS: torch.cat([batch["index"][:, None], counts], dim=1).double(),  # the trainer gathers rows
         }
 
     def finalize_metrics(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
