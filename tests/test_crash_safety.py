@@ -1,88 +1,175 @@
-"""Crash safety with real processes: SIGKILL then --resume equals an uninterrupted run; Ctrl-C exits 130 cleanly."""
+"""Crash safety with real processes: SIGKILL at each named write point, then --resume, equals an uninterrupted
+run and leaves no temp file; Ctrl-C exits 130 cleanly.
+
+The kills land exactly where named: BODYCOMP_TEST_PAUSE_AT makes the trainer stop at that point and create a
+marker file; the test waits for the marker, never for a sleep. The runs are forked from a forkserver that has
+imported torch once, so each of the eight processes costs a training epoch, not an interpreter start.
+"""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
+import pytest
 import torch
 from conftest import invoke
+from helpers_atomic import wait_for_marker
 from helpers_train import make_select_data
+from test_estimate_cli import FakeModels, write_series
+
+from bodycomp_cli.engine.checkpoint import load_checkpoint
+from bodycomp_cli.estimate.inputs import collect_inputs
+from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
+from bodycomp_cli.io.atomic import PAUSE_AT, PAUSE_MARKER, TEMP_PREFIX
 
 torch.set_num_threads(1)
 
-OPTIONS = ["--arch", "resnet10t", "--image-size", "32", "-b", "4", "--workers", "1", "--steps-per-epoch", "6"]
+OPTIONS = ["--arch", "test_resnet", "--image-size", "32", "-b", "4", "--workers", "0", "--steps-per-epoch", "3"]
 OPTIONS += ["--deterministic", "--quiet"]
+EPOCHS = 6
+PRELOAD = ["torch", "timm", "segmentation_models_pytorch", "bodycomp_cli.cli", "bodycomp_cli.tasks.slice_selection"]
+
+# (where the process is killed, the checkpoint_last epoch on disk afterwards). Each run after the first
+# resumes; a kill before checkpoint_last's rename leaves the previous epoch's, which the next run redoes.
+KILLS = [
+    ("before-rename:checkpoint_best.pt", 1),  # epoch 1: checkpoint_last renamed, best's link still a temp
+    ("written:checkpoint_last.pt", 1),  # epoch 2: the whole checkpoint in its temp file, not yet renamed
+    ("before-rename:history.csv", 1),  # the history a resume rewrites before it trains
+    ("after-rename:checkpoint_last.pt", 2),  # epoch 2: checkpoint in place, history.csv an epoch behind
+    ("before:tensorboard", 3),  # epoch 3: every file but TensorBoard's events
+    ("before-rename:curves.png", 4),  # epoch 4: curves.png in its temp file
+    ("after:tensorboard", 5),  # epoch 5: every file written, the writer not yet done
+]
 
 
-def start(data, models, name, *extra):
-    command = [sys.executable, "-m", "bodycomp_cli", "train-select", str(data), str(models), "-a", name]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [*command, *OPTIONS, *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint,
-    )
+def _run_cli(argv: list[str], env: dict[str, str]) -> None:
+    os.environ.update(env)
+    from bodycomp_cli.cli import main
+
+    sys.argv = ["bodycomp", *argv]
+    main()
 
 
-def _default_sigint() -> None:
-    # A shell starts background jobs (`make test &`, some CI runners) with SIGINT ignored, children inherit
-    # that, and Python then installs no KeyboardInterrupt handler: restore the default so Ctrl-C is testable.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+@pytest.fixture(scope="module")
+def forkserver():
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
 
 
-def wait_for(path, process, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
+def kill_at(forkserver, target, args, point, marker) -> None:
+    """Run target(*args) in a forked process that pauses at `point`, and SIGKILL it there."""
+    process = forkserver.Process(target=target, args=args, daemon=True)
+    process.start()
+    try:
+        wait_for_marker(marker, process)
+    finally:
+        process.kill()
+        process.join()
+    assert marker.read_text() == point.split("#")[0]
+    assert process.exitcode == -signal.SIGKILL
+    marker.unlink()
+
+
+def temp_files(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.startswith(TEMP_PREFIX))
 
 
 def history(run_dir):
     return pd.read_csv(run_dir / "history.csv").drop(columns="seconds")
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_sigkill_at_every_write_point_then_resume_equals_an_uninterrupted_run(tmp_path, forkserver):
     data = make_select_data(tmp_path / "data", n_series=(2, 1), slices=10)
-    models = tmp_path / "models"
-    victim = start(data, models, "killed", "-e", "3")
-    wait_for(models / "killed" / "checkpoint_last.pt", victim)
-    time.sleep(0.3)  # somewhere inside epoch 2 (or while writing its files)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate(timeout=60)
-    assert victim.returncode == -signal.SIGKILL
-    done = len(pd.read_csv(models / "killed" / "history.csv"))
-    assert 1 <= done < 3, "the kill came too late to test anything"
+    models, marker = tmp_path / "models", tmp_path / "paused"
+    run_dir = models / "killed"
+    train = ["train-select", str(data), str(models), "-a", "killed", "-e", str(EPOCHS), *OPTIONS]
+    for number, (point, saved_epoch) in enumerate(KILLS):
+        argv = train + (["--resume"] if number else [])
+        env = {PAUSE_AT: point, PAUSE_MARKER: str(marker), "OMP_NUM_THREADS": "1"}
+        kill_at(forkserver, _run_cli, (argv, env), point, marker)
+        assert load_checkpoint(run_dir / "checkpoint_last.pt")["epoch"] == saved_epoch, point
+        if point.startswith(("before-rename", "written")):  # the kill did land inside that file's write
+            assert any(point.split(":")[1] in name for name in temp_files(run_dir)), point
 
-    resumed = invoke(["train-select", data, models, "-a", "killed", "-e", "3", "--resume", *OPTIONS])
+    resumed = invoke([*train, "--resume"])
     assert resumed.exit_code == 0, resumed.output
-    straight = invoke(["train-select", data, models, "-a", "straight", "-e", "3", *OPTIONS])
+    straight = invoke(["train-select", data, models, "-a", "straight", "-e", str(EPOCHS), *OPTIONS])
     assert straight.exit_code == 0, straight.output
-    after_resume = history(models / "killed")
-    assert after_resume["epoch"].tolist() == [1, 2, 3]
+    after_resume = history(run_dir)
+    assert after_resume["epoch"].tolist() == list(range(1, EPOCHS + 1))
     pd.testing.assert_frame_equal(after_resume, history(models / "straight"))
-    assert not [p.name for p in (models / "killed").iterdir() if p.name.startswith(".")]  # no temp files left
+    assert temp_files(run_dir) == []
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(p.name for p in (models / "straight").iterdir())
+
+
+def _estimate_with_fake_models(paths, out, resume, env) -> None:
+    os.environ.update(env)
+    options = EstimateOptions(resume=resume, save_masks=True, show_progress=False)
+    run_estimate(collect_inputs(paths), FakeModels(), out, options)
+
+
+def _estimate_outputs(out):
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    return files, pd.read_csv(out / "results.csv"), json.loads((out / "results.json").read_text())
+
+
+# Series a, b, c; each series writes masks/, previews/, then results.csv and results.json.
+ESTIMATE_KILLS = ["before-rename:results.csv#2", "before-rename:b_L3.png", "after-rename:results.json"]
+
+
+def test_estimate_killed_at_write_points_then_resumed_equals_an_uninterrupted_run(tmp_path, forkserver):
+    paths = []
+    for name, n_slices in [("a", 30), ("b", 31), ("c", 32)]:
+        write_series(tmp_path / f"{name}.npz", n_slices=n_slices)
+        paths.append(tmp_path / f"{name}.npz")
+    out, marker = tmp_path / "out", tmp_path / "paused"
+    for number, point in enumerate(ESTIMATE_KILLS):
+        env = {PAUSE_AT: point, PAUSE_MARKER: str(marker)}
+        kill_at(forkserver, _estimate_with_fake_models, (paths, out, number > 0, env), point, marker)
+        if point.startswith("before-rename"):
+            assert any(point.split(":")[1].split("#")[0] in name for name in temp_files(out)), point
+    _estimate_with_fake_models(paths, out, True, {PAUSE_AT: ""})
+    _estimate_with_fake_models(paths, tmp_path / "straight", False, {PAUSE_AT: ""})
+    files, results, document = _estimate_outputs(out)
+    straight_files, straight_results, straight_document = _estimate_outputs(tmp_path / "straight")
+    assert files == straight_files and not temp_files(out)
+    pd.testing.assert_frame_equal(results, straight_results)
+    assert document == straight_document
 
 
 def test_ctrl_c_keeps_the_last_epoch_says_how_to_resume_and_exits_130(tmp_path):
     data = make_select_data(tmp_path / "data", n_series=(2, 1), slices=10)
     models = tmp_path / "models"
-    process = start(data, models, "stopped", "-e", "50")
-    wait_for(models / "stopped" / "checkpoint_last.pt", process)
+    command = [sys.executable, "-m", "bodycomp_cli", "train-select", str(data), str(models), "-a", "stopped"]
+    process = subprocess.Popen(
+        [*command, "-e", "50", *OPTIONS],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    # The interrupt may land anywhere after the first checkpoint: every place must end the same way.
+    wait_for_marker(models / "stopped" / "checkpoint_last.pt", process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "Traceback" not in out + err
     assert "-a stopped --resume" in out
-    checkpoint = torch.load(models / "stopped" / "checkpoint_last.pt", weights_only=False)
+    checkpoint = load_checkpoint(models / "stopped" / "checkpoint_last.pt")
     rows = pd.read_csv(models / "stopped" / "history.csv")
     assert checkpoint["epoch"] == len(rows) == rows["epoch"].iloc[-1] >= 1
-    assert not [p.name for p in (models / "stopped").iterdir() if p.name.startswith(".")]
+    assert temp_files(models / "stopped") == []
+
+
+def _default_sigint() -> None:
+    # A shell starts background jobs (`make test &`, some CI runners) with SIGINT ignored, children inherit
+    # that, and Python then installs no KeyboardInterrupt handler: restore the default so Ctrl-C is testable.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -222,38 +222,6 @@ def test_seg_model_level_mapping() -> None:
         parse_seg_model_specs(["a", "b"], levels)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Phantom series, their prepared data, and 1-epoch 32 px models trained through the typed functions."""
-    from bodycomp_cli.engine.config import EngineConfig
-    from bodycomp_cli.phantoms.writer import generate_phantoms
-    from bodycomp_cli.prepare.seg import prepare_seg
-    from bodycomp_cli.prepare.slices import prepare_slices
-    from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
-    from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, train_slice_selection
-
-    root = tmp_path_factory.mktemp("trained")
-    generate_phantoms(root / "phantoms", n_series=4, size=64, seg_slices=2, workers=1, progress=False)
-    prepare_seg(root / "phantoms" / "seg.csv", root / "seg_data", size=32)
-    prepare_slices(root / "phantoms" / "series.csv", root / "slice_data", levels=["L3"], workers=1)
-    engine = {"epochs": 1, "workers": 0, "quiet": True, "gpus": 0, "tensorboard": False}
-    seg = train_segmentation(
-        root / "seg_data",
-        root / "models",
-        SegmentationSettings(encoder="resnet18", image_size=32),
-        EngineConfig(batch_size=8, **engine),
-        name="seg",
-    )
-    select = train_slice_selection(
-        root / "slice_data",
-        root / "models",
-        SliceSelectionSettings(levels=["L3"], arch="resnet10t", image_size=32),
-        EngineConfig(batch_size=16, steps_per_epoch=2, learning_rate=1e-4, **engine),
-        name="select",
-    )
-    return {"root": root, "seg": seg, "select": select, "series_csv": root / "phantoms" / "series.csv"}
-
-
 def test_cli_end_to_end_on_phantom_series(trained: dict[str, Path], tmp_path: Path) -> None:
     from conftest import invoke
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import test_estimate_cli
 from dicom_export import AXIAL_PRIMARY, body_phantom, write_ct_series
 from pydicom.uid import JPEGLosslessSV1, generate_uid
 from test_estimate_cli import FakeModels
@@ -20,7 +19,6 @@ from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
 from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS
 
 QC_64 = QcSettings(min_matrix=64)
-trained = test_estimate_cli.trained  # the fixture: tiny models trained on 64 px phantoms
 
 
 def marked_phantom(z_mm: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -180,10 +178,13 @@ def test_cli_end_to_end_on_a_pacs_export(trained: dict[str, Path], tmp_path: Pat
 
     phantoms = pd.read_csv(trained["series_csv"], dtype={"series": str})
     volumes = []
-    for path in phantoms["path"][:3]:
+    for path, z_l3 in zip(phantoms["path"][:3], phantoms["z_L3"][:3], strict=True):
         with np.load(trained["series_csv"].parent / path) as series:
-            hu = np.clip(series["hu"], -1024, 3071).astype(np.int16)
-            volumes.append((hu, series["z_mm"], tuple(series["pixel_spacing"])))
+            # 40 slices around L3 keep the run short; the clip keeps HU inside what 12-bit CT stores.
+            middle = int(np.argmin(np.abs(series["z_mm"] - float(z_l3))))
+            keep = slice(max(middle - 20, 0), middle + 20)
+            hu = np.clip(series["hu"][keep], -1024, 3071).astype(np.int16)
+            volumes.append((hu, series["z_mm"][keep], tuple(series["pixel_spacing"])))
     root, study1, study2 = tmp_path / "pacs", generate_uid(), generate_uid()
     written: dict[str, list[str]] = {}
 
@@ -296,3 +297,50 @@ def check_report(out: Path, results: pd.DataFrame, qc: pd.DataFrame) -> list[str
     for reason in qc["reason"]:
         assert html.escape(reason) in page
     return parser.headings
+
+
+def test_dicom_seg_lies_on_the_stored_pixel_grid(tmp_path: Path) -> None:
+    """A series stored transposed and flipped: the SEG frame is the mask in the files' own row/column order."""
+    import highdicom as hd
+
+    from bodycomp_cli.io.volumes import read_volume
+
+    z = np.arange(24) * 5.0
+    display = marked_phantom(z)
+    display[:, 40:44, 10:30] = 50  # an asymmetric muscle block, so any flip or transpose shows
+    # Stored columns run along +y (posterior), stored rows along -x (to the patient's right):
+    # display[i, j] = stored[N - 1 - j, i], so stored = display with columns reversed, then transposed.
+    stored = display[:, :, ::-1].transpose(0, 2, 1)
+    write_ct_series(tmp_path / "ct", stored, z, orientation=(0, 1, 0, -1, 0, 0))
+    np.testing.assert_array_equal(read_volume(tmp_path / "ct").hu, display)
+    out = tmp_path / "out"
+    options = EstimateOptions(show_progress=False, previews=False, save_masks=True, dicom_seg=True, qc=QC_64)
+    run_estimate(collect_inputs([tmp_path / "ct"]), FakeModels(), out, options)
+    row = pd.read_csv(out / "results.csv", dtype=str, keep_default_na=False).iloc[0]
+    seg = hd.seg.segread(out / "dicom_seg" / "ct_L3.dcm")
+    frame = seg.get_pixels_by_source_instance([row["L3_sop_instance_uid"]], combine_segments=True, relabel=False)[0]
+    mask = np.load(out / "masks" / "ct_L3.npy")
+    np.testing.assert_array_equal(frame, mask[:, ::-1].T)
+    assert (mask == 1).sum() > 80 and not np.array_equal(frame, mask)
+
+
+def test_dicom_seg_from_an_anonymised_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Missing PatientName/AccessionNumber are written empty; a series highdicom refuses (no frame of
+    reference) gets no SEG file and a console line, and the run goes on."""
+    import pydicom
+
+    z = np.arange(24) * 5.0
+    write_ct_series(tmp_path / "export" / "anon", marked_phantom(z), z)
+    write_ct_series(tmp_path / "export" / "no_for", marked_phantom(z), z, series_number=2)
+    for path in (tmp_path / "export").rglob("IM*"):
+        ds = pydicom.dcmread(path)
+        del ds.PatientName, ds.AccessionNumber
+        if path.parent.name == "no_for":
+            del ds.FrameOfReferenceUID
+        ds.save_as(path)
+    options = EstimateOptions(show_progress=False, previews=False, dicom_seg=True, qc=QC_64)
+    summary = run_estimate(collect_inputs([tmp_path / "export"]), FakeModels(), tmp_path / "out", options)
+    assert summary.estimated == ["export/anon", "export/no_for"]
+    assert sorted(p.name for p in (tmp_path / "out" / "dicom_seg").iterdir()) == ["export_anon_L3.dcm"]
+    assert pydicom.dcmread(tmp_path / "out" / "dicom_seg" / "export_anon_L3.dcm").PatientName == ""
+    assert "export/no_for: no DICOM SEG for L3 (Source images have no Frame Of Reference UID" in capsys.readouterr().err

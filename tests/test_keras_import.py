@@ -202,6 +202,7 @@ def test_imported_models_predict_phantom_slices_as_the_keras_models(tmp_path):
 
 def test_estimate_with_imported_models_matches_the_keras_models(tmp_path):
     """The same chosen slice and areas within 0.1 % as the Keras models on the same phantom series."""
+    from bodycomp_cli import __version__ as bodycomp_version
     from bodycomp_cli.estimate.selection import select_level_slice
     from bodycomp_cli.io.windowing import window_hu
     from bodycomp_cli.phantoms import SeriesRenderer, series_params
@@ -230,7 +231,14 @@ def test_estimate_with_imported_models_matches_the_keras_models(tmp_path):
     assert row["L3_slice_index"] == index
     original_input = np.clip((hu[index].astype(np.float64) + 160) * 256 / 400, 0, 255)[None, ..., None]
     labels = np.argmax(unet.predict(original_input, verbose=0)[0], axis=-1)
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["versions"]["bodycomp"] == bodycomp_version
     assert np.unique(labels).size >= 3  # an untrained model, but the comparison covers several tissues
     for label, tissue in enumerate(("muscle", "subcutaneous_fat", "visceral_fat"), start=1):
         keras_area = (labels == label).sum() * spacing * spacing / 100.0
         assert row[f"L3_{tissue}_area_cm2"] == pytest.approx(keras_area, rel=1e-3, abs=1e-9)
+
+    # evaluate on the imported segmentation run records the same versions as well.
+    data = make_seg_data(tmp_path / "seg", n_train=1, n_val=2, size=64)
+    result = invoke(["evaluate", tmp_path / "models" / "seg", data, "-o", tmp_path / "eval", "--split", "val"])
+    assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["versions"]["bodycomp"] == bodycomp_version

@@ -160,3 +160,46 @@ def test_train_select_bridge_densenet_defaults_are_the_originals(tmp_path, captu
 )
 def test_train_select_refusals(tmp_path, captured, args, fragments):
     assert_user_error(invoke(["train-select", tmp_path / "d", tmp_path / "m", *args]), *fragments)
+
+
+def test_init_weights_and_initial_epoch_are_not_resume(tmp_path):
+    result = invoke(["train-select", tmp_path / "d", tmp_path / "m", "--resume", "-i", "2", "-g", "0"])
+    assert_user_error(result, "--init-weights and -i start a new run", "--resume continues")
+    result = invoke(["train-seg", tmp_path / "d", tmp_path / "m", "--resume", "-w", tmp_path, "-g", "0"])
+    assert_user_error(result, "--init-weights and -i start a new run")
+
+
+def test_bridge_archs_train_and_load_with_low_memory(tmp_path):
+    """Both original networks train (activation recomputation on) and load back for inference."""
+    import json
+
+    import torch
+    from helpers_train import make_seg_data, make_select_data
+
+    from bodycomp_cli.engine.inference import load_run
+    from bodycomp_cli.nets import BridgeDenseNet, BridgeUNet
+
+    torch.set_num_threads(1)
+    fast = ["-e", "1", "-b", "2", "--workers", "0", "--steps-per-epoch", "1", "-g", "0", "--quiet", "--low-memory"]
+    seg = make_seg_data(tmp_path / "seg", n_train=2, n_val=1, size=32)
+    run_ok(["train-seg", seg, tmp_path / "m", "-a", "u", "-C", "4", "8", "-M", "4", "--image-size", "32", *fast])
+    sel = make_select_data(tmp_path / "sel", n_series=(1, 1), slices=4, size=32)
+    args = ["--nb_blocks", "2", "--nb_layers_per_block", "1", "--growth_rate", "4", "--nb_initial_filters", "4"]
+    run_ok(["train-select", sel, tmp_path / "m", "-a", "d", "-B", *args, "--image-size", "32", *fast])
+    assert isinstance(load_run(tmp_path / "m" / "u").model, BridgeUNet)
+    densenet = load_run(tmp_path / "m" / "d").model
+    assert isinstance(densenet, BridgeDenseNet)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in densenet.modules())  # -B
+    assert json.loads((tmp_path / "m" / "d" / "config.json").read_text())["arch_options"]["use_batch_norm"] is False
+
+
+def test_resume_with_other_architecture_options_is_refused(tmp_path):
+    from helpers_train import make_seg_data
+
+    seg = make_seg_data(tmp_path / "seg", n_train=2, n_val=1, size=32)
+    fast = ["-b", "2", "--workers", "0", "--steps-per-epoch", "1", "-g", "0", "--quiet", "--image-size", "32"]
+    run_ok(["train-seg", seg, tmp_path / "m", "-a", "u", "-e", "1", "-C", "4", "8", "-M", "4", *fast])
+    result = invoke(
+        ["train-seg", seg, tmp_path / "m", "-a", "u", "-e", "2", "-C", "4", "16", "-M", "4", *fast, "--resume"]
+    )
+    assert_user_error(result, "checkpoint_last.pt", "arch_options", "resume with the run's original settings")

@@ -15,6 +15,7 @@ from bodycomp_cli.io.atomic import TEMP_PREFIX
 from bodycomp_cli.io.windowing import window_hu
 from bodycomp_cli.prepare.slices import window_volume
 from tests.conftest import assert_user_error, invoke
+from tests.helpers_atomic import dead_temp_name
 from tests.test_volumes import make_display_volume, write_dicom_series
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,7 +215,7 @@ def test_existing_output_needs_overwrite_and_stale_temp_is_cleaned(tmp_path):
     make_series(tmp_path, n_series=1, slices=2, size=8)
     manifest = write_manifest(tmp_path / "m.csv", [{"series": "S0", "path": "s0.npz", "z_L3": 90}])
     out = tmp_path / "out"
-    stale = tmp_path / f"{TEMP_PREFIX}out-killed"  # what a killed run leaves: no complete-looking `out`
+    stale = tmp_path / dead_temp_name("out")  # what a killed run leaves: no complete-looking `out`
     (stale / "images").mkdir(parents=True)
     assert invoke(["prepare-slices", manifest, out]).exit_code == 0
     assert not stale.exists()

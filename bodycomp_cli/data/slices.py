@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from bodycomp_cli.data.augment import AffineRanges, augment_image, resize_image
 from bodycomp_cli.errors import BodycompError, BodycompWarning
+from bodycomp_cli.io.arrays import read_png
 
 SPLITS = ("train", "val")
 
@@ -168,8 +169,7 @@ def split_context_rows(split: SliceSplit, context_mm: float, csv_path: Path) -> 
 
 
 def read_gray_png(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image)
+    return read_png(path, verify=False)[0]  # validate_slice_data verified every file up front
 
 
 def read_gray8_png(path: Path) -> np.ndarray:

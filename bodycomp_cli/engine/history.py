@@ -8,6 +8,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
 from bodycomp_cli.io.atomic import atomic_path, atomic_write_text
 
 HISTORY = "history.csv"
@@ -29,13 +32,9 @@ def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def draw_curves(path: Path, rows: list[dict[str, Any]]) -> None:
     """Losses on the left, the validation metrics on the right."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     epochs = [row["epoch"] for row in rows]
     figure = Figure(figsize=(10, 4), dpi=80)
+    FigureCanvasAgg(figure)  # an explicit off-screen canvas: no pyplot, no process-wide backend choice
     losses, metrics = figure.subplots(1, 2)
     for name in ("train_loss", "val_loss"):
         losses.plot(epochs, [row[name] for row in rows], marker="o", label=name)

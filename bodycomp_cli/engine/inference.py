@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from bodycomp_cli.core.amp import choose_amp
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.devices import strip_prefix
-from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.errors import BodycompError, reason
 from bodycomp_cli.io.windowing import window_hu, window_hu_unit
 
 CHECKPOINTS = {"best": BEST, "last": LAST}
@@ -50,9 +50,21 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu", which: str = "be
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BodycompError(f"{config_path}: not valid JSON ({error})") from None
     device = torch.device(device)
-    model = task_from_config(config).build_model()
+    try:  # a config.json edited or damaged by hand can name an unknown model or lack a key
+        model = task_from_config(config).build_model()
+    except BodycompError:
+        raise
+    except Exception as error:
+        raise BodycompError(
+            f"{config_path}: cannot rebuild the model ({type(error).__name__}: {reason(error)})"
+        ) from None
     checkpoint = load_checkpoint(checkpoint_path, map_location=device)
-    model.load_state_dict(strip_prefix(checkpoint["model"]))
+    try:
+        model.load_state_dict(strip_prefix(checkpoint["model"]))
+    except (KeyError, TypeError, RuntimeError) as error:  # weights of another model, or a damaged dict
+        raise BodycompError(
+            f"{checkpoint_path}: weights do not fit the model of config.json ({reason(error)})"
+        ) from None
     model.to(device).eval()
     return LoadedRun(model, config, config["task"], device, run_dir)
 

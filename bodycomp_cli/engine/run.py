@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 
-from bodycomp_cli import __version__
 from bodycomp_cli.core.amp import choose_amp
+from bodycomp_cli.core.versions import versions
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
 from bodycomp_cli.engine.devices import DeviceSetup, init_distributed, resolve_devices
@@ -22,28 +20,16 @@ from bodycomp_cli.engine.seeding import deterministic_algorithms, seed_everythin
 from bodycomp_cli.engine.trainer import Trainer
 from bodycomp_cli.engine.warm_start import WarmStart, check_warm_start, load_initial_weights, skip_to_epoch
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.io.atomic import atomic_write_text
+from bodycomp_cli.io.atomic import atomic_write_text, remove_dead_temps
 
 CONFIG = "config.json"
 # Settings that define the model; a resumed run must keep them.
-MODEL_KEYS = ("task", "arch", "encoder", "classes", "levels", "threshold", "context_mm", "image_size", "window")
+MODEL_KEYS = (
+    "task", "arch", "encoder", "arch_options", "classes", "levels", "threshold", "context_mm", "image_size", "window",
+)  # fmt: skip
 CONFIG_KEYS = (
     "task", "window", "image_size", "arch", "encoder", "classes", "thoracic", "levels", "threshold", "context_mm",
 )  # fmt: skip
-PACKAGES = ("bodycomp", "torch", "torchvision", "segmentation-models-pytorch", "timm", "numpy")
-
-
-def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for package in PACKAGES:
-        if package == "bodycomp":  # the code that runs, even from a checkout that differs from the install
-            found[package] = __version__
-            continue
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return found
 
 
 def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str, data_dir: Path | None) -> dict:
@@ -138,6 +124,8 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console, star
         torch.distributed.broadcast_object_list(shared, src=0)
         name = shared[0]
     run_dir = models_dir / name
+    if setup.is_main:  # what a killed run left (temp checkpoints, curves) goes before anything is read
+        remove_dead_temps(run_dir, recursive=True)
     config = build_config(task, engine, setup, name, data_dir)
     config.update(init_weights=start.source, initial_epoch=start.initial_epoch)
     checkpoint = None

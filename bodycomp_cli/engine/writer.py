@@ -8,13 +8,16 @@ from typing import Any
 
 from bodycomp_cli.engine.checkpoint import BEST, LAST, link_as, save_checkpoint
 from bodycomp_cli.engine.history import CURVES, HISTORY, TensorBoardLog, draw_curves, write_history
+from bodycomp_cli.io.atomic import pause_at
 
 
 class EpochWriter:
     """One epoch's files at a time, in order: checkpoint_last (+ best), history.csv, curves.png, TensorBoard.
 
     The caller hands over snapshots (cloned tensors, copied rows), never live state. Every file is atomic, so
-    a SIGKILL at any moment leaves the previous epoch's complete set or this one's.
+    a SIGKILL at any moment leaves each file whole (this epoch's or the previous one's) and at most temp files
+    of a dead owner, which the next run removes. A resume starts from checkpoint_last and rewrites history.csv
+    from it; TensorBoard's purge_step drops events past it.
     """
 
     def __init__(self, run_dir: Path, tensorboard: TensorBoardLog, saved_epoch: int = 0) -> None:
@@ -33,7 +36,9 @@ class EpochWriter:
             link_as(self.run_dir / LAST, self.run_dir / BEST)
         write_history(self.run_dir / HISTORY, rows)
         draw_curves(self.run_dir / CURVES, rows)
+        pause_at("before:tensorboard")
         self.tensorboard.log(rows[-1])
+        pause_at("after:tensorboard")
         self.saved_epoch = epoch
 
     def wait(self) -> None:

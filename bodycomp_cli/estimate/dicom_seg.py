@@ -19,6 +19,19 @@ from bodycomp_cli.io.dicom_tree import DicomSeries
 from bodycomp_cli.io.volumes import stored_from_display
 
 SEG_SERIES_NUMBER = 9900  # far above scanners' series numbers, so viewers list it after the images
+# Type 2 attributes (present, possibly empty) that highdicom copies from the source images; anonymised
+# exports sometimes drop them altogether, so they are added back empty rather than failing.
+PATIENT_STUDY_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 def _tissue_code(tissue: str):
@@ -56,6 +69,10 @@ def write_dicom_seg(
         raise BodycompError(f"{series.series_id}: no source image with SOPInstanceUID {missing[0]}")
     headers = [by_uid[uid] for uid in sop_instance_uids]
     sources = [pydicom.dcmread(header.path, stop_before_pixels=True) for header in headers]
+    for source in sources:
+        for keyword in PATIENT_STUDY_TYPE2:
+            if keyword not in source:
+                setattr(source, keyword, "")
     orientation = headers[0].orientation
     stored = np.ascontiguousarray(stored_from_display(np.asarray(labels, dtype=np.uint8), orientation, headers[0].path))
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -72,7 +89,16 @@ def write_dicom_seg(
         )
         for number, tissue in enumerate(classes[1:], start=1)
     ]
-    segmentation = hd.seg.Segmentation(
+    try:
+        segmentation = _segmentation(hd, sources, stored, descriptions, level)
+    except (ValueError, AttributeError, TypeError) as error:  # highdicom's refusals of the source images
+        raise BodycompError(f"{series.series_id}: no DICOM SEG for {level} ({error})") from None
+    with atomic_path(Path(path)) as tmp:
+        segmentation.save_as(tmp)
+
+
+def _segmentation(hd, sources: list, stored: np.ndarray, descriptions: list, level: str):
+    return hd.seg.Segmentation(
         source_images=sources,
         pixel_array=stored,  # label k is segment k
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -87,5 +113,3 @@ def write_dicom_seg(
         device_serial_number="none",
         series_description=f"bodycomp {level} tissues",
     )
-    with atomic_path(Path(path)) as tmp:
-        segmentation.save_as(tmp)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bodycomp_cli.core.versions import versions
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.models import check_run_folder, inference_setup, load_for_inference
 from bodycomp_cli.io.atomic import atomic_output_dir, refuse_existing_output
@@ -67,6 +68,7 @@ def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options
     run = load_for_inference(run_dir, "RUN_DIR", task, setup)
     report: dict = {"task": task, "run": str(run_dir), "data": str(data_dir), "split": options.split}
     report["device"] = setup.description
+    report["versions"] = versions()  # as the run folder and `bodycomp --version` report them
     with atomic_output_dir(output_dir, options.overwrite) as tmp, progress_bar(options.show_progress) as progress:
         if task == "segmentation":
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.io.arrays import read_npy
 
 WORST_CASES = 4  # overlay PNGs of the slices with the lowest mean Dice
 
@@ -57,10 +58,7 @@ def _load_arrays(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         path = data_dir / f"{split}_{kind}.npy"
         if not path.is_file():
             raise BodycompError(f"{path}: not found (segmentation data from prepare-seg, --split {split})")
-        try:
-            array = np.load(path, mmap_mode="r")
-        except (ValueError, OSError) as error:
-            raise BodycompError(f"{path}: not a readable .npy ({error})") from None
+        array = read_npy(path, mmap_mode="r")
         if array.ndim == 4 and array.shape[-1] == 1:
             array = array[..., 0]
         if array.ndim != 3:

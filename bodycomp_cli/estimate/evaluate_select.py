@@ -80,7 +80,10 @@ def _read_meta(data_dir: Path, split: str, levels: list[str]):
     meta_path = data_dir / "meta" / f"{split}.csv"
     if not meta_path.is_file():
         raise BodycompError(f"{meta_path}: not found (slice-selection data from prepare-slices, --split {split})")
-    meta = pd.read_csv(meta_path, index_col=0)
+    try:
+        meta = pd.read_csv(meta_path, index_col=0)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise BodycompError(f"{meta_path}: not a readable CSV ({str(error).splitlines()[0]})") from None
     columns = {level: f"ZOffset_{level}" for level in levels}
     if len(levels) == 1 and "ZOffset" in meta.columns:
         columns[levels[0]] = "ZOffset"  # the original's single-level column, which it read first
@@ -89,6 +92,12 @@ def _read_meta(data_dir: Path, split: str, levels: list[str]):
             raise BodycompError(f"{meta_path}: no {column} column for level {level} (found: {', '.join(meta.columns)})")
         if not pd.api.types.is_numeric_dtype(meta[column]):
             raise BodycompError(f"{meta_path}: column {column} is not numeric")
+    if {"series", "z_mm"} <= set(meta.columns):  # the selection error needs both on every row
+        z_mm = pd.to_numeric(meta["z_mm"], errors="coerce")
+        bad = meta["series"].isna().to_numpy() | ~np.isfinite(z_mm.to_numpy(dtype=np.float64, na_value=np.nan))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise BodycompError(f"{meta_path}: row {row}: series or z_mm is blank or not a number")
     return meta_path, meta, columns
 
 

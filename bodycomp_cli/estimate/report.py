@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from bodycomp_cli.core.versions import versions
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.measure import STATISTICS
 from bodycomp_cli.io.atomic import atomic_write_text
@@ -70,7 +71,7 @@ def write_results(output_dir: Path, rows: Sequence[dict[str, object]], layout: L
     buffer = io.StringIO()
     pd.DataFrame(list(rows), columns=columns).to_csv(buffer, index=False)
     atomic_write_text(output_dir / "results.csv", buffer.getvalue())
-    document = {"columns": columns, "series": [nested_record(row, layout) for row in rows]}
+    document = {"versions": versions(), "columns": columns, "series": [nested_record(row, layout) for row in rows]}
     atomic_write_text(output_dir / "results.json", json.dumps(document, indent=1) + "\n")
 
 

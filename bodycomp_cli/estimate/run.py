@@ -32,7 +32,7 @@ from bodycomp_cli.estimate.report import (
 )
 from bodycomp_cli.estimate.selection import SliceChoice, select_level_slice
 from bodycomp_cli.estimate.studies import study_table, write_studies
-from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output
+from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output, remove_dead_temps
 from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS, DicomSeries
 
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ def _working_folder(output_dir: Path, options: EstimateOptions) -> Iterator[Path
     # Results are written into the folder as each series finishes, so a killed cohort run keeps what it
     # did and --resume continues it. Replacing an earlier run (--overwrite) instead builds in a temporary
     # sibling that replaces the old folder only at the end, so a failure leaves the old results intact.
+    remove_dead_temps(output_dir, recursive=True)  # what a killed run left (half-written results, previews)
     check_output_dir(output_dir, options.resume, options.overwrite)
     if not options.resume and output_dir.is_dir() and any(output_dir.iterdir()):
         with atomic_output_dir(output_dir, overwrite=True) as tmp:
@@ -161,18 +162,23 @@ def _write_series_files(
     details: dict[str, dict],
     options: EstimateOptions,
     dicom: DicomSeries | None,
-) -> None:
+) -> list[str]:
+    """Write the masks, previews and DICOM SEG files of one series; return notes for the console."""
+    notes: list[str] = []
     for level, detail in details.items():
         choice = detail["choice"]
         if options.dicom_seg and dicom is not None and volume.sop_instance_uids:
-            write_dicom_seg(
-                folder / "dicom_seg" / f"{stem}_{level}.dcm",
-                dicom,
-                [volume.sop_instance_uids[index] for index in detail["indices"]],
-                detail["range_labels"],
-                detail["classes"],
-                level,
-            )
+            try:
+                write_dicom_seg(
+                    folder / "dicom_seg" / f"{stem}_{level}.dcm",
+                    dicom,
+                    [volume.sop_instance_uids[index] for index in detail["indices"]],
+                    detail["range_labels"],
+                    detail["classes"],
+                    level,
+                )
+            except BodycompError as error:  # the measurements stand; only the SEG file is missing
+                notes.append(str(error))
         if options.save_masks:
             buffer = io.BytesIO()
             np.save(buffer, detail["labels"].astype(np.uint8))
@@ -189,6 +195,7 @@ def _write_series_files(
                 f"{stem}  {level}: slice {choice.index}, z = {volume.z_mm[choice.index]:.1f} mm",
                 volume.pixel_spacing,
             )
+    return notes
 
 
 def run_estimate(
@@ -236,7 +243,8 @@ def run_estimate(
             row, details = estimate_series(volume, models, options)
             identifiers = dicom.identifiers if dicom is not None else dict.fromkeys(IDENTIFIER_COLUMNS, "")
             rows.append({"series": entry.series, "n_slices": volume.hu.shape[0], **identifiers, **row})
-            _write_series_files(folder, file_stem(entry.series), volume, details, options, dicom)
+            for note in _write_series_files(folder, file_stem(entry.series), volume, details, options, dicom):
+                progress.console.print(note, markup=False, highlight=False, soft_wrap=True)
             write_results(folder, rows, layout)
             summary.estimated.append(entry.series)
             summary.slices += volume.hu.shape[0]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.errors import BodycompError, reason
 from bodycomp_cli.io.dicom_tree import only_series
 from bodycomp_cli.io.series_filters import MIN_AXIAL_COSINE
 
@@ -105,7 +105,7 @@ def _read_npz(path: Path) -> Volume:
     except BodycompError:
         raise
     except Exception as error:  # zipfile/numpy raise many types for a truncated or corrupt archive
-        raise BodycompError(f"{path}: cannot read npz ({error})") from None
+        raise BodycompError(f"{path}: cannot read npz ({reason(error)})") from None
     if hu.ndim != 3:
         raise BodycompError(f"{path}: volume is not 3-D (hu shape {hu.shape})")
     z_mm = np.asarray(z_mm, dtype=np.float64).reshape(-1)
@@ -145,7 +145,9 @@ def _dicom_datasets(files: list[Path], folder: Path) -> list:
             continue
         datasets.append((file, ds))
     if not datasets:
-        raise BodycompError(f"{folder}: no DICOM image files found")
+        raise BodycompError(
+            f"{folder}: not a DICOM image file" if folder.is_file() else f"{folder}: no DICOM image files found"
+        )
     series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in datasets}
     if len(series) > 1:
         raise BodycompError(f"{folder}: folder holds {len(series)} DICOM series (SeriesInstanceUID); give one per row")
@@ -222,7 +224,7 @@ def read_dicom_files(files: list[Path], source: Path) -> Volume:
             try:
                 stored = ds.pixel_array
             except Exception as error:  # pydicom raises many types for missing decoders or bad data
-                raise BodycompError(f"{file}: cannot decode pixel data ({error})") from None
+                raise BodycompError(f"{file}: cannot decode pixel data ({reason(error)})") from None
             if stored.ndim != 2:
                 raise BodycompError(f"{file}: DICOM image is not 2-D (shape {stored.shape})")
             if shape is not None and stored.shape != shape:
@@ -264,7 +266,7 @@ def read_nifti(path: Path) -> Volume:
         slope, intercept = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
         data = proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else np.asanyarray(proxy)
     except Exception as error:  # nibabel raises many types for truncated or foreign files
-        raise BodycompError(f"{path}: cannot read NIfTI ({error})") from None
+        raise BodycompError(f"{path}: cannot read NIfTI ({reason(error)})") from None
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim == 2:

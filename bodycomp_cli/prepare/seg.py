@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.io.arrays import read_gray8_png, read_npy
 from bodycomp_cli.io.atomic import atomic_output_dir
 from bodycomp_cli.io.manifests import (
     read_manifest,
@@ -49,9 +50,9 @@ def _two_d(array: np.ndarray, where: str, what: str) -> np.ndarray:
 
 def _load_npy(path: Path, where: str) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
-    except Exception as error:  # numpy raises several types for a truncated or foreign file
-        raise BodycompError(f"{where}: cannot read {path} ({error})") from None
+        return read_npy(path)
+    except BodycompError as error:
+        raise BodycompError(f"{where}: {error}") from None
 
 
 def load_image(path: Path, where: str) -> np.ndarray:
@@ -81,18 +82,10 @@ def load_mask(path: Path, where: str, allowed: tuple[int, ...]) -> np.ndarray:
     """A 2-D uint8 label mask from .npy or an 8-bit grayscale .png, with labels in `allowed`."""
     name = path.name.lower()
     if name.endswith(".png"):
-        from PIL import Image
-
         try:
-            with Image.open(path) as png:
-                png.verify()  # CRCs and the closing IEND chunk: Pillow decodes some truncated files silently
-            with Image.open(path) as png:
-                mode = png.mode
-                mask = np.asarray(png)
-        except Exception as error:  # Pillow raises many types for corrupt files
-            raise BodycompError(f"{where}: {path}: corrupt or truncated PNG ({error})") from None
-        if mode != "L":
-            raise BodycompError(f"{where}: {path}: mask PNG is not 8-bit grayscale (mode {mode}, shape {mask.shape})")
+            mask = read_gray8_png(path)
+        except BodycompError as error:
+            raise BodycompError(f"{where}: {error}") from None
     elif name.endswith(".npy"):
         mask = _two_d(_load_npy(path, where), f"{where}: {path}", "mask")
     else:

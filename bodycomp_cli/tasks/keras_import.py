@@ -4,15 +4,15 @@ The layer list tells the task: the original U-Net names its layers (compression_
 the slice-selection DenseNet starts with initial_conv2D and ends in a Dense layer. The options of the
 PyTorch rebuild (nets/) are read off the layers, the model is built, and the Keras layers that hold weights
 are matched one by one, in order, with the PyTorch modules that hold weights (both are in data-flow order).
+Neither network flattens a feature map (the DenseNet averages it globally), so no dense kernel needs its rows
+reordered from Keras's channels-last flatten order.
 Any layer that does not fit stops the import with its name.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from bodycomp_cli.core.versions import versions
 from bodycomp_cli.engine.checkpoint import BEST, save_checkpoint
-from bodycomp_cli.engine.run import CONFIG, CONFIG_KEYS, versions
+from bodycomp_cli.engine.run import CONFIG, CONFIG_KEYS
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.io.atomic import atomic_write_text
+from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_text
 from bodycomp_cli.io.keras_h5 import KerasLayer, KerasModel, read_keras_model
 from bodycomp_cli.nets import bridge_densenet, bridge_unet
 from bodycomp_cli.nets.keras_layers import ACTIVATIONS, KERAS_BN_EPSILON
@@ -214,6 +215,9 @@ def recognise(
     for layer in keras.layers:
         _check_layer(layer)
     size, channels = _input_size(keras)
+    if channels != 1:
+        input_layer = next(x for x in keras.layers if x.class_name == "InputLayer")
+        raise _fail(input_layer, f"{channels} input channels; the original networks take one (a CT slice)")
     names = _by_name(keras)
     output = _final_activation(keras)
     if "final_conv" in names:
@@ -234,11 +238,9 @@ def recognise(
         if levels is None or len(levels) != outputs:
             raise BodycompError(f"{keras.path}: the model predicts {outputs} levels; name them with -L (e.g. -L T5 L3)")
         threshold = threshold if threshold is not None else float(args.get("threshold") or ORIGINAL_THRESHOLD_MM)
-        options = _densenet_options(keras, args)
-        options["in_channels"] = channels
         settings = SliceSelectionSettings(
             levels=list(levels), arch="bridge-densenet", threshold_mm=threshold, image_size=size or 256,
-            arch_options={k: v for k, v in options.items() if k != "in_channels"},
+            arch_options=_densenet_options(keras, args),
         )  # fmt: skip
         return SliceSelectionTask(settings)
     first = next((x for x in keras.layers if x.class_name != "InputLayer"), keras.layers[0])
@@ -279,13 +281,8 @@ def import_keras(
         "task": task.name, "config": config, "epoch": 0, "model": model.state_dict(),
         "history": [], "best": {"metric": task.best_metric, "value": None, "epoch": None},
     }  # fmt: skip
-    # Write beside the target and rename at the end, so a failure leaves no half-made run folder.
-    staging = Path(models_dir) / f".{name}.import.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    atomic_write_text(staging / CONFIG, json.dumps(config, indent=2) + "\n")
-    save_checkpoint(staging / BEST, checkpoint)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    os.replace(staging, run_dir)
+    # Written beside the target and swapped in at the end: a failure or a kill leaves no half-made run folder.
+    with atomic_output_dir(run_dir, overwrite=overwrite) as staging:
+        atomic_write_text(staging / CONFIG, json.dumps(config, indent=2) + "\n")
+        save_checkpoint(staging / BEST, checkpoint)
     return run_dir

@@ -97,7 +97,7 @@ class SegmentationTask:
             "image_size": s.image_size,
             "arch": s.arch,
             "encoder": None if s.arch in SEGMENTATION_NETS else s.encoder,
-            "arch_options": dict(s.arch_options),
+            "arch_options": dict(s.arch_options) or None,  # None for smp/timm models, as before it existed
             "classes": list(self.classes),
             "thoracic": s.thoracic,
             "input_windowed": s.input_windowed,

@@ -102,7 +102,7 @@ class SliceSelectionTask:
             "image_size": s.image_size,
             "arch": s.arch,
             "encoder": None,
-            "arch_options": dict(s.arch_options),
+            "arch_options": dict(s.arch_options) or None,  # None for smp/timm models, as before it existed
             "levels": self.levels,
             "threshold": s.threshold_mm,
             "context_mm": s.context_mm,

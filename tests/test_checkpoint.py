@@ -1,0 +1,151 @@
+"""Checkpoints: safe (weights-only) loading, RNG states as tensors, old files converted, fewer GPUs on resume."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from bodycomp_cli.engine import checkpoint as checkpoints
+from bodycomp_cli.engine.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from bodycomp_cli.engine.history import draw_curves
+from bodycomp_cli.errors import BodycompError
+
+PACKAGE = Path(__file__).resolve().parents[1] / "bodycomp_cli"
+
+
+def _draws() -> tuple:
+    return random.random(), float(np.random.random()), float(torch.rand(1))
+
+
+def test_rng_state_round_trips_through_a_weights_only_load(tmp_path):
+    random.gauss(0, 1)  # a cached gaussian is part of python's state
+    save_checkpoint(tmp_path / "c.pt", {"rng": rng_state(), "history": [{"val": np.float64(0.5)}]})
+    expected = _draws()
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert loaded["history"] == [{"val": 0.5}] and type(loaded["history"][0]["val"]) is float
+    restore_rng_state(loaded["rng"])
+    assert _draws() == expected
+    torch.load(tmp_path / "c.pt", weights_only=True)  # no numpy or Python objects inside
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this ran while loading",))
+
+
+def test_a_checkpoint_with_code_inside_is_refused_not_run(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoints.FORMAT, "model": _Payload()}, path)
+    with pytest.raises(BodycompError, match="safe load refuses") as error:
+        load_checkpoint(path)
+    assert "this ran" not in capsys.readouterr().out
+    assert f"python -m bodycomp_cli.engine.checkpoint {path}" in str(error.value)
+
+
+def _old_format_checkpoint(path) -> tuple:
+    """What bodycomp wrote before format 2: numpy and tuple RNG states, pickled as objects."""
+    old_rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    expected = _draws()
+    weights = {"w": torch.arange(3.0)}
+    torch.save({"format": "bodycomp-checkpoint/1", "model": weights, "rng": old_rng, "epoch": 2}, path)
+    return expected
+
+
+def test_old_run_folders_get_one_line_and_the_converter_makes_them_load(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    expected = _old_format_checkpoint(run / "checkpoint_last.pt")
+    with pytest.raises(BodycompError) as error:
+        load_checkpoint(run / "checkpoint_last.pt")
+    assert "\n" not in str(error.value) and "python -m bodycomp_cli.engine.checkpoint" in str(error.value)
+    converted = subprocess.run(
+        [sys.executable, "-m", "bodycomp_cli.engine.checkpoint", str(run)], capture_output=True, text=True
+    )
+    assert converted.returncode == 0, converted.stderr
+    assert "converted" in converted.stdout
+    loaded = load_checkpoint(run / "checkpoint_last.pt")
+    assert loaded["epoch"] == 2 and torch.equal(loaded["model"]["w"], torch.arange(3.0))
+    restore_rng_state(loaded["rng"])
+    assert _draws() == expected
+
+
+def test_damaged_checkpoint_is_one_line(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"epoch": 1})
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(BodycompError, match="unreadable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_load_reads_onto_the_cpu_first(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.ones(2)}})
+    seen = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (seen.append(k), real_load(*a, **k))[1])
+    load_checkpoint(tmp_path / "c.pt", map_location="meta")
+    assert seen == [{"map_location": "cpu", "weights_only": True}]
+
+
+# ----- issue 12 #4: --resume with fewer visible GPUs than the checkpoint saved ---------------------------------
+def test_resume_on_fewer_gpus_restores_the_visible_ones_and_warns_once(monkeypatch):
+    restored = []
+
+    def set_rng_state(state, device="cuda"):
+        if int(device) >= 1:  # what torch does for a device that is not there
+            raise IndexError("list index out of range")
+        restored.append((int(device), state))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda.random, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(4, dtype=torch.uint8)])
+    state = rng_state()
+    state["cuda"] = [torch.full((4,), i, dtype=torch.uint8) for i in range(4)]  # saved on 4 GPUs
+    with pytest.warns(RuntimeWarning, match="4 GPUs but 1 are visible") as caught:
+        restore_rng_state(state)
+    assert len(caught) == 1
+    assert len(restored) == 1 and restored[0][0] == 0 and torch.equal(restored[0][1], state["cuda"][0])
+
+
+def test_no_warning_when_every_saved_gpu_is_visible(monkeypatch):
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append(device))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(4, dtype=torch.uint8)] * 2)
+    state = rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        restore_rng_state(state)
+    assert restored == [0, 1]
+
+
+# ----- matplotlib: no process-wide backend choice -----------------------------------------------------------
+def test_curves_are_drawn_without_choosing_a_process_wide_backend(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("matplotlib.use called by library code")
+
+    monkeypatch.setattr(matplotlib, "use", refuse)
+    rows = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 2 / e, "val_mae": 3.0, "lr": 0.1, "seconds": 1.0} for e in (1, 2)
+    ]
+    draw_curves(tmp_path / "curves.png", rows)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_library_module_calls_matplotlib_use_or_pyplot():
+    found = subprocess.run(
+        ["grep", "-rnE", r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot", str(PACKAGE)],
+        capture_output=True,
+        text=True,
+    )
+    assert found.stdout == ""
