@@ -26,11 +26,11 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_slices import cpu_model, ct_like_series  # noqa: E402
 
+from bodycomp_cli.core.preprocess import window_unit  # noqa: E402
 from bodycomp_cli.engine.config import EngineConfig  # noqa: E402
 from bodycomp_cli.engine.devices import resolve_devices  # noqa: E402
 from bodycomp_cli.engine.run import build_config  # noqa: E402
 from bodycomp_cli.engine.trainer import Trainer  # noqa: E402
-from bodycomp_cli.io.windowing import window_hu_unit  # noqa: E402
 from bodycomp_cli.prepare.slices import default_workers  # noqa: E402
 from bodycomp_cli.tasks.segmentation import SegmentationSettings, SegmentationTask  # noqa: E402
 
@@ -53,7 +53,7 @@ class TensorSlices(Dataset):
 
 def make_data(count: int, size: int, seed: int) -> TensorSlices:
     hu, _ = ct_like_series(count, size, seed)
-    images = torch.from_numpy(window_hu_unit(hu))[:, None].contiguous()
+    images = window_unit(hu)[:, None].contiguous()
     masks = torch.from_numpy(np.digitize(hu, [-200, -30, 150]).astype(np.int64))
     return TensorSlices(images, masks)
 
@@ -96,7 +96,9 @@ def engine_epochs(task: SegmentationTask, weights: dict, engine: EngineConfig, r
     model = task.build_model()
     model.load_state_dict(weights)
     setup = resolve_devices(0)
-    trainer = Trainer(task, model, setup, engine, run_dir, build_config(task, engine, setup, run_dir.name, None))
+    trainer = Trainer(
+        task, model, setup, engine, run_dir, build_config(task, engine, setup, run_dir.name, None).to_dict()
+    )
     run_dir.mkdir(parents=True)
     start = time.perf_counter()
     history = trainer.fit()

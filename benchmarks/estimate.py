@@ -24,11 +24,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_slices import cpu_model, ct_like_series  # noqa: E402
 
+from bodycomp_cli.core.preprocess import window_hu  # noqa: E402
 from bodycomp_cli.engine.config import EngineConfig  # noqa: E402
 from bodycomp_cli.estimate.inputs import collect_inputs  # noqa: E402
 from bodycomp_cli.estimate.models import load_estimator_models  # noqa: E402
 from bodycomp_cli.estimate.run import EstimateOptions, run_estimate  # noqa: E402
-from bodycomp_cli.io.windowing import window_hu  # noqa: E402
 from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation  # noqa: E402
 from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, train_slice_selection  # noqa: E402
 

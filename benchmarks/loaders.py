@@ -33,11 +33,12 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_slices import cpu_model, ct_like_series  # noqa: E402
 
+from bodycomp_cli.core.metacsv import read_meta_csv  # noqa: E402
+from bodycomp_cli.core.preprocess import window_hu  # noqa: E402
 from bodycomp_cli.data.augment import AffineRanges  # noqa: E402
 from bodycomp_cli.data.sampling import TrainSampler  # noqa: E402
 from bodycomp_cli.data.segmentation import SegmentationDataset, SegmentationSplit  # noqa: E402
 from bodycomp_cli.data.slices import SliceSelectionDataset, SliceSplit  # noqa: E402
-from bodycomp_cli.io.windowing import window_hu  # noqa: E402
 from bodycomp_cli.prepare.slices import default_workers  # noqa: E402
 from bodycomp_cli.tasks.segmentation import SegmentationSettings  # noqa: E402
 from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings  # noqa: E402
@@ -70,11 +71,11 @@ def select_dataset(folder: Path, count: int, size: int, image_size: int) -> Slic
     hu, z_mm = ct_like_series(count, size, seed=7)
     for index, slice_hu in enumerate(hu):
         iio.imwrite(image_dir / f"{index:06d}.png", window_hu(slice_hu), compress_level=1)
-    offsets = (z_mm - z_mm[count // 2]).astype(np.float32)[:, None]
-    meta = pd.DataFrame({"z_mm": z_mm, "ZOffset_L3": offsets[:, 0]})
+    pd.DataFrame({"z_mm": z_mm, "ZOffset_L3": z_mm - z_mm[count // 2]}).to_csv(folder / "meta.csv")
     settings = SliceSelectionSettings(image_size=image_size)
     ranges = AffineRanges(rotation_deg=settings.rotation_deg, shift=settings.shift, scale=0.0, intensity=0.0)
-    return SliceSelectionDataset(SliceSplit(image_dir, count, offsets, meta), image_size, settings.threshold_mm, ranges)
+    split = SliceSplit(image_dir, read_meta_csv(folder / "meta.csv", ["L3"]))
+    return SliceSelectionDataset(split, image_size, settings.threshold_mm, ranges)
 
 
 def per_worker_rate(dataset: torch.utils.data.Dataset, samples: int, repeat: int) -> float:

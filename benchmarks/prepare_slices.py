@@ -23,8 +23,8 @@ import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 
+from bodycomp_cli.core.preprocess import window_hu
 from bodycomp_cli.io.volumes import read_volume
-from bodycomp_cli.io.windowing import window_hu
 from bodycomp_cli.prepare.slices import default_workers, prepare_slices
 
 

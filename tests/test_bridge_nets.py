@@ -58,7 +58,7 @@ def test_bridge_unet_gives_the_keras_unet_outputs(tmp_path, options):
     randomise_batch_norm(keras_model)
     task, net = imported(keras_model, tmp_path)
     assert isinstance(net, BridgeUNet)
-    assert task.config()["thoracic"] == (options.get("classes") == 3)
+    assert task.run_config().thoracic == (options.get("classes") == 3)
     images = random_images(32)
     expected = np.asarray(keras_model.predict(images, verbose=0))
     with torch.no_grad():
@@ -83,7 +83,7 @@ def test_bridge_densenet_gives_the_keras_densenet_outputs(tmp_path, size, option
     levels = ["T5", "L3"] if options.get("outputs") == 2 else None
     task, net = imported(keras_model, tmp_path, levels=levels)
     assert isinstance(net, BridgeDenseNet)
-    assert task.config()["arch_options"]["use_batch_norm"] == options.get("batch_norm", True)
+    assert task.run_config().arch_options["use_batch_norm"] == options.get("batch_norm", True)
     # Compare before the sigmoid, where a saturated output cannot hide a difference.
     logits_model = keras.Model(keras_model.inputs, keras_model.layers[-2].output)
     images = random_images(size)

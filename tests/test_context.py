@@ -11,7 +11,8 @@ import torch
 from conftest import assert_user_error, invoke
 from helpers_train import make_select_data
 
-from bodycomp_cli.data.slices import SliceSelectionDataset, context_rows, read_gray_png, validate_slice_data
+from bodycomp_cli.core.preprocess import context_rows
+from bodycomp_cli.data.slices import SliceSelectionDataset, read_gray_png, validate_slice_data
 from bodycomp_cli.engine.inference import load_run, predict_slice_offsets
 from bodycomp_cli.errors import BodycompError
 
@@ -42,7 +43,7 @@ def test_context_rows_pick_the_nearest_slice_of_the_same_series():
 def test_dataset_stacks_the_neighbours_pngs_as_channels(tmp_path):
     data = make_select_data(tmp_path / "data", n_series=(2, 1), slices=6, size=32, spacing_mm=2.5)
     split = validate_slice_data(data, ["L3"])["train"]
-    neighbours = context_rows(split.meta["series"].to_numpy(), split.meta["z_mm"].to_numpy(), 5.0)
+    neighbours = context_rows(split.meta.series, split.meta.z_mm, 5.0)
     item = SliceSelectionDataset(split, 32, 10.0, None, neighbours)[7]  # second series, second slice
     assert item["image"].shape == (3, 32, 32)
     assert neighbours[7].tolist() == [6, 7, 9]  # z 2.5: z 0 below (clamped), z 7.5 above

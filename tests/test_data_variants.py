@@ -92,7 +92,7 @@ def test_slice_data_variants_of_the_original(tmp_path):
     write_png16(train_dir / f"{rows:06d}.png", eight_bit)  # one PNG more than the CSV has rows
     with pytest.warns(UserWarning, match="1 PNG images beyond .* rows are not used"):
         splits = validate_slice_data(data, ["L3"])
-    np.testing.assert_allclose(splits["train"].offsets_mm[:, 0], meta["ZOffset"].to_numpy(dtype=np.float32))
+    np.testing.assert_allclose(splits["train"].meta.offsets_mm[:, 0], meta["ZOffset"].to_numpy(dtype=np.float32))
     from bodycomp_cli.data.slices import SliceSelectionDataset
 
     item = SliceSelectionDataset(splits["train"], 32, 10.0)[1]["image"]

@@ -7,12 +7,12 @@ import pytest
 import torch
 from helpers_train import make_seg_data
 
-from bodycomp_cli.data.augment import AffineRanges, augment_pair, resize_labels, warp
+from bodycomp_cli.core.preprocess import resize_labels, segmentation_input
+from bodycomp_cli.data.augment import AffineRanges, augment_pair, warp
 from bodycomp_cli.data.sampling import ShardSampler, TrainSampler
 from bodycomp_cli.engine.config import schedule_factor
 from bodycomp_cli.engine.devices import DeviceSetup, resolve_devices, strip_prefix, unwrap_model, wrap_model
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.io.windowing import window_hu_unit
 from bodycomp_cli.tasks.segmentation import SegmentationSettings, SegmentationTask
 from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, SliceSelectionTask
 
@@ -103,7 +103,7 @@ def test_dice_skips_classes_absent_from_truth_and_prediction():
     logits[0, 1, :1] = 5.0  # predicts muscle in the first row only: Dice 2*4/(8+4)
     logits[0, 0, 1:] = 5.0
     logits[1, 0] = 5.0
-    metrics = task.finalize_metrics(task.validation_stats(logits, {"mask": masks}))
+    metrics = task.finalize_metrics(task.validation_stats(logits, {"mask": masks, "index": torch.tensor([0, 1])}))
     assert metrics["val_dice_muscle"] == pytest.approx(8 / 12)
     assert metrics["val_dice_mean"] == pytest.approx(8 / 12)  # fat classes absent everywhere: skipped
     assert metrics["val_dice_visceral_fat"] != metrics["val_dice_visceral_fat"]  # NaN
@@ -139,7 +139,7 @@ def test_segmentation_dataset_windows_raw_hu(tmp_path):
     _, val = task.datasets()
     item = val[0]
     hu = np.load(data / "val_images.npy")[0, ..., 0]
-    # bit-identical to the shared window_hu_unit that inference applies
-    assert torch.equal(item["image"][0], torch.from_numpy(window_hu_unit(hu)))
+    # bit-identical to the model input inference makes of the same HU (one preprocessing for both)
+    assert torch.equal(item["image"], segmentation_input(hu[None], 40.0, 400.0, 32)[0])
     assert item["image"][0, 0, 0] == 0.0 and float(item["image"].max()) == pytest.approx((150 + 160) / 400, abs=0.15)
     assert torch.equal(item["mask"], torch.from_numpy(np.load(data / "val_masks.npy")[0, ..., 0].astype(np.int64)))

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bodycomp_cli.core.metrics import dice_summary, offsets_from_outputs, segmentation_counts
+from bodycomp_cli.core.runconfig import RunConfig
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.estimate.evaluate import hu_from_uint8
-from bodycomp_cli.estimate.evaluate_seg import dice_summary, evaluate_segmentation, slice_counts
-from bodycomp_cli.estimate.evaluate_select import evaluate_slice_selection, offsets_from_outputs
-from bodycomp_cli.io.windowing import window_hu
+from bodycomp_cli.estimate.evaluate_seg import evaluate_segmentation
+from bodycomp_cli.estimate.evaluate_select import evaluate_slice_selection
 
 CLASSES = ["background", "muscle", "subcutaneous_fat", "visceral_fat"]
 
@@ -29,9 +29,10 @@ def test_dice_on_known_masks() -> None:
     truth[1, 2, :] = 2  # slice 1: fat exactly right, no muscle anywhere (skipped, not 0 or 1)
     prediction[1, 2, :] = 2
     truth[2, 3, 0] = 1  # slice 2: muscle missed entirely
-    counts = slice_counts(truth, prediction, 4)
-    np.testing.assert_array_equal(counts[0, 0], [2, 4, 4])
-    mean, pooled, per_slice = dice_summary(counts)
+    counts = segmentation_counts(prediction, truth, 4)
+    np.testing.assert_array_equal(counts[0, 0], [2, 2, 2])  # tp, fp, fn
+    dice = dice_summary(counts)
+    mean, pooled, per_slice = dice.mean, dice.pooled, dice.per_slice
     assert per_slice[0, 0] == pytest.approx(0.5) and np.isnan(per_slice[1, 0]) and per_slice[2, 0] == 0.0
     assert mean[0] == pytest.approx(0.25)  # (0.5 + 0) / 2 slices where muscle exists
     assert pooled[0] == pytest.approx(2 * 2 / (4 + 5))
@@ -52,7 +53,7 @@ def write_seg_data(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_segmentation_report_with_area_error_in_cm2_or_pixels(tmp_path: Path) -> None:
     write_seg_data(tmp_path / "data")
-    run = SimpleNamespace(config={"classes": CLASSES})
+    run = SimpleNamespace(config=RunConfig("segmentation", "unet", 32, classes=CLASSES))
 
     def predict(images: np.ndarray) -> np.ndarray:  # muscle one row too tall: 4 px too many, 12 of 16 right
         labels = np.zeros(images.shape, dtype=np.uint8)
@@ -82,7 +83,7 @@ def test_segmentation_report_with_area_error_in_cm2_or_pixels(tmp_path: Path) ->
 
 
 def test_segmentation_data_errors_name_the_file(tmp_path: Path) -> None:
-    run = SimpleNamespace(config={"classes": CLASSES})
+    run = SimpleNamespace(config=RunConfig("segmentation", "unet", 32, classes=CLASSES))
     with pytest.raises(BodycompError, match="val_images.npy: not found"):
         evaluate_segmentation(run, lambda x: x, tmp_path, "val", tmp_path)
 
@@ -107,7 +108,7 @@ def write_slice_data(folder: Path, threshold: float) -> None:
 def test_slice_selection_report(tmp_path: Path) -> None:
     threshold = 10.0
     write_slice_data(tmp_path, threshold)
-    run = SimpleNamespace(config={"levels": ["L3"], "threshold": threshold})
+    run = SimpleNamespace(config=RunConfig("slice_selection", "resnet10t", 32, levels=["L3"], threshold=threshold))
 
     def predict(images: np.ndarray) -> np.ndarray:  # reads the offset and is 3 mm too high everywhere
         offset = images[:, 0, 0].astype(np.float64) - 128 + 3.0
@@ -123,15 +124,13 @@ def test_slice_selection_report(tmp_path: Path) -> None:
     assert selection["median_slices"] == 0.0 and selection["within_5mm"] == 1.0
 
 
-def test_inverse_window_gives_back_the_same_pixels() -> None:
-    pixels = np.arange(256, dtype=np.uint8)
-    np.testing.assert_array_equal(window_hu(hu_from_uint8(pixels, 40.0, 400.0)), pixels)
+def test_offsets_from_outputs_inverts_the_target_sigmoid() -> None:
     np.testing.assert_allclose(offsets_from_outputs(np.array([0.5, 1 / (1 + np.e)]), 10.0), [0.0, -10.0])
 
 
 def test_evaluation_json_is_plain_json(tmp_path: Path) -> None:
     # Reports hold only JSON types (no numpy scalars), so evaluation.json can be written and read back.
     write_seg_data(tmp_path / "data")
-    run = SimpleNamespace(config={"classes": CLASSES})
+    run = SimpleNamespace(config=RunConfig("segmentation", "unet", 32, classes=CLASSES))
     report = evaluate_segmentation(run, lambda x: np.zeros(x.shape, np.uint8), tmp_path / "data", "val", tmp_path)
     assert json.loads(json.dumps(report))["tissues"]["muscle"]["dice_mean"] == 0.0

@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bodycomp_cli.core.runconfig import RunConfig
 from bodycomp_cli.engine.inference import LoadedRun, predict_segmentation
 from bodycomp_cli.estimate.models import inference_setup
 
@@ -18,7 +19,7 @@ class _CheckerboardSegmenter(torch.nn.Module):
 
 
 def _run(image_size: int) -> LoadedRun:
-    config = {"task": "segmentation", "window": {"level": 40, "width": 400}, "image_size": image_size}
+    config = RunConfig("segmentation", "checkerboard", image_size, classes=["background", "muscle"])
     return LoadedRun(_CheckerboardSegmenter(), config, "segmentation", torch.device("cpu"), Path("run"))
 
 

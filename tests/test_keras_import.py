@@ -127,12 +127,13 @@ def test_train_seg_starts_from_an_imported_model_and_from_its_hdf5(tmp_path):
     assert invoke(["import-keras", path, tmp_path / "models", "-a", "imported"]).exit_code == 0
     imported = torch.load(tmp_path / "models" / "imported" / "checkpoint_best.pt", weights_only=False)["model"]
 
+    from bodycomp_cli.core.runconfig import RunConfig
     from bodycomp_cli.tasks import task_from_config
     from bodycomp_cli.tasks.init_weights import warm_start
 
     config = json.loads((tmp_path / "models" / "imported" / "config.json").read_text())
     for source in (tmp_path / "models" / "imported", path):  # a run folder, or the Keras file itself
-        state = warm_start(source).weights(task_from_config(config))
+        state = warm_start(source).weights(task_from_config(RunConfig.from_dict(config)))
         assert all(torch.equal(state[k], imported[k]) for k in imported)
     result = invoke(
         ["train-seg", data, tmp_path / "models", "-a", "tuned", "-e", "1", *UNET_OPTIONS, *FAST, "-w", path]
@@ -174,8 +175,8 @@ def phantom_slices(size: int = 64, count: int = 3) -> np.ndarray:
 
 
 def test_imported_models_predict_phantom_slices_as_the_keras_models(tmp_path):
+    from bodycomp_cli.core.preprocess import window_hu
     from bodycomp_cli.engine.inference import predict_segmentation, predict_slice_offsets
-    from bodycomp_cli.io.windowing import window_hu
 
     hu = phantom_slices()
     unet = original_unet(size=64, compression=(4, 8, 16), decompression=(8, 4))
@@ -203,8 +204,8 @@ def test_imported_models_predict_phantom_slices_as_the_keras_models(tmp_path):
 def test_estimate_with_imported_models_matches_the_keras_models(tmp_path):
     """The same chosen slice and areas within 0.1 % as the Keras models on the same phantom series."""
     from bodycomp_cli import __version__ as bodycomp_version
-    from bodycomp_cli.estimate.selection import select_level_slice
-    from bodycomp_cli.io.windowing import window_hu
+    from bodycomp_cli.core.preprocess import window_hu
+    from bodycomp_cli.core.selection import select_level_slice
     from bodycomp_cli.phantoms import SeriesRenderer, series_params
 
     params = series_params(seed=5, index=1, size=64)
@@ -242,3 +243,25 @@ def test_estimate_with_imported_models_matches_the_keras_models(tmp_path):
     result = invoke(["evaluate", tmp_path / "models" / "seg", data, "-o", tmp_path / "eval", "--split", "val"])
     assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["versions"]["bodycomp"] == bodycomp_version
+
+
+@pytest.mark.parametrize(
+    ("layer_name", "key", "value", "message"),
+    [
+        ("decompression_0_upsample", "interpolation", "bilinear", "interpolation bilinear; the original uses nearest"),
+        ("compression_1_conv_0", "strides", [2, 2], "strides [2, 2]; the original uses (1, 1)"),
+        ("compression_0_pool", "pool_size", [3, 3], "pool_size [3, 3]; the original uses (2, 2)"),
+    ],
+)
+def test_a_layer_that_differs_from_the_original_is_named(tmp_path, layer_name, key, value, message):
+    import h5py
+
+    _, path = saved_unet(tmp_path)
+    with h5py.File(path, "r+") as h5:  # change one setting in the saved config, as another network would have
+        config = json.loads(h5.attrs["model_config"])
+        layer = next(x for x in config["config"]["layers"] if x["config"]["name"] == layer_name)
+        layer["config"][key] = value
+        h5.attrs["model_config"] = json.dumps(config)
+    result = invoke(["import-keras", path, tmp_path / "models", "-a", "x"])
+    assert_user_error(result, f"layer {layer_name!r}", message)
+    assert not (tmp_path / "models").exists()

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bodycomp_cli.core.preprocess import window_hu
 from bodycomp_cli.io.atomic import TEMP_PREFIX
-from bodycomp_cli.io.windowing import window_hu
 from bodycomp_cli.prepare.slices import window_volume
 from tests.conftest import assert_user_error, invoke
 from tests.helpers_atomic import dead_temp_name

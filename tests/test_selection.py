@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bodycomp_cli.estimate.selection import ideal_curve, select_level_slice
+from bodycomp_cli.core.selection import ideal_curve, select_level_slice
 
 THRESHOLD = 10.0
 

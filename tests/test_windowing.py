@@ -1,6 +1,7 @@
 import numpy as np
+import torch
 
-from bodycomp_cli.io.windowing import window_hu, window_hu_unit
+from bodycomp_cli.core.preprocess import window_hu, window_unit
 
 
 def test_window_exact_values():
@@ -27,6 +28,13 @@ def test_window_matches_exact_integer_formula_everywhere():
 
 
 def test_window_unit_range():
-    out = window_hu_unit(np.array([-1000, -160, 40, 240, 3000]))
-    assert out.dtype == np.float32
-    assert np.allclose(out, [0, 0, 0.5, 1, 1])
+    out = window_unit(np.array([-1000, -160, 40, 240, 3000]))
+    assert out.dtype == torch.float32
+    assert out.tolist() == [0, 0, 0.5, 1, 1]
+
+
+def test_window_unit_is_the_correctly_rounded_float32_of_the_exact_value():
+    # For integer and quarter HU (HU - low is exact in float32), float32 division is what float64 gives, rounded once.
+    hu = np.concatenate([np.arange(-2000, 3001), np.arange(-200, 300, 0.25)]).astype(np.float32)
+    expected = np.clip((hu.astype(np.float64) - (30.0 - 350.0 / 2)) / 350.0, 0, 1).astype(np.float32)
+    np.testing.assert_array_equal(window_unit(hu, 30.0, 350.0).numpy(), expected)

@@ -35,7 +35,7 @@ CompressionOption = Annotated[
         "-C",
         "--compression-channels",
         "--compression_channels",
-        help="bridge-unet: channels of each compression module, space-separated [default: 16 32 64 128 256 512].",
+        help="bridge-unet: channels of each compression module, space-separated (default: 16 32 64 128 256 512).",
         show_default=False,
     ),
 ]
@@ -45,7 +45,7 @@ DecompressionOption = Annotated[
         "-M",
         "--decompression-channels",
         "--decompression_channels",
-        help="bridge-unet: channels of each decompression module, one fewer than -C [default: 256 128 64 32 16].",
+        help="bridge-unet: channels of each decompression module, one fewer than -C (default: 256 128 64 32 16).",
         show_default=False,
     ),
 ]
@@ -55,7 +55,7 @@ NumConvsOption = Annotated[
         "-N",
         "--num-convs",
         "--num_convs",
-        help="bridge-unet: convolutions per module [default: 1].",
+        help="bridge-unet: convolutions per module (default: 1).",
         show_default=False,
     ),
 ]
@@ -64,7 +64,7 @@ ActivationOption = Annotated[
     typer.Option(
         "-A",
         "--activation",
-        help="bridge-unet / bridge-densenet: Keras activation name (relu, elu, selu, tanh, ...) [default: relu].",
+        help="bridge-unet / bridge-densenet: Keras activation name (relu, elu, selu, tanh, ...) (default: relu).",
         show_default=False,
     ),
 ]
@@ -108,36 +108,41 @@ InitialEpochOption = Annotated[
 LayersPerBlockOption = Annotated[
     int | None,
     typer.Option(
-        "--nb-layers-per-block", "--nb_layers_per_block", help="bridge-densenet: layers per dense block [12].",
+        "--nb-layers-per-block", "--nb_layers_per_block",
+        help="bridge-densenet: layers per dense block (default: 12).",
         show_default=False,
     ),
 ]  # fmt: skip
 BlocksOption = Annotated[
     int | None,
-    typer.Option("--nb-blocks", "--nb_blocks", help="bridge-densenet: dense blocks [4].", show_default=False),
+    typer.Option("--nb-blocks", "--nb_blocks", help="bridge-densenet: dense blocks (default: 4).", show_default=False),
 ]
 InitialFiltersOption = Annotated[
     int | None,
     typer.Option(
-        "--nb-initial-filters", "--nb_initial_filters", help="bridge-densenet: filters of the first conv [16].",
+        "--nb-initial-filters", "--nb_initial_filters",
+        help="bridge-densenet: filters of the first conv (default: 16).",
         show_default=False,
     ),
 ]  # fmt: skip
 GrowthOption = Annotated[
     int | None,
-    typer.Option("--growth-rate", "--growth_rate", help="bridge-densenet: growth rate k [12].", show_default=False),
+    typer.Option(
+        "--growth-rate", "--growth_rate", help="bridge-densenet: growth rate k (default: 12).", show_default=False
+    ),
 ]
 CompressionRateOption = Annotated[
     float | None,
     typer.Option(
-        "--compression-rate", "--compression_rate", help="bridge-densenet: transition compression [0.5].",
+        "--compression-rate", "--compression_rate", help="bridge-densenet: transition compression (default: 0.5).",
         show_default=False,
     ),
 ]  # fmt: skip
 InitializerOption = Annotated[
     str | None,
     typer.Option(
-        "-I", "--initializer", help="bridge-densenet: Keras initializer of conv kernels and biases [glorot_uniform].",
+        "-I", "--initializer",
+        help="bridge-densenet: Keras initializer of conv kernels and biases (default: glorot_uniform).",
         show_default=False,
     ),
 ]  # fmt: skip

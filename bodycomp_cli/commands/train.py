@@ -68,19 +68,12 @@ QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar or e
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run NAME from its checkpoint_last.pt.")]
 
 
-def _engine(options: dict):
-    """The EngineConfig from a command's parameters (every engine option has the same name in both)."""
-    from dataclasses import fields
-
-    from bodycomp_cli.engine.config import EngineConfig
-
-    values = {f.name: options[f.name] for f in fields(EngineConfig) if f.name in options}
-    values["schedule"] = values["schedule"].value
-    if values.get("low_memory"):  # a process-wide malloc setting: made here, at the CLI entry, not in the engine
+def _low_memory_setting(low_memory: bool) -> None:
+    """--low-memory's process-wide malloc setting: made here, at the CLI entry, not in the engine."""
+    if low_memory:
         from bodycomp_cli.engine.memory import return_freed_buffers_to_os
 
         return_freed_buffers_to_os()
-    return EngineConfig(**values)
 
 
 def register(app: typer.Typer) -> None:
@@ -109,7 +102,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--arch",
                 help="smp architecture (unet, fpn, deeplabv3plus, ...), or bridge-unet (the original's U-Net; "
-                "-C/-M/-N/-A imply it) [default: unet].",
+                "-C/-M/-N/-A imply it). Default: unet.",
                 show_default=False,
             ),
         ] = None,
@@ -145,6 +138,7 @@ def register(app: typer.Typer) -> None:
 
         Example: bodycomp train-seg data/seg models/ -a seg_v1 -e 50 -b 16 --encoder resnet34
         """
+        from bodycomp_cli.engine.config import EngineConfig
         from bodycomp_cli.tasks.init_weights import warm_start
         from bodycomp_cli.tasks.segmentation import SegmentationSettings, train_segmentation
 
@@ -157,7 +151,22 @@ def register(app: typer.Typer) -> None:
             arch, encoder, thoracic, image_size, window_level, window_width, arch_options=arch_options,
             input_windowed=input_windowed,
         )  # fmt: skip
-        engine = _engine(locals())
+        _low_memory_setting(low_memory)
+        engine = EngineConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            schedule=schedule.value,
+            gpus=gpus,
+            amp=amp,
+            seed=seed,
+            deterministic=deterministic,
+            workers=workers,
+            steps_per_epoch=steps_per_epoch,
+            quiet=quiet,
+            resume=resume,
+            low_memory=low_memory,
+        )
         train_segmentation(data_dir, models_dir, settings, engine, name, warm_start(init_weights))
 
     @app.command("train-select")
@@ -183,7 +192,7 @@ def register(app: typer.Typer) -> None:
                 "--arch",
                 help="timm model (densenet121, resnet18, ...; 3 input channels with --context-mm, else 1), or "
                 "bridge-densenet (the original's DenseNet; --nb_*, --growth_rate, --compression_rate, -I, -A, -B "
-                "imply it) [default: densenet121].",
+                "imply it). Default: densenet121.",
                 show_default=False,
             ),
         ] = None,
@@ -219,6 +228,7 @@ def register(app: typer.Typer) -> None:
 
         Example: bodycomp train-select data/slices models/ -a select_v1 -L T5 T8 T10 L3 --steps-per-epoch 1000
         """
+        from bodycomp_cli.engine.config import EngineConfig
         from bodycomp_cli.tasks.init_weights import warm_start
         from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, train_slice_selection
 
@@ -231,5 +241,20 @@ def register(app: typer.Typer) -> None:
             levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size, context_mm=context_mm,
             arch_options=arch_options,
         )  # fmt: skip
-        engine = _engine(locals())
+        _low_memory_setting(low_memory)
+        engine = EngineConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            schedule=schedule.value,
+            gpus=gpus,
+            amp=amp,
+            seed=seed,
+            deterministic=deterministic,
+            workers=workers,
+            steps_per_epoch=steps_per_epoch,
+            quiet=quiet,
+            resume=resume,
+            low_memory=low_memory,
+        )
         train_slice_selection(data_dir, models_dir, settings, engine, name, warm_start(init_weights, initial_epoch))

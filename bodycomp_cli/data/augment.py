@@ -1,4 +1,4 @@
-"""Resizing and random affine augmentation with torch ops (one grid_sample per tensor, no per-pixel Python)."""
+"""Random affine augmentation with torch ops (one grid_sample per tensor, no per-pixel Python)."""
 
 from __future__ import annotations
 
@@ -17,21 +17,6 @@ class AffineRanges:
     shift: float = 0.05  # fraction of the image size
     scale: float = 0.05  # relative zoom
     intensity: float = 0.0  # relative contrast / additive brightness jitter on the [0, 1] image
-
-
-def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a C x H x W float image to C x size x size (bilinear, antialiased when shrinking)."""
-    if image.shape[-2:] == (size, size):
-        return image
-    return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-
-
-def resize_labels(labels: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize an H x W integer label map with nearest-neighbour, so no label is ever invented."""
-    if labels.shape[-2:] == (size, size):
-        return labels
-    resized = F.interpolate(labels[None, None].float(), size=(size, size), mode="nearest-exact")
-    return resized[0, 0].to(labels.dtype)
 
 
 def random_affine(ranges: AffineRanges, generator: torch.Generator) -> torch.Tensor:

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
-_SEED_MIX = 1_000_003  # a prime, to keep (seed, epoch) pairs from colliding
+from bodycomp_cli.core.seeds import epoch_seed
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * _SEED_MIX + epoch)
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch))
 
 
 class TrainSampler(Sampler):

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from bodycomp_cli.data.augment import AffineRanges, augment_image, resize_image
+from bodycomp_cli.core.metacsv import SliceMeta, read_meta_csv
+from bodycomp_cli.core.preprocess import context_rows, selection_input
+from bodycomp_cli.data.augment import AffineRanges, augment_image
 from bodycomp_cli.errors import BodycompError, BodycompWarning
 from bodycomp_cli.io.arrays import read_png
 
@@ -22,9 +23,11 @@ SPLITS = ("train", "val")
 @dataclass(frozen=True)
 class SliceSplit:
     image_dir: Path
-    count: int
-    offsets_mm: np.ndarray  # N x n_levels float32, NaN where the level is not in the scan
-    meta: pd.DataFrame  # the CSV as read (series / z_mm are used for the selection error when present)
+    meta: SliceMeta  # the split's meta CSV: offsets per level, and series / z_mm when present
+
+    @property
+    def count(self) -> int:
+        return self.meta.count
 
 
 GRAY16_MODES = ("I;16", "I;16B", "I;16L", "I")  # how Pillow opens 16-bit grayscale PNGs
@@ -33,41 +36,6 @@ GRAY16_MODES = ("I;16", "I;16B", "I;16L", "I")  # how Pillow opens 16-bit graysc
 def png_name(index: int) -> str:
     """The PNG of CSV row INDEX, as the original named them: six digits at least, seven past 999,999."""
     return f"{index:06d}.png"
-
-
-def offset_columns(frame: pd.DataFrame, levels: list[str], csv_path: Path) -> list[str]:
-    """The ZOffset_<LEVEL> column of each level; with a single level a plain `ZOffset` column comes first,
-    as the original read it whatever other columns the CSV had."""
-    columns = []
-    for level in levels:
-        name = f"ZOffset_{level}"
-        if len(levels) == 1 and "ZOffset" in frame.columns:
-            name = "ZOffset"
-        if name not in frame.columns:
-            raise BodycompError(f"{csv_path}: missing column {name} (level {level})")
-        columns.append(name)
-    return columns
-
-
-def _read_offsets(csv_path: Path, levels: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
-    if not csv_path.is_file():
-        raise BodycompError(f"{csv_path}: file not found")
-    try:
-        frame = pd.read_csv(csv_path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise BodycompError(f"{csv_path}: not a readable CSV ({error})") from None
-    offsets = []
-    for column in offset_columns(frame, levels, csv_path):
-        raw = frame[column]
-        values = pd.to_numeric(raw, errors="coerce")
-        bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise BodycompError(f"{csv_path}: column {column}, row {row}: offset {raw.iloc[row]!r} is not a number")
-        if np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)).any():
-            raise BodycompError(f"{csv_path}: column {column} holds an infinite offset")
-        offsets.append(values.to_numpy(dtype=np.float32, na_value=np.nan))
-    return np.stack(offsets, axis=1), frame
 
 
 def _check_pngs(image_dir: Path, count: int, csv_path: Path) -> None:
@@ -107,65 +75,26 @@ def _check_png(path: Path) -> None:
 
 
 def validate_slice_data(data_dir: Path, levels: list[str]) -> dict[str, SliceSplit]:
-    """Check both splits (PNG ids, counts, 8-bit grayscale, offset columns) and read their offsets."""
+    """Check both splits (PNG ids, counts, 8-bit grayscale, offset columns) and read their meta CSVs."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise BodycompError(f"{data_dir}: data folder not found")
     splits = {}
     for split in SPLITS:
-        csv_path = data_dir / "meta" / f"{split}.csv"
-        offsets, frame = _read_offsets(csv_path, levels)
-        if len(frame) == 0:
-            raise BodycompError(f"{csv_path}: has no rows")
-        _check_pngs(data_dir / "images" / split, len(frame), csv_path)
-        splits[split] = SliceSplit(data_dir / "images" / split, len(frame), offsets, frame)
+        meta = read_meta_csv(data_dir / "meta" / f"{split}.csv", levels)
+        if meta.count == 0:
+            raise BodycompError(f"{meta.path}: has no rows")
+        _check_pngs(data_dir / "images" / split, meta.count, meta.path)
+        splits[split] = SliceSplit(data_dir / "images" / split, meta)
     return splits
 
 
-def series_groups(series: np.ndarray) -> list[np.ndarray]:
-    """The row numbers of each series, series in the order they first appear."""
-    series = np.asarray(series)
-    return [np.flatnonzero(series == name) for name in dict.fromkeys(series.tolist())]
-
-
-def numeric_z_mm(meta: pd.DataFrame, csv_path: Path) -> np.ndarray:
-    """A meta CSV's z_mm column as float64, refusing a blank or non-numeric value with its row."""
-    z_mm = pd.to_numeric(meta["z_mm"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.isnan(z_mm).any():
-        row = int(np.flatnonzero(np.isnan(z_mm))[0])
-        raise BodycompError(f"{csv_path}: column z_mm, row {row}: not a number")
-    return z_mm
-
-
-def context_rows(series: np.ndarray, z_mm: np.ndarray, context_mm: float) -> np.ndarray:
-    """N x 3 row numbers: for each slice, the slices of its own series nearest z - context_mm, z, z + context_mm.
-
-    Past either end of a series the nearest slice is the end slice itself.
-    """
-    z_mm = np.asarray(z_mm, dtype=np.float64)
-    rows = np.empty((len(z_mm), 3), dtype=np.int64)
-    for members in series_groups(series):
-        if len(members) == 1:  # a lone slice is its own neighbour on both sides
-            rows[members] = members[0]
-            continue
-        order = members[np.argsort(z_mm[members], kind="stable")]
-        z = z_mm[order]
-        for column, shift in ((0, -context_mm), (2, context_mm)):
-            target = z + shift
-            right = np.searchsorted(z, target).clip(1, len(z) - 1)
-            left = right - 1
-            nearest = np.where(np.abs(target - z[left]) <= np.abs(z[right] - target), left, right)
-            rows[order, column] = order[nearest]
-        rows[order, 1] = order
-    return rows
-
-
-def split_context_rows(split: SliceSplit, context_mm: float, csv_path: Path) -> np.ndarray:
-    """context_rows from a split's meta CSV, which must then say which series and z each slice has."""
+def split_context_rows(meta: SliceMeta, context_mm: float) -> np.ndarray:
+    """context_rows of a split, whose meta CSV must then say which series and z each slice has."""
     for column in ("series", "z_mm"):
-        if column not in split.meta.columns:
-            raise BodycompError(f"{csv_path}: --context-mm needs a {column} column (prepare-slices writes it)")
-    return context_rows(split.meta["series"].astype(str).to_numpy(), numeric_z_mm(split.meta, csv_path), context_mm)
+        if column not in meta.frame.columns:
+            raise BodycompError(f"{meta.path}: --context-mm needs a {column} column (prepare-slices writes it)")
+    return context_rows(meta.series, meta.z_mm, context_mm)
 
 
 def read_gray_png(path: Path) -> np.ndarray:
@@ -188,7 +117,7 @@ def read_gray8_png(path: Path) -> np.ndarray:
 class SliceSelectionDataset(Dataset):
     """PNG slices scaled to [0, 1], resized with antialias, with sigmoid(offset / threshold) targets.
 
-    Items are dicts: image (1 x S x S float32), target / offset_mm / valid (n_levels float32), index.
+    Items are dicts: image (1 x S x S float32), target / valid (n_levels float32), offset_mm (float64), index.
     Blank offsets give valid 0 (masked out of the loss and metrics) and target 0.5. With `neighbours`
     (context_rows), the image has 3 channels: the slices below, the slice itself and above.
     """
@@ -203,10 +132,10 @@ class SliceSelectionDataset(Dataset):
     ) -> None:
         self.split, self.image_size, self.augmentation = split, image_size, augmentation
         self.neighbours = neighbours
-        offsets = torch.from_numpy(split.offsets_mm)
+        offsets = torch.from_numpy(split.meta.offsets_mm)  # float64, as the CSV says: metrics use them exactly
         self.valid = (~torch.isnan(offsets)).float()
         self.offsets = torch.nan_to_num(offsets, nan=0.0)
-        self.targets = torch.sigmoid(self.offsets / threshold_mm)
+        self.targets = torch.sigmoid(self.offsets.float() / threshold_mm)
 
     def __len__(self) -> int:
         return self.split.count
@@ -215,7 +144,7 @@ class SliceSelectionDataset(Dataset):
         index, seed = item if isinstance(item, tuple) else (item, None)
         rows = [index] if self.neighbours is None else self.neighbours[index].tolist()
         pixels = np.stack([read_gray_png(self.split.image_dir / png_name(row)) for row in rows])
-        image = resize_image(torch.from_numpy(pixels.astype(np.float32) * np.float32(1 / 255)), self.image_size)
+        image = selection_input(pixels, self.image_size)  # C x S x S, as estimate and evaluate feed the model
         if self.augmentation is not None:
             generator = torch.Generator().manual_seed(seed) if seed is not None else torch.default_generator
             image = augment_image(image, self.augmentation, generator)

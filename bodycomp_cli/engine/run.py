@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import torch
 from rich.console import Console
 
 from bodycomp_cli.core.amp import choose_amp
+from bodycomp_cli.core.runconfig import CONFIG_FILE, RunConfig
 from bodycomp_cli.core.versions import versions
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
@@ -22,20 +22,10 @@ from bodycomp_cli.engine.warm_start import WarmStart, check_warm_start, load_ini
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_write_text, remove_dead_temps
 
-CONFIG = "config.json"
-# Settings that define the model; a resumed run must keep them.
-MODEL_KEYS = (
-    "task", "arch", "encoder", "arch_options", "classes", "levels", "threshold", "context_mm", "image_size", "window",
-)  # fmt: skip
-CONFIG_KEYS = (
-    "task", "window", "image_size", "arch", "encoder", "classes", "thoracic", "levels", "threshold", "context_mm",
-)  # fmt: skip
 
-
-def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str, data_dir: Path | None) -> dict:
-    config: dict[str, Any] = dict.fromkeys(CONFIG_KEYS)
-    config.update(task.config())
-    config.update(
+def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str, data_dir: Path | None) -> RunConfig:
+    """The task's model settings completed with how this run trains: what config.json and checkpoints hold."""
+    return task.run_config().with_training(
         name=name,
         data_dir=str(data_dir) if data_dir is not None else None,
         epochs=engine.epochs,
@@ -53,16 +43,14 @@ def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str,
         best_metric=task.best_metric,
         versions=versions(),
     )
-    return config
 
 
-def _check_resumable(checkpoint: dict[str, Any], config: dict[str, Any], path: Path) -> None:
-    saved = checkpoint["config"]
-    for key in MODEL_KEYS:
-        if saved.get(key) != config.get(key):
+def _check_resumable(checkpoint: dict[str, Any], config: RunConfig, path: Path) -> None:
+    saved = RunConfig.from_dict(checkpoint["config"], path).model_settings()
+    for key, value in config.model_settings().items():
+        if saved[key] != value:
             raise BodycompError(
-                f"{path}: was trained with {key}={saved.get(key)!r}, not {config.get(key)!r}; "
-                "resume with the run's original settings"
+                f"{path}: was trained with {key}={saved[key]!r}, not {value!r}; resume with the run's original settings"
             )
 
 
@@ -72,10 +60,8 @@ def _build_model(task: Any) -> torch.nn.Module:
     except BodycompError:
         raise
     except Exception as error:  # smp and timm refuse some combinations (e.g. an encoder an arch cannot use)
-        settings = task.config()
-        raise BodycompError(
-            f"cannot build --arch {settings['arch']} with encoder {settings['encoder']}: {error}"
-        ) from None
+        settings = task.run_config()
+        raise BodycompError(f"cannot build --arch {settings.arch} with encoder {settings.encoder}: {error}") from None
 
 
 def run_training(
@@ -127,7 +113,7 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console, star
     if setup.is_main:  # what a killed run left (temp checkpoints, curves) goes before anything is read
         remove_dead_temps(run_dir, recursive=True)
     config = build_config(task, engine, setup, name, data_dir)
-    config.update(init_weights=start.source, initial_epoch=start.initial_epoch)
+    config = config.with_training(init_weights=start.source, initial_epoch=start.initial_epoch)
     checkpoint = None
     if engine.resume:
         if not (run_dir / LAST).is_file():
@@ -136,10 +122,11 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console, star
         _check_resumable(checkpoint, config, run_dir / LAST)
     elif (run_dir / LAST).exists() or (run_dir / BEST).exists():
         raise BodycompError(f"{run_dir}: already holds checkpoints; use --resume to continue it or -a for a new name")
-    trainer = Trainer(task, model, setup, engine, run_dir, config, console)
+    # Checkpoints hold the config as a plain dict, so they load with torch.load(weights_only=True).
+    trainer = Trainer(task, model, setup, engine, run_dir, config.to_dict(), console)
     if setup.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / CONFIG, json.dumps(config, indent=2) + "\n")
+        atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
     skip_to_epoch(trainer, start)
     if checkpoint is not None:
         trainer.restore(checkpoint)

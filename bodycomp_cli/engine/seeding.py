@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from bodycomp_cli.data.sampling import _SEED_MIX
+from bodycomp_cli.core.seeds import SEED_MIX as _SEED_MIX
 
 _RANK_MIX = 2_147_483_647  # a prime far above seed * _SEED_MIX + epoch for any realistic epoch count
 CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"

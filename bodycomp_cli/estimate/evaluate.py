@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bodycomp_cli.core.runconfig import read_run_config
 from bodycomp_cli.core.versions import versions
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.models import check_run_folder, inference_setup, load_for_inference
 from bodycomp_cli.io.atomic import atomic_output_dir, refuse_existing_output
-
-TASKS = ("segmentation", "slice_selection")
 
 
 @dataclass(frozen=True)
@@ -31,28 +30,12 @@ def default_output_dir(run_dir: Path, split: str) -> Path:
     return Path(run_dir) / f"evaluation_{split}"
 
 
-def _run_task(run_dir: Path) -> str:
-    config_path = run_dir / "config.json"
-    try:
-        task = json.loads(config_path.read_text()).get("task")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
-        raise BodycompError(f"{config_path}: not a readable run config ({error})") from None
-    if task not in TASKS:
-        raise BodycompError(f"{config_path}: unknown task {task!r} (valid: {', '.join(TASKS)})")
-    return task
-
-
-def hu_from_uint8(images: np.ndarray, level: float, width: float) -> np.ndarray:
-    """HU that window back to exactly these 8-bit pixels, so the model sees what it was trained on."""
-    return (level - width / 2.0) + images.astype(np.float32) * np.float32(width / 255.0)
-
-
 def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options: EvaluateOptions) -> dict:
     """Score the run on DATA_DIR's split; writes evaluation.json (and worst-case PNGs) to output_dir.
 
     Example: evaluate_run(Path("models/seg"), Path("seg_data"), None, EvaluateOptions(split="val"))
     """
-    from bodycomp_cli.engine.inference import predict_segmentation, predict_slice_offsets
+    from bodycomp_cli.engine.inference import predict_segmentation, predict_slice_offsets_8bit
     from bodycomp_cli.estimate.evaluate_seg import evaluate_segmentation
     from bodycomp_cli.estimate.evaluate_select import evaluate_slice_selection
     from bodycomp_cli.estimate.run import progress_bar
@@ -61,7 +44,7 @@ def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options
     check_run_folder(run_dir, "RUN_DIR")
     if not data_dir.is_dir():
         raise BodycompError(f"{data_dir}: no such data folder")
-    task = _run_task(run_dir)
+    task = read_run_config(run_dir).task
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(run_dir, options.split)
     refuse_existing_output(output_dir, options.overwrite)
     setup = inference_setup(options.gpus, options.amp)
@@ -79,11 +62,10 @@ def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options
                 run, predict, data_dir, options.split, tmp, options.batch_size, options.pixel_spacing_mm, progress
             )
         else:
-            window = run.config.get("window", {"level": 40.0, "width": 400.0})
 
             def predict(images: np.ndarray, z_mm: np.ndarray | None = None) -> np.ndarray:
-                hu = hu_from_uint8(images, float(window["level"]), float(window["width"]))
-                outputs = predict_slice_offsets(run, hu, batch_size=options.batch_size, z_mm=z_mm)
+                # The PNGs are the 8-bit slices the model was trained on: fed as they are, no HU round trip.
+                outputs = predict_slice_offsets_8bit(run, images, batch_size=options.batch_size, z_mm=z_mm)
                 return np.asarray(outputs, np.float64)
 
             report |= evaluate_slice_selection(run, predict, data_dir, options.split, options.batch_size, progress)

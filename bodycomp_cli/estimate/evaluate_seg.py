@@ -7,33 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bodycomp_cli.core.metrics import dice_summary, segmentation_counts
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.arrays import read_npy
 
 WORST_CASES = 4  # overlay PNGs of the slices with the lowest mean Dice
-
-
-def slice_counts(truth: np.ndarray, prediction: np.ndarray, n_classes: int) -> np.ndarray:
-    """N x (classes - 1) x 3 pixel counts per slice and tissue: (intersection, predicted, true)."""
-    counts = np.zeros((len(truth), n_classes - 1, 3), dtype=np.int64)
-    for label in range(1, n_classes):
-        t = (truth == label).reshape(len(truth), -1)
-        p = (prediction == label).reshape(len(truth), -1)
-        counts[:, label - 1] = np.stack([(t & p).sum(1), p.sum(1), t.sum(1)], axis=1)
-    return counts
-
-
-def dice_summary(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per tissue: mean Dice over slices (slices where the tissue is absent from both are skipped),
-    pooled Dice over all pixels, and the per-slice Dice (NaN where skipped)."""
-    intersection, predicted, true = counts[..., 0], counts[..., 1], counts[..., 2]
-    total = predicted + true
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_slice = np.where(total > 0, 2.0 * intersection / total, np.nan)
-        pooled = 2.0 * intersection.sum(0) / total.sum(0)
-    counted = np.isfinite(per_slice).sum(0)
-    mean = np.array([np.nanmean(per_slice[:, k]) if counted[k] else np.nan for k in range(per_slice.shape[1])])
-    return mean, pooled, per_slice
 
 
 def _pixel_area_cm2(data_dir: Path, split: str, n: int, pixel_spacing_mm: float | None) -> np.ndarray | None:
@@ -82,9 +60,10 @@ def evaluate_segmentation(
     pixel_spacing_mm: float | None = None,
     progress=None,
 ) -> dict:
-    """Dice per tissue (mean over slices and pooled) and area error, plus worst-case overlay PNGs."""
+    """Dice per tissue (mean over slices and pooled, as validation computes it) and area error, plus worst-case
+    overlay PNGs."""
     images, masks = _load_arrays(data_dir, split)
-    classes = list(run.config["classes"])
+    classes = list(run.config.classes)
     if int(masks.max()) >= len(classes):
         raise BodycompError(f"{data_dir / (split + '_masks.npy')}: label {int(masks.max())} but the run has {classes}")
     counts = np.zeros((len(images), len(classes) - 1, 3), dtype=np.int64)
@@ -92,13 +71,14 @@ def evaluate_segmentation(
     for start in range(0, len(images), batch_size):
         stop = min(start + batch_size, len(images))
         prediction = predict(np.asarray(images[start:stop]))
-        counts[start:stop] = slice_counts(np.asarray(masks[start:stop]), prediction, len(classes))
+        counts[start:stop] = segmentation_counts(prediction, np.asarray(masks[start:stop]), len(classes))
         if progress:
             progress.advance(task, stop - start)
-    mean, pooled, per_slice = dice_summary(counts)
+    dice = dice_summary(counts)
+    mean, pooled, per_slice = dice.mean, dice.pooled, dice.per_slice
     area = _pixel_area_cm2(data_dir, split, len(images), pixel_spacing_mm)
     unit = "cm2" if area is not None else "px"
-    # Area error = predicted - true, per slice; in pixels when no spacing is known.
+    # Area error = predicted - true = fp - fn, per slice; in pixels when no spacing is known.
     difference = (counts[..., 1] - counts[..., 2]).astype(np.float64)
     if area is not None:
         difference = difference * area[:, None]

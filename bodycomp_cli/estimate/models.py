@@ -91,8 +91,8 @@ def load_for_inference(run_dir: Path, option: str, task: str | None, setup: Infe
     which = "best" if (run_dir / "checkpoint_best.pt").is_file() else "last"
     run = load_run(run_dir, device=setup.device, which=which)
     run.amp = setup.amp
-    if task is not None and run.config.get("task") != task:
-        raise BodycompError(f"{option} {run_dir}: a {run.config.get('task')} run, but this option needs a {task} run")
+    if task is not None and run.config.task != task:
+        raise BodycompError(f"{option} {run_dir}: a {run.config.task} run, but this option needs a {task} run")
     if setup.n_gpus > 1:
         from bodycomp_cli.core.amp import choose_amp
         from bodycomp_cli.engine.devices import AutocastDataParallel
@@ -116,7 +116,7 @@ class EstimatorModels:
 
     @property
     def threshold_mm(self) -> float:
-        return float(self.select_run.config.get("threshold", 10.0))
+        return float(self.select_run.config.threshold)
 
     def slice_outputs(self, hu_volume: np.ndarray, z_mm: np.ndarray) -> np.ndarray:
         """Z x len(levels) sigmoid outputs of the selection model, in `levels` order."""
@@ -126,7 +126,7 @@ class EstimatorModels:
         return np.asarray(outputs, dtype=np.float64)[:, self.level_columns]
 
     def classes(self, level: str) -> list[str]:
-        return list(self.seg_runs[level].config["classes"])
+        return list(self.seg_runs[level].config.classes)
 
     def segment(self, level: str, hu_slices: np.ndarray) -> np.ndarray:
         """N x H x W uint8 labels from the level's segmentation model, at the slices' own size."""
@@ -158,7 +158,7 @@ def load_estimator_models(
     if log is not None:
         log(f"inference on {setup.description}")
     select_run = load_for_inference(select_dir, "--select-model", "slice_selection", setup)
-    model_levels = [str(level) for level in select_run.config.get("levels", [])]
+    model_levels = list(select_run.config.levels)
     chosen = list(levels) if levels else model_levels
     unknown = [level for level in chosen if level not in model_levels]
     if unknown:

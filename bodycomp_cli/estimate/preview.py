@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bodycomp_cli.core.preprocess import window_hu
 from bodycomp_cli.io.atomic import atomic_path
-from bodycomp_cli.io.windowing import window_hu
 
 # One colour per tissue, readable over a grey CT and for the common colour-vision deficiencies.
 TISSUE_COLOURS = {

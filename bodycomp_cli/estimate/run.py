@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from bodycomp_cli.core.selection import SliceChoice, select_level_slice
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.dicom_seg import write_dicom_seg
 from bodycomp_cli.estimate.field_of_view import tissues_touching_edge
@@ -30,7 +31,6 @@ from bodycomp_cli.estimate.report import (
     write_qc,
     write_results,
 )
-from bodycomp_cli.estimate.selection import SliceChoice, select_level_slice
 from bodycomp_cli.estimate.studies import study_table, write_studies
 from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output, remove_dead_temps
 from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS, DicomSeries

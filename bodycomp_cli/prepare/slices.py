@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bodycomp_cli.core.preprocess import DEFAULT_WINDOW_LEVEL, DEFAULT_WINDOW_WIDTH, window_hu
 from bodycomp_cli.core.workers import cores_per_rank
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_output_dir
@@ -34,7 +35,6 @@ from bodycomp_cli.io.manifests import (
     splits_for_rows,
 )
 from bodycomp_cli.io.volumes import read_volume
-from bodycomp_cli.io.windowing import DEFAULT_WINDOW_LEVEL, DEFAULT_WINDOW_WIDTH, window_hu
 from bodycomp_cli.prepare.png import encode_gray8_png
 from bodycomp_cli.prepare.progress import ProgressReporter
 

@@ -1,23 +1,17 @@
-"""Task registry: the engine trains any of these; inference rebuilds them from config.json."""
+"""The training tasks: segmentation and slice selection (model settings, data, loss, validation metrics).
+
+The models themselves come from engine.models' registry, which inference rebuilds runs from.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from bodycomp_cli.core.runconfig import RunConfig
+from bodycomp_cli.tasks.segmentation import SegmentationTask
+from bodycomp_cli.tasks.slice_selection import SliceSelectionTask
 
-from bodycomp_cli.errors import BodycompError
-
-TASK_NAMES = ("segmentation", "slice_selection")
+TASKS = {"segmentation": SegmentationTask, "slice_selection": SliceSelectionTask}
 
 
-def task_from_config(config: dict[str, Any]) -> Any:
-    """Rebuild a task (model factory only, no data) from a run's config.json."""
-    name = config.get("task")
-    if name == "segmentation":
-        from bodycomp_cli.tasks.segmentation import SegmentationTask
-
-        return SegmentationTask.from_config(config)
-    if name == "slice_selection":
-        from bodycomp_cli.tasks.slice_selection import SliceSelectionTask
-
-        return SliceSelectionTask.from_config(config)
-    raise BodycompError(f"config.json: unknown task {name!r}; valid choices: {', '.join(TASK_NAMES)}")
+def task_from_config(config: RunConfig) -> SegmentationTask | SliceSelectionTask:
+    """The task (model settings only, no data) a run was trained as, from its config."""
+    return TASKS[config.task].from_run_config(config)

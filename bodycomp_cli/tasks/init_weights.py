@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bodycomp_cli.core.runconfig import CONFIG_FILE, read_run_config
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
-from bodycomp_cli.engine.run import CONFIG
 from bodycomp_cli.engine.warm_start import WarmStart
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.keras_h5 import read_keras_model
@@ -39,17 +38,17 @@ def _check_same_model(source: dict[str, Any], target: dict[str, Any], path: Path
 
 def _run_weights(run_dir: Path, task: Any) -> dict[str, torch.Tensor]:
     checkpoint_path = next((run_dir / n for n in (BEST, LAST) if (run_dir / n).is_file()), None)
-    if checkpoint_path is None or not (run_dir / CONFIG).is_file():
+    if checkpoint_path is None or not (run_dir / CONFIG_FILE).is_file():
         raise BodycompError(f"--init-weights {run_dir}: not a run folder (needs config.json and a checkpoint)")
-    _check_same_model(json.loads((run_dir / CONFIG).read_text()), task.config(), run_dir)
+    _check_same_model(read_run_config(run_dir).to_dict(), task.run_config().to_dict(), run_dir)
     return load_checkpoint(checkpoint_path)["model"]
 
 
 def _keras_weights(path: Path, task: Any) -> dict[str, torch.Tensor]:
     keras = read_keras_model(path)
-    target = task.config()
+    target = task.run_config().to_dict()
     source = recognise(keras, {}, target.get("levels"), target.get("threshold"))
-    _check_same_model(source.config(), target, path)
+    _check_same_model(source.run_config().to_dict(), target, path)
     model = source.build_model()
     map_weights(keras, model)
     return model.state_dict()

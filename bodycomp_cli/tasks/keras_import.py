@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from bodycomp_cli.core.runconfig import CONFIG_FILE
 from bodycomp_cli.core.versions import versions
 from bodycomp_cli.engine.checkpoint import BEST, save_checkpoint
-from bodycomp_cli.engine.run import CONFIG, CONFIG_KEYS
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_text
 from bodycomp_cli.io.keras_h5 import KerasLayer, KerasModel, read_keras_model
@@ -139,6 +139,60 @@ def _densenet_options(model: KerasModel, args: dict[str, Any]) -> dict[str, Any]
     }
 
 
+KERAS_DEFAULTS = {"interpolation": "nearest", "padding": "valid"}  # what older Keras left out of a layer's config
+
+
+def _pair(value: Any) -> tuple:
+    return tuple(value) if isinstance(value, list | tuple) else (value, value)
+
+
+def _check_plumbing(keras: KerasModel, expected: dict[str, tuple[int, dict[str, Any]]]) -> None:
+    """The weightless layers the rebuild hard-codes: how many of each kind, and their sizes and strides.
+
+    EXPECTED maps a class name to (count, {config key: required value}). Every conv has stride 1 but the
+    DenseNet's initial_conv2D, which has stride 2.
+    """
+    seen: dict[str, int] = dict.fromkeys(expected, 0)
+    for layer in keras.layers:
+        if layer.class_name == "Conv2D":
+            want = (2, 2) if layer.name == "initial_conv2D" else (1, 1)
+            if _pair(layer.config.get("strides", 1)) != want:
+                raise _fail(layer, f"strides {layer.config.get('strides')}; the original uses {want}")
+        if layer.class_name not in expected:
+            continue
+        seen[layer.class_name] += 1
+        count, required = expected[layer.class_name]
+        if seen[layer.class_name] > count:
+            raise _fail(layer, f"one {layer.class_name} more than the original's {count}")
+        for key, value in required.items():
+            found = layer.config.get(key, KERAS_DEFAULTS.get(key))
+            if (_pair(found) if isinstance(value, tuple) else found) != value:
+                raise _fail(layer, f"{key} {found}; the original uses {value}")
+    for class_name, (count, _) in expected.items():
+        if seen[class_name] != count:
+            raise BodycompError(f"{keras.path}: {seen[class_name]} {class_name} layers where the original has {count}")
+
+
+def _unet_plumbing(options: dict[str, Any]) -> dict[str, tuple[int, dict[str, Any]]]:
+    downs, ups = len(options["compression_channels"]) - 1, len(options["decompression_channels"])
+    return {
+        "MaxPooling2D": (downs, {"pool_size": (2, 2), "padding": "valid"}),
+        "UpSampling2D": (ups, {"size": (2, 2), "interpolation": "nearest"}),
+        "Concatenate": (ups, {}),
+    }
+
+
+def _densenet_plumbing(options: dict[str, Any]) -> dict[str, tuple[int, dict[str, Any]]]:
+    blocks, layers = options["blocks"], options["layers_per_block"]
+    return {
+        "MaxPooling2D": (1, {"pool_size": (3, 3), "strides": (2, 2), "padding": "valid"}),
+        "AveragePooling2D": (blocks - 1, {"pool_size": (2, 2), "strides": (2, 2), "padding": "valid"}),
+        "GlobalAveragePooling2D": (1, {}),
+        "Concatenate": (blocks * (layers - 1 + (layers > 1)), {}),  # each later layer's input, each block's output
+        "UpSampling2D": (0, {}),
+    }
+
+
 def _final_activation(model: KerasModel) -> KerasLayer:
     activations = [layer for layer in model.layers if layer.class_name == "Activation"]
     if not activations:
@@ -226,8 +280,10 @@ def recognise(
             raise _fail(names["final_conv"], f"{classes} classes; the original segments 4 (or 3 for thoracic)")
         if output.config["activation"] != "softmax":
             raise _fail(output, "a segmentation output other than softmax")
+        options = _unet_options(keras)
+        _check_plumbing(keras, _unet_plumbing(options))
         settings = SegmentationSettings(
-            arch="bridge-unet", thoracic=classes == 3, image_size=size or 512, arch_options=_unet_options(keras)
+            arch="bridge-unet", thoracic=classes == 3, image_size=size or 512, arch_options=options
         )
         return SegmentationTask(settings)
     if "initial_conv2D" in names and any(layer.class_name == "Dense" for layer in keras.layers):
@@ -238,9 +294,11 @@ def recognise(
         if levels is None or len(levels) != outputs:
             raise BodycompError(f"{keras.path}: the model predicts {outputs} levels; name them with -L (e.g. -L T5 L3)")
         threshold = threshold if threshold is not None else float(args.get("threshold") or ORIGINAL_THRESHOLD_MM)
+        options = _densenet_options(keras, args)
+        _check_plumbing(keras, _densenet_plumbing(options))
         settings = SliceSelectionSettings(
             levels=list(levels), arch="bridge-densenet", threshold_mm=threshold, image_size=size or 256,
-            arch_options=_densenet_options(keras, args),
+            arch_options=options,
         )  # fmt: skip
         return SliceSelectionTask(settings)
     first = next((x for x in keras.layers if x.class_name != "InputLayer"), keras.layers[0])
@@ -270,19 +328,17 @@ def import_keras(
     task = recognise(keras, args, levels, threshold)
     model = task.build_model()
     map_weights(keras, model)
-    config: dict[str, Any] = dict.fromkeys(CONFIG_KEYS)
-    config.update(task.config())
-    config.update(
+    config = task.run_config().with_training(
         name=name,
         imported_from={"path": str(model_path.resolve()), "keras_version": keras.keras_version},
         versions=versions(),
     )
     checkpoint = {
-        "task": task.name, "config": config, "epoch": 0, "model": model.state_dict(),
+        "task": task.name, "config": config.to_dict(), "epoch": 0, "model": model.state_dict(),
         "history": [], "best": {"metric": task.best_metric, "value": None, "epoch": None},
     }  # fmt: skip
     # Written beside the target and swapped in at the end: a failure or a kill leaves no half-made run folder.
     with atomic_output_dir(run_dir, overwrite=overwrite) as staging:
-        atomic_write_text(staging / CONFIG, json.dumps(config, indent=2) + "\n")
+        atomic_write_text(staging / CONFIG_FILE, config.to_json())
         save_checkpoint(staging / BEST, checkpoint)
     return run_dir

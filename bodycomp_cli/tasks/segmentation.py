@@ -6,14 +6,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from bodycomp_cli.core.metrics import dice_summary, segmentation_counts
+from bodycomp_cli.core.runconfig import RunConfig, Window
 from bodycomp_cli.data.augment import AffineRanges
-from bodycomp_cli.data.segmentation import PREWINDOWED_AS_WINDOW
+from bodycomp_cli.data.segmentation import PREWINDOWED_AS_WINDOW, SegmentationDataset, validate_segmentation_data
+from bodycomp_cli.engine.config import EngineConfig
+from bodycomp_cli.engine.models import build_model, check_choice, segmentation_arch_names
+from bodycomp_cli.engine.run import run_training
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.nets import SEGMENTATION_NETS
 from bodycomp_cli.nets.bridge_unet import DEFAULT_COMPRESSION, unet_size_multiple
-from bodycomp_cli.tasks.base import check_choice
+
+SLICE_COUNTS = "rows:slice_counts"  # per validation slice: its index, then (tp, fp, fn) per tissue
 
 CLASSES = ("background", "muscle", "subcutaneous_fat", "visceral_fat")
 THORACIC_CLASSES = CLASSES[:3]  # thoracic models have no visceral fat
@@ -45,7 +52,7 @@ def check_segmentation_settings(settings: SegmentationSettings) -> None:
     if settings.arch in SEGMENTATION_NETS:
         multiple = unet_size_multiple(settings.arch_options.get("compression_channels", DEFAULT_COMPRESSION))
     else:
-        check_choice("--arch", settings.arch, [*SEGMENTATION_NETS, *smp.MODEL_ARCHITECTURES_MAPPING])
+        check_choice("--arch", settings.arch, segmentation_arch_names())
         check_choice("smp encoder (--encoder)", settings.encoder, list(smp.encoders.get_encoder_names()))
         multiple = 32
     if settings.image_size < multiple or settings.image_size % multiple:
@@ -69,56 +76,46 @@ class SegmentationTask:
         self.ce_loss = torch.nn.CrossEntropyLoss()
         self._splits = None
         if data_dir is not None:
-            from bodycomp_cli.data.segmentation import validate_segmentation_data
-
             self._splits = validate_segmentation_data(
                 Path(data_dir), len(self.classes), settings.thoracic, settings.input_windowed
             )
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SegmentationTask:
+    def from_run_config(cls, config: RunConfig) -> SegmentationTask:
+        """The task (model settings only, no data) a run was trained as."""
         return cls(
             SegmentationSettings(
-                arch=config["arch"],
-                encoder=config["encoder"],
-                thoracic=bool(config["thoracic"]),
-                image_size=int(config["image_size"]),
-                window_level=float(config["window"]["level"]),
-                window_width=float(config["window"]["width"]),
-                arch_options=dict(config.get("arch_options") or {}),
+                arch=config.arch,
+                encoder=config.encoder,
+                thoracic=bool(config.thoracic),
+                image_size=config.image_size,
+                window_level=config.window.level,
+                window_width=config.window.width,
+                arch_options=dict(config.arch_options or {}),
+                input_windowed=bool(config.input_windowed),
             )
         )
 
-    def config(self) -> dict[str, Any]:
+    def run_config(self) -> RunConfig:
+        """The model's part of config.json: architecture, classes, HU window, image size, augmentation."""
         s = self.settings
-        return {
-            "task": self.name,
-            "window": {"level": s.window_level, "width": s.window_width},
-            "image_size": s.image_size,
-            "arch": s.arch,
-            "encoder": None if s.arch in SEGMENTATION_NETS else s.encoder,
-            "arch_options": dict(s.arch_options) or None,  # None for smp/timm models, as before it existed
-            "classes": list(self.classes),
-            "thoracic": s.thoracic,
-            "input_windowed": s.input_windowed,
-            "augmentation": {
-                k: v for k, v in asdict(s).items() if k in ("rotation_deg", "shift", "scale", "intensity")
-            },
-        }
-
-    def build_model(self) -> torch.nn.Module:
-        import segmentation_models_pytorch as smp
-
-        s = self.settings
-        if s.arch in SEGMENTATION_NETS:
-            return SEGMENTATION_NETS[s.arch](len(self.classes), 1, **s.arch_options)
-        return smp.create_model(
-            s.arch, encoder_name=s.encoder, encoder_weights=None, in_channels=1, classes=len(self.classes)
+        return RunConfig(
+            task=self.name,
+            arch=s.arch,
+            image_size=s.image_size,
+            window=Window(s.window_level, s.window_width),
+            encoder=None if s.arch in SEGMENTATION_NETS else s.encoder,
+            arch_options=dict(s.arch_options) or None,  # None for smp models, as before it existed
+            classes=list(self.classes),
+            thoracic=s.thoracic,
+            input_windowed=s.input_windowed,
+            augmentation={k: v for k, v in asdict(s).items() if k in ("rotation_deg", "shift", "scale", "intensity")},
         )
 
-    def datasets(self):
-        from bodycomp_cli.data.segmentation import SegmentationDataset
+    def build_model(self) -> torch.nn.Module:
+        return build_model(self.run_config())
 
+    def datasets(self):
         if self._splits is None:
             raise RuntimeError("SegmentationTask was built without a data folder")
         s = self.settings
@@ -135,33 +132,24 @@ class SegmentationTask:
 
     def validation_stats(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         masks = batch["mask"]
-        predicted = outputs.argmax(dim=1)
-        stats = {
+        counts = segmentation_counts(outputs.argmax(dim=1).cpu(), masks.cpu(), len(self.classes))
+        rows = torch.cat([batch["index"].cpu()[:, None].double(), torch.from_numpy(counts.reshape(len(masks), -1))], 1)
+        return {
             "loss_sum": self.loss(outputs, batch).detach() * len(masks),
             "count": torch.tensor(len(masks), device=masks.device),  # on the batch's device, as all_reduce needs
+            SLICE_COUNTS: rows.double(),
         }
-        for label in self.foreground:
-            truth, guess = masks == label, predicted == label
-            overlap = (truth & guess).sum(dim=(1, 2))
-            size = truth.sum(dim=(1, 2)) + guess.sum(dim=(1, 2))
-            # A tissue absent from both truth and prediction in a slice is skipped, not scored 0 or 1.
-            # (torch.where rather than boolean indexing: no host sync, and the stats stay on the batch's device)
-            present = size > 0
-            dice = torch.where(present, 2.0 * overlap.double() / size.clamp(min=1).double(), 0.0)
-            stats[f"dice_sum_{label}"] = dice.sum()
-            stats[f"dice_count_{label}"] = present.sum()
-        return stats
 
     def finalize_metrics(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
+        """val_loss, then Dice per tissue as evaluate computes it: the mean over the slices holding the tissue."""
         metrics = {"val_loss": float(totals["loss_sum"]) / max(1, int(totals["count"]))}
-        dices = []
-        for label in self.foreground:
-            count = int(totals[f"dice_count_{label}"])
-            value = float(totals[f"dice_sum_{label}"]) / count if count else float("nan")
-            metrics[f"val_dice_{self.classes[label]}"] = value
-            if count:
-                dices.append(value)
-        metrics["val_dice_mean"] = sum(dices) / len(dices) if dices else float("nan")
+        rows = totals[SLICE_COUNTS].numpy()
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        dice = dice_summary(rows[:, 1:].astype(np.int64).reshape(len(rows), len(self.foreground), 3)).mean
+        for label, value in zip(self.foreground, dice, strict=True):
+            metrics[f"val_dice_{self.classes[label]}"] = float(value)
+        finite = dice[np.isfinite(dice)]
+        metrics["val_dice_mean"] = float(finite.mean()) if len(finite) else float("nan")
         return metrics
 
 
@@ -180,9 +168,6 @@ def train_segmentation(
     Example: train_segmentation(Path("data"), Path("models"), SegmentationSettings(encoder="resnet18",
     image_size=128), EngineConfig(epochs=5, batch_size=8), name="seg")
     """
-    from bodycomp_cli.engine.config import EngineConfig
-    from bodycomp_cli.engine.run import run_training
-
     settings = settings or SegmentationSettings()
 
     def make_task() -> SegmentationTask:

@@ -9,13 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from bodycomp_cli.core.metrics import near_level_mae, series_selection_errors, summarise_errors
+from bodycomp_cli.core.runconfig import RunConfig, Window
 from bodycomp_cli.data.augment import AffineRanges
+from bodycomp_cli.data.slices import SliceSelectionDataset, split_context_rows, validate_slice_data
+from bodycomp_cli.engine.config import EngineConfig
+from bodycomp_cli.engine.models import build_model, check_choice, selection_arch_names
+from bodycomp_cli.engine.run import run_training
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.nets import SELECTION_NETS
-from bodycomp_cli.tasks.base import check_choice
 
-NEAR_LEVEL_THRESHOLDS = 3.0  # MAE only within +-3 thresholds of the level, where the sigmoid still inverts
-SELECTION_WINDOW = {"level": 40.0, "width": 400.0}  # the PNGs are windowed L40/W400 (the original layout)
+SELECTION_WINDOW = Window(level=40.0, width=400.0)  # the PNGs are windowed L40/W400 (the original layout)
+PREDICTIONS = "rows:predictions"  # per validation slice: its index, the sigmoid outputs, the true offsets (NaN: blank)
 
 
 @dataclass
@@ -35,10 +39,7 @@ class SliceSelectionSettings:
 
 
 def check_slice_selection_settings(settings: SliceSelectionSettings) -> None:
-    import timm
-
-    if settings.arch not in SELECTION_NETS:
-        check_choice("--arch", settings.arch, [*SELECTION_NETS, *timm.list_models()], show_all=False)
+    check_choice("--arch", settings.arch, selection_arch_names(), show_all=False)
     if settings.threshold_mm <= 0:
         raise BodycompError(f"--threshold {settings.threshold_mm}: must be positive (mm)")
     if settings.image_size < 32:
@@ -47,12 +48,6 @@ def check_slice_selection_settings(settings: SliceSelectionSettings) -> None:
         raise BodycompError(f"--context-mm {settings.context_mm}: must be 0 (no context) or a positive distance in mm")
     if not settings.levels or len(set(settings.levels)) != len(settings.levels):
         raise BodycompError(f"levels {settings.levels}: give each level once (-L T5 T8 T10 L3)")
-
-
-def inverse_sigmoid_mm(probabilities: torch.Tensor, threshold_mm: float) -> torch.Tensor:
-    """offset = threshold * logit(p), with p kept off 0 and 1 where the logit is infinite."""
-    p = probabilities.double().clamp(1e-7, 1 - 1e-7)
-    return threshold_mm * torch.log(p / (1 - p))
 
 
 class SliceSelectionTask:
@@ -65,62 +60,44 @@ class SliceSelectionTask:
         self.levels = list(settings.levels)
         self._splits = None
         self._neighbours: dict[str, np.ndarray | None] = {"train": None, "val": None}  # context_rows per split
-        self._series: list[tuple[np.ndarray, np.ndarray]] | None = None  # (val indices, z_mm) per series
         if data_dir is not None:
-            from bodycomp_cli.data.slices import numeric_z_mm, series_groups, split_context_rows, validate_slice_data
-
             self._splits = validate_slice_data(Path(data_dir), self.levels)
             for split in ("train", "val") if settings.context_mm > 0 else ():
-                csv_path = Path(data_dir) / "meta" / f"{split}.csv"
-                self._neighbours[split] = split_context_rows(self._splits[split], settings.context_mm, csv_path)
-            meta = self._splits["val"].meta
-            if {"series", "z_mm"} <= set(meta.columns):
-                z = numeric_z_mm(meta, Path(data_dir) / "meta" / "val.csv")
-                self._series = [
-                    (rows[np.argsort(z[rows])], z[rows][np.argsort(z[rows])])
-                    for rows in series_groups(meta["series"].to_numpy())
-                ]
+                self._neighbours[split] = split_context_rows(self._splits[split].meta, settings.context_mm)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SliceSelectionTask:
+    def from_run_config(cls, config: RunConfig) -> SliceSelectionTask:
+        """The task (model settings only, no data) a run was trained as."""
         return cls(
             SliceSelectionSettings(
-                levels=list(config["levels"]),
-                arch=config["arch"],
-                threshold_mm=float(config["threshold"]),
-                image_size=int(config["image_size"]),
-                context_mm=float(config.get("context_mm") or 0.0),
-                arch_options=dict(config.get("arch_options") or {}),
+                levels=list(config.levels),
+                arch=config.arch,
+                threshold_mm=config.threshold,
+                image_size=config.image_size,
+                context_mm=config.context_mm,
+                arch_options=dict(config.arch_options or {}),
             )
         )
 
-    def config(self) -> dict[str, Any]:
+    def run_config(self) -> RunConfig:
+        """The model's part of config.json: architecture, levels, threshold, context, image size, augmentation."""
         s = self.settings
-        return {
-            "task": self.name,
-            "window": dict(SELECTION_WINDOW),
-            "image_size": s.image_size,
-            "arch": s.arch,
-            "encoder": None,
-            "arch_options": dict(s.arch_options) or None,  # None for smp/timm models, as before it existed
-            "levels": self.levels,
-            "threshold": s.threshold_mm,
-            "context_mm": s.context_mm,
-            "thoracic": None,
-            "augmentation": {"rotation_deg": s.rotation_deg, "shift": s.shift},
-        }
+        return RunConfig(
+            task=self.name,
+            arch=s.arch,
+            image_size=s.image_size,
+            window=SELECTION_WINDOW,
+            arch_options=dict(s.arch_options) or None,  # None for timm models, as before it existed
+            levels=self.levels,
+            threshold=s.threshold_mm,
+            context_mm=s.context_mm,
+            augmentation={"rotation_deg": s.rotation_deg, "shift": s.shift},
+        )
 
     def build_model(self) -> torch.nn.Module:
-        import timm
-
-        s = self.settings
-        if s.arch in SELECTION_NETS:
-            return SELECTION_NETS[s.arch](len(self.levels), s.channels, **s.arch_options)
-        return timm.create_model(s.arch, pretrained=False, in_chans=s.channels, num_classes=len(self.levels))
+        return build_model(self.run_config())
 
     def datasets(self):
-        from bodycomp_cli.data.slices import SliceSelectionDataset
-
         if self._splits is None:
             raise RuntimeError("SliceSelectionTask was built without a data folder")
         s = self.settings
@@ -142,52 +119,33 @@ class SliceSelectionTask:
 
     def validation_stats(self, outputs: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         total, count = self._l1(outputs, batch)
-        probabilities = torch.sigmoid(outputs.float())
-        predicted_mm = inverse_sigmoid_mm(probabilities, self.settings.threshold_mm)
-        offsets = batch["offset_mm"].double()
-        near = (batch["valid"] > 0) & (offsets.abs() <= NEAR_LEVEL_THRESHOLDS * self.settings.threshold_mm)
-        stats = {
-            "l1_sum": total.double(),
-            "l1_count": count.double(),
-            "mae_sum": ((predicted_mm - offsets).abs() * near).sum(dim=0),
-            "mae_count": near.sum(dim=0).double(),
-        }
-        if self._series is not None:
-            stats["rows:predictions"] = torch.cat([batch["index"][:, None].double(), probabilities.double()], dim=1)
-        return stats
-
-    def _selection_errors(self, rows: torch.Tensor) -> list[float]:
-        """Median over val series of |z chosen by the estimate rule - z of the level| per level, in mm."""
-        from bodycomp_cli.estimate.selection import select_level_slice
-
-        probabilities = np.full((self._splits["val"].count, len(self.levels)), np.nan)
-        probabilities[rows[:, 0].long().numpy()] = rows[:, 1:].numpy()
-        offsets = self._splits["val"].offsets_mm
-        medians = []
-        for level in range(len(self.levels)):
-            errors = []
-            for indices, z in self._series:
-                known = ~np.isnan(offsets[indices, level])
-                if not known.any():
-                    continue
-                # Every slice of the series places the level at z_slice - offset; their median is robust.
-                z_level = float(np.median(z[known] - offsets[indices, level][known]))
-                choice = select_level_slice(probabilities[indices, level], z, self.settings.threshold_mm)
-                errors.append(abs(float(z[choice.index]) - z_level))
-            medians.append(float(np.median(errors)) if errors else float("nan"))
-        return medians
+        probabilities = torch.sigmoid(outputs.float()).double()
+        offsets = torch.where(batch["valid"] > 0, batch["offset_mm"].double(), torch.nan)
+        rows = torch.cat([batch["index"][:, None].double(), probabilities, offsets], dim=1)
+        return {"l1_sum": total.double(), "l1_count": count.double(), PREDICTIONS: rows.cpu()}
 
     def finalize_metrics(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
+        """val_loss, the offset MAE near each level and, with series and z_mm, the selection error, as evaluate."""
         metrics = {"val_loss": float(totals["l1_sum"] / totals["l1_count"].clamp(min=1.0))}
-        mae = (totals["mae_sum"] / totals["mae_count"].clamp(min=1.0)).tolist()
-        for level, value, count in zip(self.levels, mae, totals["mae_count"].tolist(), strict=True):
-            metrics[f"val_mae_mm_{level}"] = value if count else float("nan")
+        rows = totals[PREDICTIONS].numpy()
+        rows = rows[np.argsort(rows[:, 0], kind="stable")]
+        n = len(self.levels)
+        indices, probabilities, offsets = rows[:, 0].astype(np.int64), rows[:, 1 : 1 + n], rows[:, 1 + n :]
+        threshold = self.settings.threshold_mm
+        for k, level in enumerate(self.levels):
+            mae, _ = near_level_mae(probabilities[:, k], offsets[:, k], threshold)
+            metrics[f"val_mae_mm_{level}"] = float("nan") if mae is None else mae
         best = [metrics[f"val_mae_mm_{level}"] for level in self.levels]
-        if self._series is not None:
-            selection = self._selection_errors(totals["rows:predictions"])
-            for level, value in zip(self.levels, selection, strict=True):
-                metrics[f"val_selection_error_mm_{level}"] = value
-            best = selection
+        meta = self._splits["val"].meta if self._splits is not None else None
+        if meta is not None and meta.has_series:
+            best = []
+            for k, level in enumerate(self.levels):
+                errors = series_selection_errors(
+                    meta.series[indices], meta.z_mm[indices], probabilities[:, k], offsets[:, k], threshold
+                )
+                summary = summarise_errors(errors)
+                best.append(summary["median_mm"] if summary else float("nan"))
+                metrics[f"val_selection_error_mm_{level}"] = best[-1]
         finite = [v for v in best if np.isfinite(v)]
         metrics[self.best_metric] = float(np.mean(finite)) if finite else float("nan")
         return metrics
@@ -208,9 +166,6 @@ def train_slice_selection(
     Example: train_slice_selection(Path("slices"), Path("models"), SliceSelectionSettings(levels=["L3"],
     arch="resnet18", image_size=128), EngineConfig(epochs=5, learning_rate=1e-4), name="select")
     """
-    from bodycomp_cli.engine.config import EngineConfig
-    from bodycomp_cli.engine.run import run_training
-
     settings = settings or SliceSelectionSettings()
 
     def make_task() -> SliceSelectionTask:
