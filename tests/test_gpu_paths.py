@@ -8,7 +8,6 @@ import concurrent.futures
 import copy
 import ctypes
 import importlib
-import json
 import re
 import threading
 import warnings
@@ -229,9 +228,10 @@ def test_a_failed_save_stops_training_at_the_next_step(tmp_path, monkeypatch):
 
 
 # ----- estimate and evaluate under RANK / WORLD_SIZE (issue 12 #8) -------------------------------------------
-def _fake_run(folder: Path, task: str) -> Path:
+def _fake_run(folder: Path, task: SegmentationTask | SliceSelectionTask) -> Path:
+    """A run folder whose config.json is a real one; the checkpoint is never read (the refusal comes first)."""
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"task": task, "levels": ["L3"]}))
+    (folder / "config.json").write_text(task.run_config().to_json())
     (folder / "checkpoint_best.pt").write_bytes(b"")
     return folder
 
@@ -240,7 +240,8 @@ def test_estimate_and_evaluate_refuse_a_multi_process_launch_with_one_line(tmp_p
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    seg, select = _fake_run(tmp_path / "seg", "segmentation"), _fake_run(tmp_path / "select", "slice_selection")
+    seg = _fake_run(tmp_path / "seg", SegmentationTask(SegmentationSettings()))
+    select = _fake_run(tmp_path / "select", SliceSelectionTask(SliceSelectionSettings()))
     (tmp_path / "data").mkdir()
     (tmp_path / "series.npz").write_bytes(b"")
     estimate = ["estimate", tmp_path / "series.npz", "--select-model", select, "--seg-model", seg, "-o", tmp_path / "o"]
