@@ -180,3 +180,21 @@ def test_estimate_resume_removes_what_a_killed_run_left_in_its_output(tmp_path):
     options = EstimateOptions(resume=True, show_progress=False)
     assert run_estimate(collect_inputs([tmp_path / "a.npz"]), FakeModels(), out, options).already_done == ["a"]
     assert [p for p in dead if p.exists()] == [] and live.exists()
+
+
+def test_a_recycled_pid_does_not_keep_a_dead_owners_temps(tmp_path):
+    me = Owner.current()
+    assert me.start > 0  # Linux: the start time is read from /proc
+    recycled = tmp_path / Owner(me.host, me.pid, me.start + 1).temp_name("a.pt")  # same pid, another process
+    recycled.write_text("x")
+    assert remove_dead_temps(tmp_path) == [recycled]
+
+
+def test_a_dead_owners_backup_is_removed_once_the_new_output_is_in_place(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "new").write_text("new")
+    backup = tmp_path / dead_temp_name("out", backup=True)
+    backup.mkdir()
+    remove_dead_temps(tmp_path, name="out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["new"]

@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import matplotlib
@@ -149,3 +150,18 @@ def test_no_library_module_calls_matplotlib_use_or_pyplot():
         text=True,
     )
     assert found.stdout == ""
+
+
+def test_a_damaged_pickle_is_called_unreadable_not_old(tmp_path):
+    path = tmp_path / "c.pt"
+    torch.save({"format": checkpoints.FORMAT, "epoch": 1}, path)
+    with zipfile.ZipFile(path) as archive:  # torch's zip layout: damage the pickle inside, keep the zip valid
+        members = {name: archive.read(name) for name in archive.namelist()}
+    pickle_name = next(name for name in members if name.endswith("data.pkl"))
+    members[pickle_name] = b"\xff"  # no pickle opcode: torch says "Weights only load failed" here too
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(BodycompError, match="unreadable checkpoint") as error:
+        load_checkpoint(path)
+    assert "convert" not in str(error.value) and "\n" not in str(error.value)

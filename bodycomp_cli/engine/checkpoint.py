@@ -108,7 +108,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise BodycompError(f"{path}: no checkpoint")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
+        if "unsupported global" not in str(error).lower():  # a damaged pickle, not a refused object
+            raise BodycompError(f"{path}: unreadable checkpoint (its pickle is damaged)") from None
         raise BodycompError(
             f"{path}: holds objects a safe load refuses (saved by an older bodycomp, or not by bodycomp); "
             f"if you trust its source, convert it once with: {CONVERT} {path}"
