@@ -8,7 +8,6 @@ import concurrent.futures
 import copy
 import ctypes
 import importlib
-import json
 import re
 import threading
 import warnings
@@ -42,17 +41,21 @@ def _tensors(value):
     return [value] if torch.is_tensor(value) else [t for v in value.values() for t in _tensors(v)]
 
 
-def test_every_task_keeps_loss_and_validation_stats_on_the_batch_device():
-    """Trainer._reduce concatenates these stats for one all_reduce: a CPU tensor among CUDA ones crashes DDP."""
+def test_every_task_keeps_loss_and_validation_sums_on_the_batch_device(monkeypatch):
+    """Trainer._reduce concatenates the sums for one all_reduce: a CPU tensor among CUDA ones crashes DDP.
+
+    "rows:" entries are per-slice tables that the trainer gathers as objects on the CPU; the tasks move them
+    there themselves. meta tensors have no data to move, so .cpu() of one gives zeros of its shape here.
+    """
+    to_cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda t: torch.zeros(t.shape, dtype=t.dtype) if t.is_meta else to_cpu(t))
     seg = SegmentationTask(SegmentationSettings())
-    outputs = torch.empty(3, 4, 8, 8, device=META)
-    batch = {
+    seg_batch = {
         "image": torch.empty(3, 1, 8, 8, device=META),
         "mask": torch.zeros(3, 8, 8, dtype=torch.long, device=META),
-        "index": torch.arange(3, device=META),  # every dataset item carries its index (validation's per-slice rows)
+        "index": torch.arange(3, device=META),
     }
     select = SliceSelectionTask(SliceSelectionSettings(levels=["L3", "T5"]))
-    select._series = []  # as with series and z_mm columns: per-sample prediction rows are returned as well
     select_batch = {
         "image": torch.empty(3, 1, 8, 8, device=META),
         "target": torch.empty(3, 2, device=META),
@@ -60,14 +63,15 @@ def test_every_task_keeps_loss_and_validation_stats_on_the_batch_device():
         "offset_mm": torch.empty(3, 2, device=META, dtype=torch.float64),
         "index": torch.arange(3, device=META),
     }
-    for task, task_outputs, task_batch in (
-        (seg, outputs, batch),
+    for task, outputs, batch in (
+        (seg, torch.empty(3, 4, 8, 8, device=META), seg_batch),
         (select, torch.empty(3, 2, device=META), select_batch),
     ):
-        assert task.loss(task_outputs, task_batch).device == META
-        stats = task.validation_stats(task_outputs, task_batch)
-        assert stats and all(t.device == META for t in _tensors(stats)), {k: v.device for k, v in stats.items()}
-    assert "rows:predictions" in select.validation_stats(torch.empty(3, 2, device=META), select_batch)
+        assert task.loss(outputs, batch).device == META
+        stats = task.validation_stats(outputs, batch)
+        sums = {key: value for key, value in stats.items() if not key.startswith(trainer.ROWS)}
+        assert sums and all(t.device == META for t in _tensors(sums)), {k: v.device for k, v in stats.items()}
+        assert all(value.device.type == "cpu" and len(value) == 3 for k, value in stats.items() if k not in sums)
 
 
 # ----- SyncBatchNorm conversion (issue 12 #2) ---------------------------------------------------------------
@@ -224,9 +228,10 @@ def test_a_failed_save_stops_training_at_the_next_step(tmp_path, monkeypatch):
 
 
 # ----- estimate and evaluate under RANK / WORLD_SIZE (issue 12 #8) -------------------------------------------
-def _fake_run(folder: Path, task: str) -> Path:
+def _fake_run(folder: Path, task: SegmentationTask | SliceSelectionTask) -> Path:
+    """A run folder whose config.json is a real one; the checkpoint is never read (the refusal comes first)."""
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"task": task, "levels": ["L3"]}))
+    (folder / "config.json").write_text(task.run_config().to_json())
     (folder / "checkpoint_best.pt").write_bytes(b"")
     return folder
 
@@ -235,7 +240,8 @@ def test_estimate_and_evaluate_refuse_a_multi_process_launch_with_one_line(tmp_p
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    seg, select = _fake_run(tmp_path / "seg", "segmentation"), _fake_run(tmp_path / "select", "slice_selection")
+    seg = _fake_run(tmp_path / "seg", SegmentationTask(SegmentationSettings()))
+    select = _fake_run(tmp_path / "select", SliceSelectionTask(SliceSelectionSettings()))
     (tmp_path / "data").mkdir()
     (tmp_path / "series.npz").write_bytes(b"")
     estimate = ["estimate", tmp_path / "series.npz", "--select-model", select, "--seg-model", seg, "-o", tmp_path / "o"]

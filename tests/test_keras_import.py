@@ -265,3 +265,44 @@ def test_a_layer_that_differs_from_the_original_is_named(tmp_path, layer_name, k
     result = invoke(["import-keras", path, tmp_path / "models", "-a", "x"])
     assert_user_error(result, f"layer {layer_name!r}", message)
     assert not (tmp_path / "models").exists()
+
+
+def rewrite_as_keras2(path) -> None:
+    """Give a Keras 3 HDF5 file the quirks of one saved by Keras 2 / tf.keras, as the original's were:
+    weight names ending in ":0", class "Model", batch_input_shape, a list-valued BN axis, and no
+    `interpolation` key on UpSampling2D (Keras before 2.2.3)."""
+    import h5py
+
+    with h5py.File(path, "r+") as h5:
+        config = json.loads(h5.attrs["model_config"])
+        config["class_name"] = "Model"
+        for layer in config["config"]["layers"]:
+            settings = layer["config"]
+            if layer["class_name"] == "InputLayer":
+                settings["batch_input_shape"] = settings.pop("batch_shape")
+            if layer["class_name"] == "BatchNormalization":
+                settings["axis"] = [3]
+            settings.pop("interpolation", None)
+        h5.attrs["model_config"] = json.dumps(config).encode()  # Keras 2 stored bytes
+        h5.attrs["keras_version"] = b"2.3.1"
+        weights = h5["model_weights"]
+        for name in weights.attrs["layer_names"]:
+            group = weights[name]
+            names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+            for weight in names:
+                group.move(weight, f"{weight}:0")
+            group.attrs["weight_names"] = [f"{n}:0".encode() for n in names]
+
+
+def test_models_saved_by_keras2_import_too(tmp_path):
+    keras_model, path = saved_unet(tmp_path)
+    rewrite_as_keras2(path)
+    result = invoke(["import-keras", path, tmp_path / "models", "-a", "k2"])
+    assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
+    config = json.loads((tmp_path / "models" / "k2" / "config.json").read_text())
+    assert config["imported_from"]["keras_version"] == "2.3.1" and config["image_size"] == 32
+    images = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
+    with torch.no_grad():
+        logits = load_run(tmp_path / "models" / "k2").model(torch.from_numpy(images / 256).permute(0, 3, 1, 2))
+    ours = torch.softmax(logits, 1).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(ours, keras_model.predict(images, verbose=0), atol=1e-4)

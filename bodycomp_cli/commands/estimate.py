@@ -11,7 +11,7 @@ from rich.table import Table
 
 from bodycomp_cli.commands.common import GpusOption, LevelsOption, OverwriteOption, report_user_errors
 
-AmpOption = Annotated[bool, typer.Option("--amp/--no-amp", help="bf16 autocast on GPUs that support it.")]
+AmpOption = Annotated[bool, typer.Option("--amp/--no-amp", help="Autocast on GPUs: bf16 from Ampere on, else fp16.")]
 BatchOption = Annotated[int, typer.Option("-b", "--batch-size", help="Slices per inference batch.", min=1)]
 
 

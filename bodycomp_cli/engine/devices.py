@@ -103,7 +103,7 @@ def convert_sync_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     but present again when inference rebuilds the model. timm's converter maps it to SyncBatchNormAct instead
     (and plain BatchNorm layers to SyncBatchNorm, as torch's does).
     """
-    from timm.layers import convert_sync_batchnorm as timm_convert
+    from timm.layers import convert_sync_batchnorm as timm_convert  # here: only DDP on GPUs pays timm's import
 
     return timm_convert(model)
 

@@ -136,7 +136,8 @@ class SegmentationTask:
         return {
             "loss_sum": self.loss(outputs, batch).detach() * len(masks),
             "count": torch.tensor(len(masks), device=masks.device),  # on the batch's device, as all_reduce needs
-            SLICE_COUNTS: torch.cat([batch["index"][:, None], counts], dim=1).double(),  # the trainer gathers rows
+            # counted on the batch's device; the per-slice table goes to the CPU, where the trainer gathers rows
+            SLICE_COUNTS: torch.cat([batch["index"][:, None], counts], dim=1).double().cpu(),
         }
 
     def finalize_metrics(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -122,7 +122,7 @@ class SliceSelectionTask:
         probabilities = torch.sigmoid(outputs.float()).double()
         offsets = torch.where(batch["valid"] > 0, batch["offset_mm"].double(), torch.nan)
         rows = torch.cat([batch["index"][:, None].double(), probabilities, offsets], dim=1)
-        return {"l1_sum": total.double(), "l1_count": count.double(), PREDICTIONS: rows}  # the trainer gathers rows
+        return {"l1_sum": total.double(), "l1_count": count.double(), PREDICTIONS: rows.cpu()}  # rows: gathered on CPU
 
     def finalize_metrics(self, totals: dict[str, torch.Tensor]) -> dict[str, float]:
         """val_loss, the offset MAE near each level and, with series and z_mm, the selection error, as evaluate."""
