@@ -74,7 +74,9 @@ def test_train_sampler_is_a_function_of_seed_and_epoch_and_splits_global_batches
 
 def test_schedules():
     step = schedule_factor("step", 8)
-    assert [step(e) for e in range(8)] == [1.0] * 4 + [0.1] * 2 + [0.01] * 2
+    # the original's rule: e > 4 -> x0.1, e > 6 -> x0.01 for 8 epochs (it dropped one epoch later than we did)
+    assert [step(e) for e in range(8)] == [1.0] * 5 + [0.1] * 2 + [0.01]
+    assert [schedule_factor("step", 10)(e) for e in range(10)] == [1.0] * 6 + [0.1] * 2 + [0.01] * 2
     cosine = schedule_factor("cosine", 4)
     assert [cosine(e) for e in range(5)] == pytest.approx([1.0, 0.853553, 0.5, 0.146447, 0.0], abs=1e-6)
 

@@ -58,5 +58,6 @@ def check_engine_config(config: EngineConfig) -> None:
 def schedule_factor(schedule: str, epochs: int):
     """The learning-rate multiplier for 0-based epoch e (for torch's LambdaLR)."""
     if schedule == "step":
-        return lambda e: 1.0 if e < 0.5 * epochs else (0.1 if e < 0.75 * epochs else 0.01)
+        # As the original's Keras LearningRateScheduler: 0-based epoch e drops strictly past 50 % and 75 %.
+        return lambda e: 0.01 if e > 0.75 * epochs else (0.1 if e > 0.5 * epochs else 1.0)
     return lambda e: 0.5 * (1.0 + math.cos(math.pi * min(e, epochs) / epochs))
