@@ -156,9 +156,10 @@ def test_train_select_initial_epoch_numbers_epochs_and_sets_the_schedule(tmp_pat
     result = invoke([*run, *args, "--image-size", "32", *FAST])
     assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
     rows = pd.read_csv(tmp_path / "m" / "sel" / "history.csv")
-    # Epochs 3 and 4 of 4 (0-based e = 2, 3): the step schedule gives x0.1 from e >= 50% and x0.01 from e >= 75%.
+    # Epochs 3 and 4 of 4 (0-based e = 2, 3): as the original's scheduler, x0.1 once e > 50 % (e = 3) and
+    # x0.01 once e > 75 % (not reached in 4 epochs).
     assert rows["epoch"].tolist() == [3, 4]
-    assert rows["lr"].tolist() == pytest.approx([0.001, 0.0001])
+    assert rows["lr"].tolist() == pytest.approx([0.01, 0.001])
     config = json.loads((tmp_path / "m" / "sel" / "config.json").read_text())
     assert config["initial_epoch"] == 2 and config["arch"] == "bridge-densenet"
     assert_user_error(invoke([*run[:-2], "-e", "2", "-i", "2", *args, *FAST]), "-i/--initial-epoch 2", "no epoch")
