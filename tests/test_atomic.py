@@ -1,3 +1,5 @@
+import builtins
+import io
 import os
 import stat
 import subprocess
@@ -12,6 +14,7 @@ from bodycomp_cli.engine.checkpoint import save_checkpoint
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.inputs import collect_inputs
 from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
+from bodycomp_cli.io import atomic
 from bodycomp_cli.io.atomic import (
     BACKUP_PREFIX,
     PAUSE_AT,
@@ -198,3 +201,27 @@ def test_a_dead_owners_backup_is_removed_once_the_new_output_is_in_place(tmp_pat
     remove_dead_temps(tmp_path, name="out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["new"]
+
+
+def test_pause_marker_appears_whole_never_empty(tmp_path, monkeypatch):
+    # The crash tests read the marker as soon as it exists; it must never be opened in place (created empty).
+    marker = tmp_path / "paused"
+    real_open = io.open
+
+    def guarded_open(file, *args, **kwargs):
+        assert Path(file) != marker, "marker opened in place: a reader can see it empty"
+        return real_open(file, *args, **kwargs)
+
+    class NoWait:
+        def wait(self):
+            return True
+
+    monkeypatch.setattr(io, "open", guarded_open)
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(atomic.threading, "Event", NoWait)
+    monkeypatch.setenv(atomic.PAUSE_AT, "written:x.pt")
+    monkeypatch.setenv(atomic.PAUSE_MARKER, str(marker))
+    atomic.pause_at("written:x.pt")
+    monkeypatch.undo()
+    assert marker.read_text() == "written:x.pt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["paused"]

@@ -44,7 +44,13 @@ def pause_at(point: str) -> None:
         return
     _arrivals[point] = _arrivals.get(point, 0) + 1
     if _arrivals[point] == int(nth or 1):
-        Path(os.environ[PAUSE_MARKER]).write_text(point)
+        # Published by rename: a test that sees the marker must also see its content (write_text creates the
+        # file empty first, and a kill right then left an empty marker).
+        marker = Path(os.environ[PAUSE_MARKER])
+        part = marker.with_name(marker.name + ".part")
+        with open(part, "w") as handle:
+            handle.write(point)
+        os.replace(part, marker)
         threading.Event().wait()  # until the test kills the process
 
 
