@@ -1,9 +1,17 @@
-"""estimate throughput (slices/s) on one CT-like series, on the CPU by default.
+"""estimate throughput (slices/s) on one CT-like series, on the CPU by default: the old path against the new one.
 
 Models with the default architectures and sizes (slice selection densenet121 at 256 px, segmentation
 unet/resnet34 at 512 px) are made by one training step each, through the typed training functions:
 throughput does not depend on how good the weights are. The timed part is run_estimate on the series:
 reading, QC, the selection model on every slice, segmentation of the chosen slice, measurements, preview.
+
+One run measures, in this order (the allocator setting cannot be undone, so the old path goes first):
+- the old path, as estimate ran before issue 15: fp32 (--no-amp), models in the contiguous layout, glibc's
+  default malloc settings;
+- the new path, as `bodycomp estimate` runs now: the CLI's malloc setting (engine/memory.keep_freed_memory),
+  channels_last models, bf16 autocast where the CPU has bf16 instructions;
+- the bare selection model (forward only, batch as estimate's) in fp32 and bf16, with the new layout and
+  allocator: the limit the pipeline can approach.
 
     python benchmarks/estimate.py            # one 300-slice 512 x 512 series (the issue's figure)
     python benchmarks/estimate.py --tiny     # seconds-long smoke run at 32 px
@@ -12,6 +20,7 @@ reading, QC, the selection model on every slice, segmentation of the chosen slic
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -22,10 +31,12 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_slices import cpu_model, ct_like_series  # noqa: E402
+from prepare_slices import cpu_model, ct_like_series, default_workers  # noqa: E402
 
+from bodycomp_cli.core.amp import inference_amp  # noqa: E402
 from bodycomp_cli.core.preprocess import window_hu  # noqa: E402
 from bodycomp_cli.engine.config import EngineConfig  # noqa: E402
+from bodycomp_cli.engine.memory import keep_freed_memory  # noqa: E402
 from bodycomp_cli.estimate.inputs import collect_inputs  # noqa: E402
 from bodycomp_cli.estimate.models import load_estimator_models  # noqa: E402
 from bodycomp_cli.estimate.run import EstimateOptions, run_estimate  # noqa: E402
@@ -69,6 +80,41 @@ def one_step_models(root: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     return seg, select
 
 
+def estimate_rate(root: Path, seg: Path, select: Path, args: argparse.Namespace, old: bool) -> float:
+    """Slices/s of run_estimate on the benchmark series, by the old path (old=True) or the new one."""
+    import torch
+
+    models = load_estimator_models(select, [str(seg)], ["L3"], gpus=0, batch_size=args.batch_size, amp=not old)
+    if old:  # before issue 15, models were used in the layout they were built in
+        for run in {id(r): r for r in [models.select_run, *models.seg_runs.values()]}.values():
+            run.model.to(memory_format=torch.contiguous_format)
+    options = EstimateOptions(show_progress=False, overwrite=True)
+    # Untimed first: a short series, so one-time costs (oneDNN's kernels for each shape) are paid before timing.
+    run_estimate(collect_inputs([root / "warm_up.npz"]), models, root / "out", options)
+    summary = run_estimate(collect_inputs([root / "series.npz"]), models, root / "out", options)
+    return summary.slices / summary.seconds
+
+
+def bare_model_rate(select: Path, args: argparse.Namespace, amp: bool, batches: int = 3) -> float:
+    """Slices/s of the selection model's forward pass alone on random batches (the first one untimed)."""
+    import torch
+
+    from bodycomp_cli.engine.inference import load_run
+
+    run = load_run(select, "cpu")
+    images = torch.rand(args.batch_size, 1, args.select_size, args.select_size)
+    with torch.no_grad(), inference_amp("cpu", amp).autocast():
+        run.model(images)
+        started = time.perf_counter()
+        for _ in range(batches):
+            run.model(images)
+    return batches * args.batch_size / (time.perf_counter() - started)
+
+
+def load_average() -> str:
+    return "load average " + " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="smoke run: 40 slices of 64 px, 32 px models")
@@ -85,24 +131,32 @@ def main() -> None:
         args.seg_encoder, args.seg_size = "resnet18", 32
     import torch
 
+    threads = torch.get_num_threads()
+    print(f"machine: {default_workers()} cores, {cpu_model()}; torch {torch.__version__}, {threads} threads")
+    print(
+        f"series: {args.slices} slices of {args.size} x {args.size}; selection {args.select_arch} at "
+        f"{args.select_size} px, segmentation unet/{args.seg_encoder} at {args.seg_size} px, batch {args.batch_size}"
+    )
+    print(f"bf16 autocast on this CPU: {inference_amp('cpu').describe(training=False)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bodycomp-bench-estimate-") as tmp:
         root = Path(tmp)
         seg, select = one_step_models(root, args)
         hu, z_mm = ct_like_series(args.slices, args.size, seed=0)
         np.savez(root / "series.npz", hu=hu, z_mm=z_mm, pixel_spacing=np.array([0.8, 0.8]))
-        started = time.perf_counter()
-        models = load_estimator_models(select, [str(seg)], ["L3"], gpus=0, batch_size=args.batch_size)
-        load_seconds = time.perf_counter() - started
-        options = EstimateOptions(show_progress=False)
-        summary = run_estimate(collect_inputs([root / "series.npz"]), models, root / "out", options)
-    rate = summary.slices / summary.seconds
-    print(f"CPU: {cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(
-        f"series: {args.slices} slices of {args.size} x {args.size}; selection {args.select_arch} at "
-        f"{args.select_size} px, segmentation unet/{args.seg_encoder} at {args.seg_size} px, batch {args.batch_size}"
-    )
-    print(f"model loading: {load_seconds:.1f} s (not in the figure)")
-    print(f"estimate: {summary.slices} slices in {summary.seconds:.1f} s = {rate:.1f} slices/s")
+        warm = slice(0, min(args.slices, args.batch_size + 8))  # a full batch and a short one
+        np.savez(root / "warm_up.npz", hu=hu[warm], z_mm=z_mm[warm], pixel_spacing=np.array([0.8, 0.8]))
+        print(f"before: {load_average()}", flush=True)
+        old = estimate_rate(root, seg, select, args, old=True)
+        print(f"old path (fp32, contiguous, default malloc, every slice, no prefetch): {old:.1f} slices/s", flush=True)
+        kept = keep_freed_memory()
+        new = estimate_rate(root, seg, select, args, old=False)
+        print(f"new path (as `bodycomp estimate` now; malloc keeps freed memory: {kept}): {new:.1f} slices/s")
+        print(f"ratio: {new / old:.2f}x (issue 15 target >= 3x)", flush=True)
+        fp32, bf16 = bare_model_rate(select, args, amp=False), bare_model_rate(select, args, amp=True)
+        print(
+            f"bare selection model, channels_last: fp32 {fp32:.1f} slices/s, autocast {bf16:.1f} slices/s (the limit)"
+        )
+        print(f"after: {load_average()}")
 
 
 if __name__ == "__main__":

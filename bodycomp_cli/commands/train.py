@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from bodycomp_cli.commands import original_options as original
-from bodycomp_cli.commands.common import GpusOption, LevelsOption, report_user_errors
+from bodycomp_cli.commands.common import GpusOption, LevelsOption, report_user_errors, set_malloc_policy
 
 
 class Schedule(str, Enum):
@@ -66,14 +66,6 @@ LowMemoryOption = Annotated[
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar or epoch lines.")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run NAME from its checkpoint_last.pt.")]
-
-
-def _low_memory_setting(low_memory: bool) -> None:
-    """--low-memory's process-wide malloc setting: made here, at the CLI entry, not in the engine."""
-    if low_memory:
-        from bodycomp_cli.engine.memory import return_freed_buffers_to_os
-
-        return_freed_buffers_to_os()
 
 
 def register(app: typer.Typer) -> None:
@@ -151,7 +143,7 @@ def register(app: typer.Typer) -> None:
             arch, encoder, thoracic, image_size, window_level, window_width, arch_options=arch_options,
             input_windowed=input_windowed,
         )  # fmt: skip
-        _low_memory_setting(low_memory)
+        set_malloc_policy(low_memory)
         engine = EngineConfig(
             epochs=epochs,
             batch_size=batch_size,
@@ -241,7 +233,7 @@ def register(app: typer.Typer) -> None:
             levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size, context_mm=context_mm,
             arch_options=arch_options,
         )  # fmt: skip
-        _low_memory_setting(low_memory)
+        set_malloc_policy(low_memory)
         engine = EngineConfig(
             epochs=epochs,
             batch_size=batch_size,

@@ -64,20 +64,23 @@ class InferenceSetup:
     device: str  # "cpu" or "cuda:0"
     n_gpus: int  # DataParallel over cuda:0..n-1 when > 1
     description: str
-    amp: bool = True  # autocast on GPUs as core/amp.py decides (--no-amp turns it off)
+    amp: bool = True  # autocast as core/amp.py decides, the CPU included (--no-amp turns it off)
 
 
-def inference_setup(gpus: int | None, amp: bool = True) -> InferenceSetup:
+def inference_setup(gpus: int | None, amp: bool = True, cpu_amp: bool = True) -> InferenceSetup:
     """Choose devices as training does (-g; default 1 GPU when CUDA is there, else the CPU).
 
-    Mixed precision is the engine's (core/amp.py): predict_* autocast on GPUs unless amp=False.
+    Mixed precision is the engine's (core/amp.py): predict_* autocast on GPUs, and (cpu_amp) in bf16 on CPUs with
+    bf16 instructions, unless amp=False.
     """
-    from bodycomp_cli.core.amp import choose_amp
+    from bodycomp_cli.core.amp import inference_amp
     from bodycomp_cli.engine.devices import resolve_devices
 
     setup = resolve_devices(gpus, single_process=True)  # no process group: refused under a multi-process launcher
     description = setup.describe()
-    policy = choose_amp(setup.device, amp)
+    if setup.device.type == "cpu":
+        amp = amp and cpu_amp
+    policy = inference_amp(setup.device, amp)
     if policy.enabled:
         description += f", {policy.describe(training=False)}"
     return InferenceSetup(str(setup.device), setup.n_gpus, description, amp)
@@ -94,10 +97,10 @@ def load_for_inference(run_dir: Path, option: str, task: str | None, setup: Infe
     if task is not None and run.config.task != task:
         raise BodycompError(f"{option} {run_dir}: a {run.config.task} run, but this option needs a {task} run")
     if setup.n_gpus > 1:
-        from bodycomp_cli.core.amp import choose_amp
+        from bodycomp_cli.core.amp import inference_amp
         from bodycomp_cli.engine.devices import AutocastDataParallel
 
-        amp = choose_amp(setup.device, setup.amp)  # the replicas' threads need predict_*'s autocast again
+        amp = inference_amp(setup.device, setup.amp)  # the replicas' threads need predict_*'s autocast again
         run.model = AutocastDataParallel(run.model, device_ids=list(range(setup.n_gpus)), amp=amp)
     return run
 
