@@ -38,7 +38,13 @@ ScheduleOption = Annotated[
     Schedule, typer.Option("--schedule", help="cosine, or step (x0.1 at 50% and x0.01 at 75% of the epochs).")
 ]
 AmpOption = Annotated[
-    bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA: bf16 from Ampere on, else fp16 + GradScaler.")
+    bool | None,
+    typer.Option(
+        "--amp/--no-amp",
+        help="Mixed precision: bf16 autocast on GPUs from Ampere on, else fp16 + GradScaler; --amp also on CPUs "
+        "with bf16 instructions (AVX512-BF16, AMX). [default: on CUDA; off on the CPU]",
+        show_default=False,
+    ),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of model init, sampling order and augmentation.")]
 DeterministicOption = Annotated[
@@ -66,6 +72,14 @@ LowMemoryOption = Annotated[
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar or epoch lines.")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run NAME from its checkpoint_last.pt.")]
+
+
+def amp_settings(amp: bool | None) -> dict[str, bool]:
+    """--amp/--no-amp as EngineConfig fields: unset keeps the engine's defaults (CUDA on, the CPU off); --amp
+    turns autocast on for the CPU as for CUDA (bf16 where the CPU has bf16 instructions); --no-amp everywhere off."""
+    if amp is None:
+        return {}
+    return {"amp": amp, "cpu_amp": amp}
 
 
 def register(app: typer.Typer) -> None:
@@ -109,7 +123,7 @@ def register(app: typer.Typer) -> None:
             float, typer.Option("--window-width", help="HU window width of the model input.")
         ] = 400.0,
         schedule: ScheduleOption = Schedule.cosine,
-        amp: AmpOption = True,
+        amp: AmpOption = None,
         seed: SeedOption = 0,
         deterministic: DeterministicOption = False,
         workers: WorkersOption = -1,
@@ -150,7 +164,7 @@ def register(app: typer.Typer) -> None:
             learning_rate=learning_rate,
             schedule=schedule.value,
             gpus=gpus,
-            amp=amp,
+            **amp_settings(amp),
             seed=seed,
             deterministic=deterministic,
             workers=workers,
@@ -197,7 +211,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = 0.0,
         schedule: ScheduleOption = Schedule.cosine,
-        amp: AmpOption = True,
+        amp: AmpOption = None,
         seed: SeedOption = 0,
         deterministic: DeterministicOption = False,
         workers: WorkersOption = -1,
@@ -240,7 +254,7 @@ def register(app: typer.Typer) -> None:
             learning_rate=learning_rate,
             schedule=schedule.value,
             gpus=gpus,
-            amp=amp,
+            **amp_settings(amp),
             seed=seed,
             deterministic=deterministic,
             workers=workers,
