@@ -17,20 +17,15 @@ from bodycomp_cli.core.selection import SliceChoice, select_level_slice
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.dicom_seg import write_dicom_seg
 from bodycomp_cli.estimate.field_of_view import tissues_touching_edge
-from bodycomp_cli.estimate.inputs import SeriesInput, read_series
+from bodycomp_cli.estimate.inputs import SeriesInput
 from bodycomp_cli.estimate.measure import STATISTICS, measure_tissues
+from bodycomp_cli.estimate.prefetch import read_ahead
 from bodycomp_cli.estimate.preview import save_preview
 from bodycomp_cli.estimate.qa_page import write_qa_page
-from bodycomp_cli.estimate.qc import QcSettings, qc_failure
-from bodycomp_cli.estimate.report import (
-    SELECTION_BY_MODEL,
-    SELECTION_SKIPPED,
-    Layout,
-    read_previous_qc,
-    read_previous_results,
-    write_qc,
-    write_results,
-)
+from bodycomp_cli.estimate.qc import QcSettings
+from bodycomp_cli.estimate.ranks import Ranks
+from bodycomp_cli.estimate.report import SELECTION_BY_MODEL, SELECTION_SKIPPED, Layout, write_qc, write_results
+from bodycomp_cli.estimate.row_files import EarlierRows, RowFiles, remove_rank_files, take_up_earlier_rows
 from bodycomp_cli.estimate.studies import study_table, write_studies
 from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output, remove_dead_temps
 from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS, DicomSeries
@@ -64,12 +59,14 @@ class EstimateOptions:
     qc: QcSettings = field(default_factory=QcSettings)
     show_progress: bool = True
     dicom_seg: bool = False  # write dicom_seg/<series>_<LEVEL>.dcm for DICOM inputs
+    workers: int = 0  # processes reading the next series ahead (0: each series read here, when its turn comes)
 
 
 @dataclass
 class EstimateSummary:
     output_dir: Path
     estimated: list[str] = field(default_factory=list)  # series done in this run
+    rows: list[dict[str, object]] = field(default_factory=list)  # their results.csv rows
     already_done: list[str] = field(default_factory=list)  # skipped by --resume
     qc_failed: list[dict[str, str]] = field(default_factory=list)
     slices: int = 0  # slices passed through the selection model in this run
@@ -93,18 +90,25 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def _working_folder(output_dir: Path, options: EstimateOptions) -> Iterator[Path]:
+def _working_folder(output_dir: Path, options: EstimateOptions, ranks: Ranks) -> Iterator[Path]:
     # Results are written into the folder as each series finishes, so a killed cohort run keeps what it
     # did and --resume continues it. Replacing an earlier run (--overwrite) instead builds in a temporary
     # sibling that replaces the old folder only at the end, so a failure leaves the old results intact.
-    remove_dead_temps(output_dir, recursive=True)  # what a killed run left (half-written results, previews)
-    check_output_dir(output_dir, options.resume, options.overwrite)
-    if not options.resume and output_dir.is_dir() and any(output_dir.iterdir()):
-        with atomic_output_dir(output_dir, overwrite=True) as tmp:
-            yield tmp
+    # Under torchrun rank 0 prepares the folder and tells the others which it is (or why there is none).
+    if not ranks.is_main:
+        yield Path(ranks.from_main(lambda: None))
         return
-    output_dir.mkdir(parents=True, exist_ok=True)
-    yield output_dir
+    with contextlib.ExitStack() as stack:
+
+        def prepare() -> str:
+            remove_dead_temps(output_dir, recursive=True)  # what a killed run left (half-written files)
+            check_output_dir(output_dir, options.resume, options.overwrite)
+            if not options.resume and output_dir.is_dir() and any(output_dir.iterdir()):
+                return str(stack.enter_context(atomic_output_dir(output_dir, overwrite=True)))
+            output_dir.mkdir(parents=True, exist_ok=True)
+            return str(output_dir)
+
+        yield Path(ranks.from_main(prepare))
 
 
 def measurement_layout(models: Models) -> Layout:
@@ -199,65 +203,100 @@ def _write_series_files(
 
 
 def run_estimate(
-    inputs: Sequence[SeriesInput], models: Models, output_dir: Path, options: EstimateOptions
+    inputs: Sequence[SeriesInput],
+    models: Models,
+    output_dir: Path,
+    options: EstimateOptions,
+    ranks: Ranks | None = None,
 ) -> EstimateSummary:
     """Estimate every series into output_dir; QC failures go to qc.csv and are skipped.
 
-    Raises BodycompError only when every series fails QC. Example:
+    Under torchrun every rank calls it with the same inputs and `ranks` (from joined_ranks()): each estimates
+    its share of the series not yet done, and rank 0 writes the merged outputs; rank 0's summary counts every
+    rank's series. Raises BodycompError only when every series fails QC. Example:
     run_estimate(collect_inputs([Path("cohort.csv")]), load_estimator_models(...), Path("out"), EstimateOptions())
     """
+    ranks = ranks or Ranks()
     output_dir = Path(output_dir)
     layout = measurement_layout(models)
     summary = EstimateSummary(output_dir=output_dir)
     started = time.perf_counter()
-    with _working_folder(output_dir, options) as folder, progress_bar(options.show_progress) as progress:
-        rows = read_previous_results(folder, layout) if options.resume else []
-        done = {str(row["series"]) for row in rows}
-        names = {entry.series for entry in inputs}
-        qc_rows = [row for row in read_previous_qc(folder) if row["series"] not in names] if options.resume else []
-        task = progress.add_task("estimate", total=len(inputs))
-        for entry in inputs:
+    names = [entry.series for entry in inputs]
+    show = options.show_progress and ranks.is_main
+    with _working_folder(output_dir, options, ranks) as folder, progress_bar(show) as progress:
+        earlier = ranks.from_main(lambda: _earlier_rows(folder, layout, names, options.resume))
+        if earlier.names != names:  # every rank must split the same list, or series would be lost or doubled
+            raise BodycompError("this rank found other series than rank 0 in the inputs: give every rank the same")
+        done = {str(row["series"]) for row in earlier.rows}
+        summary.already_done = [name for name in names if name in done]
+        todo = ranks.shard([entry for entry in inputs if entry.series not in done])
+        files = RowFiles(folder, layout, ranks.rank if ranks.distributed else None)
+        task = progress.add_task("estimate", total=len(summary.already_done) + len(todo))
+        progress.advance(task, len(summary.already_done))
+        for read in read_ahead(todo, options.qc, options.workers):
+            entry = read.entry
             progress.update(task, description=f"estimate {entry.series}")
-            if entry.series in done:
-                summary.already_done.append(entry.series)
-                progress.advance(task)
-                continue
-            dicom = entry.dicom
-            try:
-                volume, dicom = read_series(entry, options.qc)
-                reason = qc_failure(volume, options.qc)
-            except BodycompError as error:  # filtered, unreadable, mixed-series or non-axial: skipped, not fatal
-                reason = str(error)
-            if reason is not None:
-                failure = {"series": entry.series, "reason": reason, "path": str(entry.path), **_uids(dicom)}
+            if read.reason is not None:
+                failure = {"series": entry.series, "reason": read.reason, "path": str(entry.path), **_uids(read.dicom)}
+                files.add_qc_failure(failure)
                 summary.qc_failed.append(failure)
-                qc_rows.append(failure)
-                write_qc(folder, qc_rows)
-                progress.console.print(f"QC: skipped {entry.series}: {reason}", markup=False, highlight=False)
+                progress.console.print(f"QC: skipped {entry.series}: {read.reason}", markup=False, highlight=False)
                 progress.advance(task)
                 continue
+            volume, dicom = read.volume, read.dicom
             if volume.pixel_spacing is None:
                 progress.console.print(
                     f"{entry.series}: no pixel spacing in {entry.path}; areas are left blank", markup=False
                 )
             row, details = estimate_series(volume, models, options)
             identifiers = dicom.identifiers if dicom is not None else dict.fromkeys(IDENTIFIER_COLUMNS, "")
-            rows.append({"series": entry.series, "n_slices": volume.hu.shape[0], **identifiers, **row})
+            row = {"series": entry.series, "n_slices": volume.hu.shape[0], **identifiers, **row}
             for note in _write_series_files(folder, file_stem(entry.series), volume, details, options, dicom):
                 progress.console.print(note, markup=False, highlight=False, soft_wrap=True)
-            write_results(folder, rows, layout)
-            summary.estimated.append(entry.series)
+            files.add_result(row)  # the series is done once its row is in: --resume skips it
+            summary.rows.append(row)
             summary.slices += volume.hu.shape[0]
             progress.advance(task)
-        write_results(folder, rows, layout)
-        write_qc(folder, qc_rows)
-        write_studies(folder, study_table(rows, qc_rows, models.levels))
-        write_qa_page(folder, rows, qc_rows, layout, _preview_paths(folder, rows, models.levels))
-        if not summary.estimated and not summary.already_done:
-            failed = len(summary.qc_failed)
-            raise BodycompError(f"every series failed QC ({failed}); the reasons are in {output_dir / 'qc.csv'}")
+        _merge_ranks(summary, ranks.gather((summary.rows, summary.qc_failed, summary.slices)), names)
+        ranks.from_main(lambda: _write_outputs(folder, earlier, summary, models.levels, layout))
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+@dataclass
+class _Earlier(EarlierRows):
+    names: list[str] = field(default_factory=list)  # the series rank 0 was given, in order
+
+
+def _earlier_rows(folder: Path, layout: Layout, names: list[str], resume: bool) -> _Earlier:
+    earlier = take_up_earlier_rows(folder, layout, set(names)) if resume else EarlierRows()
+    return _Earlier(earlier.rows, earlier.qc_rows, names)
+
+
+def _merge_ranks(summary: EstimateSummary, parts: list[tuple], names: list[str]) -> None:
+    """On rank 0: every rank's rows, QC failures and slices in the summary, rows in input order."""
+    if not parts:
+        return
+    order = {name: index for index, name in enumerate(names)}
+    summary.rows = sorted((row for part in parts for row in part[0]), key=lambda row: order[str(row["series"])])
+    summary.qc_failed = sorted((row for part in parts for row in part[1]), key=lambda row: order[row["series"]])
+    summary.slices = sum(part[2] for part in parts)
+    summary.estimated = [str(row["series"]) for row in summary.rows]
+
+
+def _write_outputs(
+    folder: Path, earlier: EarlierRows, summary: EstimateSummary, levels: Sequence[str], layout: Layout
+) -> None:
+    """Rank 0, at the end: results, QC, studies and the QA page from every row; the ranks' own files go."""
+    rows, qc_rows = earlier.rows + summary.rows, earlier.qc_rows + summary.qc_failed
+    write_results(folder, rows, layout)
+    write_qc(folder, qc_rows)
+    write_studies(folder, study_table(rows, qc_rows, levels))
+    write_qa_page(folder, rows, qc_rows, layout, _preview_paths(folder, rows, levels))
+    remove_rank_files(folder)
+    if not summary.estimated and not summary.already_done:
+        failed = len(summary.qc_failed)
+        raise BodycompError(f"every series failed QC ({failed}); the reasons are in {summary.output_dir / 'qc.csv'}")
 
 
 def _preview_paths(folder: Path, rows: Sequence[dict[str, object]], levels: Sequence[str]) -> dict:
