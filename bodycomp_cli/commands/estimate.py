@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bodycomp_cli.commands.common import GpusOption, LevelsOption, OverwriteOption, report_user_errors
+from bodycomp_cli.errors import BodycompError
 
 AmpOption = Annotated[bool, typer.Option("--amp/--no-amp", help="Autocast on GPUs: bf16 from Ampere on, else fp16.")]
 BatchOption = Annotated[int, typer.Option("-b", "--batch-size", help="Slices per inference batch.", min=1)]
@@ -80,6 +82,15 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        shard: Annotated[
+            str | None,
+            typer.Option(
+                "--shard",
+                help="K/N: estimate only shard K (0 to N-1) of N, alone (a Slurm array task); a later --resume "
+                "without --shard merges the shards.",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         """Find vertebral levels in CT series and measure muscle and fat areas and HU there.
 
@@ -89,14 +100,18 @@ def register(app: typer.Typer) -> None:
         from bodycomp_cli.estimate.inputs import collect_inputs
         from bodycomp_cli.estimate.models import load_estimator_models
         from bodycomp_cli.estimate.qc import QcSettings
-        from bodycomp_cli.estimate.ranks import joined_ranks
+        from bodycomp_cli.estimate.ranks import joined_ranks, shard_ranks
         from bodycomp_cli.estimate.run import EstimateOptions, check_output_dir, run_estimate
 
         out = Console()
         # Everything that can be refused is checked before the output folder exists.
         series = collect_inputs(inputs)
-        with joined_ranks() as ranks:  # torchrun: every rank estimates its share, rank 0 writes the outputs
-            ranks.from_main(lambda: check_output_dir(output_dir, resume, overwrite))
+        if shard is not None and overwrite:
+            raise BodycompError("--shard and --overwrite: a shard adds to OUTPUT; remove an old folder first")
+        # torchrun: every rank estimates its share, rank 0 writes the outputs; --shard: this share alone.
+        in_ranks = joined_ranks() if shard is None else contextlib.nullcontext(shard_ranks(shard))
+        with in_ranks as ranks:
+            ranks.from_main(lambda: check_output_dir(output_dir, resume or ranks.alone, overwrite))
             models = load_estimator_models(
                 select_model,
                 seg_model,
@@ -105,7 +120,7 @@ def register(app: typer.Typer) -> None:
                 batch_size=batch_size,
                 log=out.print if ranks.is_main else None,
                 amp=amp,
-                distributed=ranks.distributed,
+                distributed=ranks.joined,
             )
             options = EstimateOptions(
                 range_mm=range_mm,
@@ -128,6 +143,11 @@ def register(app: typer.Typer) -> None:
             ("slices/s", f"{rate:.1f}"),
         ]
         out.print(_table(f"estimate -> {output_dir}", rows, ("series", "count")))
+        if ranks.alone:
+            out.print(
+                f"shard {shard} done; once every shard is, merge them: the same command without --shard, with --resume",
+                markup=False,
+            )
 
     @app.command("evaluate")
     @report_user_errors

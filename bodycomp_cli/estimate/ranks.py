@@ -25,19 +25,30 @@ WAIT_FOR_SLOWEST_RANK = datetime.timedelta(days=7)
 
 @dataclass(frozen=True)
 class Ranks:
-    """This process's place among world_size processes (one process: rank 0 of 1, and no process group)."""
+    """This process's place among world_size processes (one process: rank 0 of 1, and no process group).
+
+    joined: the processes of one torchrun launch, in a process group. world_size > 1 without it is one task
+    of `--shard K/N` (a Slurm array): alone, it estimates its share and leaves the merge to a later --resume.
+    """
 
     rank: int = 0
     world_size: int = 1
+    joined: bool = False
 
     @property
     def distributed(self) -> bool:
+        """Several processes share the series: each appends its rows to its own files under .ranks/."""
         return self.world_size > 1
 
     @property
+    def alone(self) -> bool:
+        """One task of --shard K/N: no other process to wait for or to merge with."""
+        return self.distributed and not self.joined
+
+    @property
     def is_main(self) -> bool:
-        """Rank 0 prepares the output folder, draws the progress bar and writes the merged outputs."""
-        return self.rank == 0
+        """This process prepares the output folder, draws the progress bar and prints the summary."""
+        return self.rank == 0 or not self.joined
 
     def shard(self, items: Sequence[T]) -> list[T]:
         """This rank's share, round robin: rank K takes items K, K + N, K + 2N, ... (the same split on every rank)."""
@@ -45,7 +56,7 @@ class Ranks:
 
     def from_main(self, action: Callable[[], T]) -> T:
         """Run `action` on rank 0 and hand every rank its result; a BodycompError there is raised on every rank."""
-        if not self.distributed:
+        if not self.joined:
             return action()
         message: list[object] = [None]
         if self.is_main:
@@ -61,7 +72,7 @@ class Ranks:
 
     def gather(self, value: T) -> list[T]:
         """Every rank's value, in rank order, on rank 0 ([] on the others); also waits for every rank."""
-        if not self.distributed:
+        if not self.joined:
             return [value]
         gathered: list[T] | None = [None] * self.world_size if self.is_main else None  # type: ignore[list-item]
         torch.distributed.gather_object(value, gathered, dst=0)
@@ -84,7 +95,19 @@ def joined_ranks() -> Iterator[Ranks]:
             torch.cuda.set_device(setup.device)
         torch.distributed.init_process_group("gloo", timeout=WAIT_FOR_SLOWEST_RANK)
     try:
-        yield Ranks(setup.rank, setup.world_size)
+        yield Ranks(setup.rank, setup.world_size, joined=True)
     finally:
         if joined_here:
             torch.distributed.destroy_process_group()
+
+
+def shard_ranks(spec: str) -> Ranks:
+    """`--shard K/N`: this task is shard K (0 to N-1) of N, e.g. `--shard $SLURM_ARRAY_TASK_ID/8`."""
+    shard, _, count = spec.partition("/")
+    if not (shard.strip().isdigit() and count.strip().isdigit()) or not 0 <= int(shard) < int(count):
+        raise BodycompError(f"--shard {spec}: expected K/N with 0 <= K < N, e.g. --shard 0/8 (K counts from 0)")
+    if under_torchrun() and resolve_devices(None).world_size > 1:
+        raise BodycompError(
+            "--shard cannot be used under torchrun: torchrun already shares the series among its processes"
+        )
+    return Ranks(int(shard), int(count))

@@ -42,6 +42,19 @@ def _rank_folders(folder: Path) -> list[Path]:
     return sorted(found, key=lambda path: int(path.name[5:]))
 
 
+def _result_rows(sources: list[Path], layout: Layout) -> dict[str, dict[str, object]]:
+    rows: dict[str, dict[str, object]] = {}
+    for source in sources:
+        for row in read_results(source / "results.csv", layout):
+            rows.setdefault(str(row["series"]), row)
+    return rows
+
+
+def rows_done_so_far(folder: Path, layout: Layout) -> list[dict[str, object]]:
+    """The rows in results.csv and every rank's results.csv, read only (for a --shard task)."""
+    return list(_result_rows([folder, *_rank_folders(folder)], layout).values())
+
+
 def take_up_earlier_rows(folder: Path, layout: Layout, retried: Collection[str]) -> EarlierRows:
     """Fold results.csv, qc.csv and every rank's pair into results.csv and qc.csv, and return their rows.
 
@@ -49,10 +62,7 @@ def take_up_earlier_rows(folder: Path, layout: Layout, retried: Collection[str])
     listed twice (a kill between writing the merged file and removing `.ranks`) keeps its first row.
     """
     sources = [folder, *_rank_folders(folder)]
-    rows: dict[str, dict[str, object]] = {}
-    for source in sources:
-        for row in read_results(source / "results.csv", layout):
-            rows.setdefault(str(row["series"]), row)
+    rows = _result_rows(sources, layout)
     qc_rows: dict[str, dict[str, str]] = {}
     for source in sources:
         for row in read_qc(source / "qc.csv"):
@@ -77,7 +87,7 @@ class RowFiles:
     def __init__(self, folder: Path, layout: Layout, rank: int | None = None) -> None:
         """rank: under torchrun, this rank's own pair in `.ranks/rank-<rank>/`; None: the output folder's."""
         self.folder = folder if rank is None else folder / RANKS_FOLDER / f"rank-{rank}"
-        self.result_columns = result_columns(layout)
+        self.layout, self.result_columns = layout, result_columns(layout)
         self.folder.mkdir(parents=True, exist_ok=True)
         for name, columns in (("results.csv", self.result_columns), ("qc.csv", QC_COLUMNS)):
             if not (self.folder / name).is_file():

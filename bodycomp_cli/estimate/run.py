@@ -25,7 +25,13 @@ from bodycomp_cli.estimate.qa_page import write_qa_page
 from bodycomp_cli.estimate.qc import QcSettings
 from bodycomp_cli.estimate.ranks import Ranks
 from bodycomp_cli.estimate.report import SELECTION_BY_MODEL, SELECTION_SKIPPED, Layout, write_qc, write_results
-from bodycomp_cli.estimate.row_files import EarlierRows, RowFiles, remove_rank_files, take_up_earlier_rows
+from bodycomp_cli.estimate.row_files import (
+    EarlierRows,
+    RowFiles,
+    remove_rank_files,
+    rows_done_so_far,
+    take_up_earlier_rows,
+)
 from bodycomp_cli.estimate.studies import study_table, write_studies
 from bodycomp_cli.io.atomic import atomic_output_dir, atomic_write_bytes, refuse_existing_output, remove_dead_temps
 from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS, DicomSeries
@@ -102,8 +108,9 @@ def _working_folder(output_dir: Path, options: EstimateOptions, ranks: Ranks) ->
 
         def prepare() -> str:
             remove_dead_temps(output_dir, recursive=True)  # what a killed run left (half-written files)
-            check_output_dir(output_dir, options.resume, options.overwrite)
-            if not options.resume and output_dir.is_dir() and any(output_dir.iterdir()):
+            resume = options.resume or ranks.alone  # a --shard task adds to what the other tasks write
+            check_output_dir(output_dir, resume, options.overwrite)
+            if not resume and output_dir.is_dir() and any(output_dir.iterdir()):
                 return str(stack.enter_context(atomic_output_dir(output_dir, overwrite=True)))
             output_dir.mkdir(parents=True, exist_ok=True)
             return str(output_dir)
@@ -224,12 +231,13 @@ def run_estimate(
     names = [entry.series for entry in inputs]
     show = options.show_progress and ranks.is_main
     with _working_folder(output_dir, options, ranks) as folder, progress_bar(show) as progress:
-        earlier = ranks.from_main(lambda: _earlier_rows(folder, layout, names, options.resume))
+        earlier = ranks.from_main(lambda: _earlier_rows(folder, layout, names, options.resume, ranks))
         if earlier.names != names:  # every rank must split the same list, or series would be lost or doubled
             raise BodycompError("this rank found other series than rank 0 in the inputs: give every rank the same")
         done = {str(row["series"]) for row in earlier.rows}
-        summary.already_done = [name for name in names if name in done]
-        todo = ranks.shard([entry for entry in inputs if entry.series not in done])
+        mine = ranks.shard(inputs)
+        summary.already_done = [entry.series for entry in (mine if ranks.alone else inputs) if entry.series in done]
+        todo = [entry for entry in mine if entry.series not in done]
         files = RowFiles(folder, layout, ranks.rank if ranks.distributed else None)
         task = progress.add_task("estimate", total=len(summary.already_done) + len(todo))
         progress.advance(task, len(summary.already_done))
@@ -257,8 +265,12 @@ def run_estimate(
             summary.rows.append(row)
             summary.slices += volume.hu.shape[0]
             progress.advance(task)
+        if ranks.alone:  # one task of --shard K/N: the other tasks may still run; a later --resume merges
+            summary.estimated = [str(row["series"]) for row in summary.rows]
+            summary.seconds = time.perf_counter() - started
+            return summary
         _merge_ranks(summary, ranks.gather((summary.rows, summary.qc_failed, summary.slices)), names)
-        ranks.from_main(lambda: _write_outputs(folder, earlier, summary, models.levels, layout))
+        ranks.from_main(lambda: _write_outputs(folder, earlier, summary, names, models.levels, layout))
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -268,7 +280,9 @@ class _Earlier(EarlierRows):
     names: list[str] = field(default_factory=list)  # the series rank 0 was given, in order
 
 
-def _earlier_rows(folder: Path, layout: Layout, names: list[str], resume: bool) -> _Earlier:
+def _earlier_rows(folder: Path, layout: Layout, names: list[str], resume: bool, ranks: Ranks) -> _Earlier:
+    if ranks.alone:  # --shard K/N: read what is done, change nothing (the other tasks are writing)
+        return _Earlier(rows_done_so_far(folder, layout), [], names)
     earlier = take_up_earlier_rows(folder, layout, set(names)) if resume else EarlierRows()
     return _Earlier(earlier.rows, earlier.qc_rows, names)
 
@@ -285,10 +299,21 @@ def _merge_ranks(summary: EstimateSummary, parts: list[tuple], names: list[str])
 
 
 def _write_outputs(
-    folder: Path, earlier: EarlierRows, summary: EstimateSummary, levels: Sequence[str], layout: Layout
+    folder: Path,
+    earlier: EarlierRows,
+    summary: EstimateSummary,
+    names: list[str],
+    levels: Sequence[str],
+    layout: Layout,
 ) -> None:
-    """Rank 0, at the end: results, QC, studies and the QA page from every row; the ranks' own files go."""
-    rows, qc_rows = earlier.rows + summary.rows, earlier.qc_rows + summary.qc_failed
+    """Rank 0, at the end: results, QC, studies and the QA page from every row; the ranks' own files go.
+
+    Rows are in input order (those of earlier runs' other series first), so a resumed run, whichever ranks
+    did which series, writes what an uninterrupted one does.
+    """
+    order = {name: index for index, name in enumerate(names)}
+    rows = sorted(earlier.rows + summary.rows, key=lambda row: order.get(str(row["series"]), -1))
+    qc_rows = sorted(earlier.qc_rows + summary.qc_failed, key=lambda row: order.get(row["series"], -1))
     write_results(folder, rows, layout)
     write_qc(folder, qc_rows)
     write_studies(folder, study_table(rows, qc_rows, levels))
