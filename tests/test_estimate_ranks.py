@@ -97,7 +97,9 @@ def torchrun(args: list[str], env: dict[str, str] | None = None, **kwargs) -> su
 
 def test_two_gloo_ranks_write_what_one_process_writes(cohort, tmp_path):
     out = tmp_path / "out"
-    process = torchrun([*cohort["args"], "-o", str(out), "--workers", "1"])
+    out.mkdir()
+    (out / "old.txt").write_text("an earlier run")  # --overwrite: rank 0 builds aside, every rank writes there
+    process = torchrun([*cohort["args"], "-o", str(out), "--workers", "1", "--overwrite"])
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr
