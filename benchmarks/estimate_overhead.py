@@ -5,6 +5,10 @@ selection "model" is a sigmoid of z, segmentation a HU threshold), so what is ti
 reading, QC, slice choice, measurements, the per-series write of results.csv, and the outputs written at
 the end (results.json, qc.csv, studies.csv, report.html). Previews are off: matplotlib's PNG would be most of it.
 
+Then the overlap of reading with the models: gzipped NIfTI series (the gunzip costs CPU, as DICOM decoding
+does) with a stand-in model that waits a fixed time per series, as a GPU computes while the CPU is free;
+with --workers 1 the next series is read during that wait.
+
 The baseline is the old way of saving progress, rewriting results.csv and results.json whole after every
 series (emulated here), whose cost per series grows with the rows already written; the project appends one
 record per series.
@@ -96,29 +100,86 @@ def seconds_per_series(paths: list[Path], root: Path, workers: int, old_way: boo
     return seconds / len(paths)
 
 
+class WaitingModels(TrivialModels):
+    """Stand-ins whose selection pass waits `seconds`, as a GPU would compute while the CPU is free."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def slice_outputs(self, hu_volume: np.ndarray, z_mm: np.ndarray) -> np.ndarray:
+        time.sleep(self.seconds)
+        return super().slice_outputs(hu_volume, z_mm)
+
+
+def write_nifti_cohort(folder: Path, count: int, slices: int, size: int) -> list[Path]:
+    """Gzipped NIfTI series (LPS-agnostic: only the reading cost matters here), z step 2.5 mm."""
+    import nibabel as nib
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        hu = np.full((size, size, slices), -1000, dtype=np.int16)
+        hu[size // 8 : -size // 8, size // 8 : -size // 8] = rng.integers(
+            -150, 80, (size - 2 * (size // 8),) * 2 + (slices,)
+        )
+        image = nib.Nifti1Image(hu, np.diag([0.8, 0.8, 2.5, 1.0]))
+        path = folder / f"n{index:03d}.nii.gz"
+        nib.save(image, path)
+        paths.append(path)
+    return paths
+
+
+def overlap_seconds(paths: list[Path], root: Path, workers: int, wait: float) -> float:
+    options = EstimateOptions(previews=False, show_progress=False, qc=QcSettings(min_slices=8), workers=workers)
+    started = time.perf_counter()
+    summary = run_estimate(collect_inputs(paths), WaitingModels(wait), root / f"overlap-{workers}", options)
+    assert len(summary.estimated) == len(paths), summary.qc_failed[:3]
+    return time.perf_counter() - started
+
+
+def cohort_table(sizes: list[int], repeat: int, tmp: Path) -> None:
+    paths = write_cohort(tmp / "cohort", max(sizes))
+    print(f"{'series':>7} {'old way ms/series':>18} {'--workers 0 ms/series':>22} {'--workers 1 ms/series':>22}")
+    figures = {}
+    for size in sizes:
+        old = seconds_per_series(paths[:size], tmp, 0, old_way=True)
+        figures[size] = [
+            min(seconds_per_series(paths[:size], tmp / f"run{run}", workers, False) for run in range(repeat))
+            for workers in (0, 1)
+        ]
+        print(f"{size:>7} {old * 1000:>18.2f} {figures[size][0] * 1000:>22.2f} {figures[size][1] * 1000:>22.2f}")
+    first, last = figures[sizes[0]][0], figures[sizes[-1]][0]
+    print(f"growth of the per-series cost, {sizes[0]} -> {sizes[-1]} series (--workers 0): {last / first:.2f}x")
+
+
+def overlap_table(count: int, slices: int, size: int, wait: float, tmp: Path) -> None:
+    nifti = write_nifti_cohort(tmp / "nifti", count, slices, size)
+    read = min(overlap_seconds(nifti[:1], tmp / f"one{run}", 0, 0.0) for run in range(2))
+    print(f"overlap: {count} series of {slices} x {size} x {size} (.nii.gz), model wait {wait:.2f} s per series")
+    print(f"  one series read, QC and measured with no wait: {read:.2f} s")
+    for workers in (0, 1):
+        seconds = overlap_seconds(nifti, tmp / "overlap", workers, wait)
+        print(f"  --workers {workers}: {seconds:.2f} s in all, {seconds / count:.2f} s per series")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="10, 20 and 40 series: a smoke test")
     parser.add_argument("--sizes", type=int, nargs="+", help="cohort sizes (default 250 500 1000 2000)")
     parser.add_argument("--repeat", type=int, default=3, help="the new way's figures: best of this many runs")
+    parser.add_argument("--overlap-only", action="store_true", help="only the reading / model overlap part")
+    parser.add_argument("--wait", type=float, default=1.0, help="the overlap part's model time per series (s)")
     args = parser.parse_args()
-    sizes = args.sizes or ([10, 20, 40] if args.tiny else [250, 500, 1000, 2000])
+    sizes = [] if args.overlap_only else args.sizes or ([10, 20, 40] if args.tiny else [250, 500, 1000, 2000])
     repeat = 1 if args.tiny else args.repeat
     print(f"machine: {cpu_model()}; series of {SLICES} x {SIZE} x {SIZE}, trivial models, no previews")
     print(f"load average before: {os.getloadavg()[0]:.1f}; the old way once, the new way best of {repeat}")
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_cohort(Path(tmp) / "cohort", max(sizes))
-        print(f"{'series':>7} {'old way ms/series':>18} {'--workers 0 ms/series':>22} {'--workers 1 ms/series':>22}")
-        figures = {}
-        for size in sizes:
-            old = seconds_per_series(paths[:size], Path(tmp), 0, old_way=True)
-            figures[size] = [
-                min(seconds_per_series(paths[:size], Path(tmp) / f"run{run}", workers, False) for run in range(repeat))
-                for workers in (0, 1)
-            ]
-            print(f"{size:>7} {old * 1000:>18.2f} {figures[size][0] * 1000:>22.2f} {figures[size][1] * 1000:>22.2f}")
-        first, last = figures[sizes[0]][0], figures[sizes[-1]][0]
-        print(f"growth of the per-series cost, {sizes[0]} -> {sizes[-1]} series (--workers 0): {last / first:.2f}x")
+        if sizes:
+            cohort_table(sizes, repeat, Path(tmp))
+        count, slices, size, wait = (4, 16, 64, 0.05) if args.tiny else (12, 120, 512, args.wait)
+        overlap_table(count, slices, size, wait, Path(tmp))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

