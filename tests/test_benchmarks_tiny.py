@@ -25,7 +25,10 @@ def run_tiny(script: str, *extra: str) -> str:
         ("loaders.py", ["segmentation loader (64 px): measured", "selection loader (64 px PNG -> 32): measured"]),
         ("memory_model_only.py", ["bare training (plain), unet/resnet34 64 px batch 4:"]),
         ("engine_overhead.py", ["bare PyTorch loop:", "bodycomp engine:", "ratio:"]),
-        ("estimate_overhead.py", ["old way ms/series", "growth of the per-series cost, 10 -> 40 series"]),
+        (
+            "estimate_overhead.py",
+            ["old way ms/series", "growth of the per-series cost, 10 -> 40 series", "overlap: 4 series"],
+        ),
         (
             "memory.py",
             [
