@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--workers",
                 help="Processes reading the next series while the models run; 0: read in this process "
-                "[default: half the rank's share of the usable cores, 1 to 8].",
+                "(default: half of this process's share of the usable cores, 1 to 8).",
                 min=0,
                 show_default=False,
             ),
