@@ -152,6 +152,19 @@ def test_a_killed_distributed_run_is_resumed_by_one_process(cohort, tmp_path):
     assert not (out / RANKS_FOLDER).exists()
 
 
+def test_cli_shards_then_a_resume_write_what_one_process_writes(cohort, tmp_path):
+    out = tmp_path / "out"
+    for shard in ("1/2", "0/2"):  # in any order, each alone, into one folder
+        result = invoke([*cohort["args"], "-o", out, "-g", "0", "--workers", "0", "--shard", shard])
+        assert result.exit_code == 0, result.output + (result.stderr or "")
+        assert f"shard {shard} done" in result.output
+    assert not (out / "results.json").exists()
+    merged = invoke([*cohort["args"], "-o", out, "-g", "0", "--resume"])
+    assert merged.exit_code == 0, merged.output + (merged.stderr or "")
+    assert summary_count(merged.output, "estimated") == 0  # the shards did every series; QC failures are retried
+    assert_same_outputs(out, cohort["single"])
+
+
 def test_shards_are_round_robin_and_cover_every_series_once():
     series = [f"s{index}" for index in range(7)]
     shards = [Ranks(rank, 3).shard(series) for rank in range(3)]

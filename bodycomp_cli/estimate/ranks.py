@@ -89,6 +89,11 @@ def joined_ranks() -> Iterator[Ranks]:
     if setup.world_size == 1:
         yield Ranks()
         return
+    if setup.device.type == "cuda" and setup.device.index >= torch.cuda.device_count():
+        raise BodycompError(
+            f"LOCAL_RANK {setup.local_rank}: only {torch.cuda.device_count()} GPU(s) visible on this node; "
+            "start at most that many processes per node (torchrun --nproc_per_node)"
+        )
     joined_here = not torch.distributed.is_initialized()
     if joined_here:
         if setup.device.type == "cuda":
