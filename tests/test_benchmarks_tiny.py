@@ -30,6 +30,10 @@ def run_tiny(script: str, *extra: str) -> str:
             ["old path (fp32, contiguous", "new path (as `bodycomp estimate` now", "ratio:", "bare selection"],
         ),
         (
+            "estimate_overhead.py",
+            ["old way ms/series", "growth of the per-series cost, 10 -> 40 series", "overlap: 4 series"],
+        ),
+        (
             "memory.py",
             [
                 "train-seg --workers 1: peak memory",

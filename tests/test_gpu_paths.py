@@ -237,19 +237,15 @@ def _fake_run(folder: Path, task: SegmentationTask | SliceSelectionTask) -> Path
     return folder
 
 
-def test_estimate_and_evaluate_refuse_a_multi_process_launch_with_one_line(tmp_path, monkeypatch):
+def test_evaluate_refuses_a_multi_process_launch_with_one_line(tmp_path, monkeypatch):
+    # estimate shards its series over the ranks (tests/test_estimate_ranks.py); evaluate runs as one process.
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     seg = _fake_run(tmp_path / "seg", SegmentationTask(SegmentationSettings()))
-    select = _fake_run(tmp_path / "select", SliceSelectionTask(SliceSelectionSettings()))
     (tmp_path / "data").mkdir()
-    (tmp_path / "series.npz").write_bytes(b"")
-    estimate = ["estimate", tmp_path / "series.npz", "--select-model", select, "--seg-model", seg, "-o", tmp_path / "o"]
-    for args in (estimate, ["evaluate", seg, tmp_path / "data"]):
-        result = invoke(args)
-        assert_user_error(result, "one of 2 processes", "start them without torchrun")
-    assert not (tmp_path / "o").exists()
+    result = invoke(["evaluate", seg, tmp_path / "data"])
+    assert_user_error(result, "one of 2 processes", "start them without torchrun")
 
 
 def test_estimate_runs_as_one_process_under_a_one_process_launcher(monkeypatch):
