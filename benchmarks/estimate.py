@@ -34,7 +34,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_slices import cpu_model, cpu_seconds, ct_like_series, default_workers  # noqa: E402
 
-from bodycomp_cli.core.amp import inference_amp  # noqa: E402
+from bodycomp_cli.core.amp import choose_amp  # noqa: E402
 from bodycomp_cli.core.preprocess import window_hu  # noqa: E402
 from bodycomp_cli.engine.config import EngineConfig  # noqa: E402
 from bodycomp_cli.engine.memory import keep_freed_memory  # noqa: E402
@@ -105,7 +105,7 @@ def bare_model_rate(select: Path, args: argparse.Namespace, amp: bool, batches: 
 
     run = load_run(select, "cpu")
     images = torch.rand(args.batch_size, 1, args.select_size, args.select_size)
-    with torch.no_grad(), inference_amp("cpu", amp).autocast():
+    with torch.no_grad(), choose_amp("cpu", amp, cpu=True).autocast():
         run.model(images)
         started = time.perf_counter()
         for _ in range(batches):
@@ -178,7 +178,7 @@ def main() -> None:
         f"series: {args.slices} slices of {args.size} x {args.size}; selection {args.select_arch} at "
         f"{args.select_size} px, segmentation unet/{args.seg_encoder} at {args.seg_size} px, batch {args.batch_size}"
     )
-    print(f"bf16 autocast on this CPU: {inference_amp('cpu').describe(training=False)}", flush=True)
+    print(f"bf16 autocast on this CPU: {choose_amp('cpu', cpu=True).describe(training=False)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bodycomp-bench-estimate-") as tmp:
         root = Path(tmp)
         seg, select = one_step_models(root, args)

@@ -71,7 +71,7 @@ def test_trainer_inference_and_estimate_follow_the_one_decision(gpu_with_capabil
     assert inference_setup(None, amp=False).description == "1 GPU (cuda:0)"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns that CUDA autocast is unavailable on this machine
-        context = inference._autocast(SimpleNamespace(device=CUDA, amp=True))
+        context = inference._autocast(SimpleNamespace(device=CUDA, amp=True, cpu_amp=False))
     assert context.fast_dtype == torch.float16
     gpu_with_capability((8, 0))
     assert inference_setup(None).description == "1 GPU (cuda:0), bf16 autocast"
@@ -114,7 +114,8 @@ class _RecordsPrecision(torch.nn.Module):
 
 def _selection_run(amp: bool) -> inference.LoadedRun:
     config = RunConfig("slice_selection", "records", 16, levels=["L3"], threshold=10.0)
-    return inference.LoadedRun(_RecordsPrecision(), config, "slice_selection", torch.device("cpu"), Path("r"), amp)
+    cpu = torch.device("cpu")
+    return inference.LoadedRun(_RecordsPrecision(), config, "slice_selection", cpu, Path("r"), amp, cpu_amp=True)
 
 
 def test_cpu_inference_autocasts_bf16_where_the_cpu_has_it_and_no_amp_is_exact_fp32(monkeypatch):

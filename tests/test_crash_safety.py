@@ -109,6 +109,35 @@ def test_sigkill_at_every_write_point_then_resume_equals_an_uninterrupted_run(tm
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(p.name for p in (models / "straight").iterdir())
 
 
+def test_save_every_skips_checkpoints_and_a_killed_run_resumes_from_the_last_saved(tmp_path, forkserver):
+    data = make_select_data(tmp_path / "data", n_series=(2, 1), slices=10)
+    models, marker = tmp_path / "models", tmp_path / "paused"
+    train = ["train-select", str(data), str(models), "-e", "5", *OPTIONS]
+    point = "after:tensorboard#3"  # epoch 3's files all written
+    env = {PAUSE_AT: point, PAUSE_MARKER: str(marker), "OMP_NUM_THREADS": "1"}
+    kill_at(forkserver, _run_cli, ([*train, "-a", "every2", "--save-every", "2"], env), point, marker)
+    run_dir = models / "every2"
+    rows = history(run_dir)
+    assert rows["epoch"].tolist() == [1, 2, 3]  # history.csv and curves.png every epoch
+    metric = rows[json.loads((run_dir / "config.json").read_text())["best_metric"]]
+    # Epoch 3 is saved only as a new best (epoch 1 is one by definition; epoch 2 is due).
+    expected = 3 if metric[2] < metric[:2].min() else 2
+    saved = load_checkpoint(run_dir / "checkpoint_last.pt")
+    assert saved["epoch"] == expected == 2  # (with this data epoch 3 is no new best, so the skip is exercised)
+    assert [row["epoch"] for row in saved["history"]] == [1, 2]
+
+    resumed = invoke([*train, "-a", "every2", "--save-every", "2", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    every_epoch = invoke([*train, "-a", "every1"])
+    assert every_epoch.exit_code == 0, every_epoch.output
+    pd.testing.assert_frame_equal(history(run_dir), history(models / "every1"))  # saving less changes nothing
+    for name in ("checkpoint_last.pt", "checkpoint_best.pt"):
+        ours, theirs = load_checkpoint(run_dir / name), load_checkpoint(models / "every1" / name)
+        assert ours["epoch"] == theirs["epoch"]
+        assert all(torch.equal(ours["model"][key], theirs["model"][key]) for key in theirs["model"])
+    assert temp_files(run_dir) == []
+
+
 def _estimate_with_fake_models(paths, out, resume, env) -> None:
     os.environ.update(env)
     options = EstimateOptions(resume=resume, save_masks=True, show_progress=False)

@@ -55,6 +55,9 @@ def test_writes_every_artifact_resumes_and_is_deterministic(seg_data, tmp_path):
     assert checkpoint["task"] == "segmentation" and checkpoint["epoch"] == 2
     assert {"optimizer", "scheduler", "scaler", "rng", "config", "history", "best"} <= set(checkpoint)
     assert not any(key.startswith("module.") for key in checkpoint["model"])
+    kernels = [value for value in checkpoint["model"].values() if value.dim() == 4 and min(value.shape[1:3]) > 1]
+    assert kernels and all(kernel.is_contiguous(memory_format=torch.channels_last) for kernel in kernels)
+    assert not any(kernel.is_contiguous() for kernel in kernels)  # trained in channels_last (issue 15)
 
     # The same settings again give the same history (seconds is wall-clock time, so it is left out).
     again = invoke(["train-seg", seg_data, models, "-a", "two", "-e", "2", "--deterministic", *FAST])

@@ -11,11 +11,11 @@ from bodycomp_cli.engine.config import EngineConfig
 
 ENGINE_OPTIONS = [
     "-e", "7", "-b", "6", "-l", "0.25", "--schedule", "step", "-g", "0", "--no-amp", "--seed", "11",
-    "--deterministic", "--workers", "3", "--steps-per-epoch", "5", "--quiet", "--resume",
+    "--deterministic", "--workers", "3", "--steps-per-epoch", "5", "--quiet", "--resume", "--save-every", "4",
 ]  # fmt: skip
 EXPECTED = EngineConfig(
     epochs=7, batch_size=6, learning_rate=0.25, schedule="step", gpus=0, amp=False, seed=11, deterministic=True,
-    workers=3, steps_per_epoch=5, quiet=True, resume=True,
+    workers=3, steps_per_epoch=5, quiet=True, resume=True, save_every=4,
 )  # fmt: skip
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bodycomp_cli.commands.common import OverwriteOption, console, report_user_errors
+from bodycomp_cli.commands.common import OverwriteOption, console, report_user_errors, set_malloc_policy
 
 
 def register(app: typer.Typer) -> None:
@@ -53,4 +53,5 @@ def register(app: typer.Typer) -> None:
         """
         from bodycomp_cli.demo import run_demo
 
+        set_malloc_policy()  # as train-* and estimate do
         run_demo(output_dir, fast=fast, overwrite=overwrite)

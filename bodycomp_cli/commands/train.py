@@ -70,6 +70,15 @@ LowMemoryOption = Annotated[
         "to the OS: much less memory, slower steps (figures in docs/performance.md).",
     ),
 ]
+SaveEveryOption = Annotated[
+    int,
+    typer.Option(
+        "--save-every",
+        help="Write checkpoint_last.pt every N epochs (the final epoch and each new best always); "
+        "--resume redoes the epochs since.",
+        min=1,
+    ),
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar or epoch lines.")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run NAME from its checkpoint_last.pt.")]
 
@@ -129,6 +138,7 @@ def register(app: typer.Typer) -> None:
         workers: WorkersOption = -1,
         steps_per_epoch: StepsOption = None,
         low_memory: LowMemoryOption = False,
+        save_every: SaveEveryOption = 1,
         quiet: QuietOption = False,
         resume: ResumeOption = False,
         init_weights: original.InitWeightsOption = None,
@@ -172,6 +182,7 @@ def register(app: typer.Typer) -> None:
             quiet=quiet,
             resume=resume,
             low_memory=low_memory,
+            save_every=save_every,
         )
         train_segmentation(data_dir, models_dir, settings, engine, name, warm_start(init_weights))
 
@@ -217,6 +228,7 @@ def register(app: typer.Typer) -> None:
         workers: WorkersOption = -1,
         steps_per_epoch: StepsOption = None,
         low_memory: LowMemoryOption = False,
+        save_every: SaveEveryOption = 1,
         quiet: QuietOption = False,
         resume: ResumeOption = False,
         init_weights: original.InitWeightsOption = None,
@@ -262,5 +274,6 @@ def register(app: typer.Typer) -> None:
             quiet=quiet,
             resume=resume,
             low_memory=low_memory,
+            save_every=save_every,
         )
         train_slice_selection(data_dir, models_dir, settings, engine, name, warm_start(init_weights, initial_epoch))

@@ -34,6 +34,7 @@ class EngineConfig:
     resume: bool = False  # continue from checkpoint_last.pt
     tensorboard: bool = True  # events in RUN/tensorboard/ when tensorboard is installed
     low_memory: bool = False  # activation checkpointing and eager release of freed buffers (engine/memory.py)
+    save_every: int = 1  # checkpoint_last.pt every N epochs; the final epoch and each new best are always saved
 
     def resolved_workers(self) -> int:
         return default_loader_workers() if self.workers < 0 else self.workers
@@ -51,6 +52,8 @@ def check_engine_config(config: EngineConfig) -> None:
         raise BodycompError(f"--schedule {config.schedule!r}: valid choices: {', '.join(SCHEDULES)}")
     if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
         raise BodycompError(f"--steps-per-epoch {config.steps_per_epoch}: must be at least 1")
+    if config.save_every < 1:
+        raise BodycompError(f"--save-every {config.save_every}: must be at least 1")
     if config.workers < -1:
         raise BodycompError(f"--workers {config.workers}: must be 0 or more")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bodycomp_cli.core.amp import inference_amp
+from bodycomp_cli.core.amp import choose_amp
 from bodycomp_cli.core.preprocess import (
     resize_labels,
     segmentation_input,
@@ -33,7 +33,8 @@ class LoadedRun:
     task_name: str  # "segmentation" or "slice_selection"
     device: torch.device
     run_dir: Path
-    amp: bool = True  # autocast as core/amp.py decides (bf16 on CPUs with bf16 instructions); --no-amp turns it off
+    amp: bool = True  # autocast on GPUs as core/amp.py decides; estimate/evaluate --no-amp turns it off
+    cpu_amp: bool = False  # also bf16 autocast on CPUs with bf16 instructions (estimate turns it on); off: exact
 
 
 def load_run(run_dir: Path, device: str | torch.device = "cpu", which: str = "best") -> LoadedRun:
@@ -75,9 +76,9 @@ def _require(run: LoadedRun, task: str) -> None:
 
 
 def _autocast(run: LoadedRun):
-    # The engine's one AMP decision (core/amp.py). Inference opts the CPU in: bf16 where the CPU computes it
-    # natively (AVX512-BF16, AMX), about 2x there; run.amp=False (--no-amp) is exact fp32.
-    return inference_amp(run.device, run.amp).autocast()
+    # The engine's one AMP decision (core/amp.py). By default the CPU path stays full precision, so a run's
+    # validation metrics are reproduced exactly; estimate opts the CPU in (bf16 where the CPU computes it natively).
+    return choose_amp(run.device, run.amp, cpu=run.cpu_amp).autocast()
 
 
 @torch.no_grad()

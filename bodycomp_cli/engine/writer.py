@@ -14,7 +14,8 @@ from bodycomp_cli.io.atomic import pause_at
 class EpochWriter:
     """One epoch's files at a time, in order: checkpoint_last (+ best), history.csv, curves.png, TensorBoard.
 
-    The caller hands over snapshots (cloned tensors, copied rows), never live state. Every file is atomic, so
+    The caller hands over snapshots (cloned tensors, copied rows), never live state; no checkpoint (None) on
+    epochs that --save-every skips. Every file is atomic, so
     a SIGKILL at any moment leaves each file whole (this epoch's or the previous one's) and at most temp files
     of a dead owner, which the next run removes. A resume starts from checkpoint_last and rewrites history.csv
     from it; TensorBoard's purge_step drops events past it.
@@ -22,24 +23,26 @@ class EpochWriter:
 
     def __init__(self, run_dir: Path, tensorboard: TensorBoardLog, saved_epoch: int = 0) -> None:
         self.run_dir, self.tensorboard = run_dir, tensorboard
-        self.saved_epoch = saved_epoch  # the last epoch whose files are all on disk
+        self.saved_epoch = saved_epoch  # the epoch checkpoint_last.pt holds (a resume starts after it)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bodycomp-writer")
         self._pending: Future | None = None
 
-    def submit(self, epoch: int, checkpoint: dict[str, Any], rows: list[dict], best: bool) -> None:
+    def submit(self, epoch: int, checkpoint: dict[str, Any] | None, rows: list[dict], best: bool) -> None:
         self.wait()
         self._pending = self._executor.submit(self._write, epoch, checkpoint, rows, best)
 
-    def _write(self, epoch: int, checkpoint: dict[str, Any], rows: list[dict], best: bool) -> None:
-        save_checkpoint(self.run_dir / LAST, checkpoint)
-        if best:
-            link_as(self.run_dir / LAST, self.run_dir / BEST)
+    def _write(self, epoch: int, checkpoint: dict[str, Any] | None, rows: list[dict], best: bool) -> None:
+        if checkpoint is not None:
+            save_checkpoint(self.run_dir / LAST, checkpoint)
+            if best:
+                link_as(self.run_dir / LAST, self.run_dir / BEST)
         write_history(self.run_dir / HISTORY, rows)
         draw_curves(self.run_dir / CURVES, rows)
         pause_at("before:tensorboard")
         self.tensorboard.log(rows[-1])
         pause_at("after:tensorboard")
-        self.saved_epoch = epoch
+        if checkpoint is not None:
+            self.saved_epoch = epoch
 
     def wait(self) -> None:
         """Block until the files handed over so far are written (re-raising a write error)."""

@@ -64,7 +64,8 @@ class InferenceSetup:
     device: str  # "cpu" or "cuda:0"
     n_gpus: int  # DataParallel over cuda:0..n-1 when > 1
     description: str
-    amp: bool = True  # autocast as core/amp.py decides, the CPU included (--no-amp turns it off)
+    amp: bool = True  # autocast on GPUs as core/amp.py decides (--no-amp turns it off)
+    cpu_amp: bool = True  # and bf16 autocast on CPUs with bf16 instructions (off: exact on the CPU)
 
 
 def inference_setup(
@@ -76,7 +77,7 @@ def inference_setup(
     multi-process launch is refused (evaluate). Mixed precision is the engine's (core/amp.py): predict_*
     autocast on GPUs, and (cpu_amp) in bf16 on CPUs with bf16 instructions, unless amp=False.
     """
-    from bodycomp_cli.core.amp import inference_amp
+    from bodycomp_cli.core.amp import choose_amp
     from bodycomp_cli.engine.devices import resolve_devices
 
     setup = resolve_devices(gpus, single_process=not distributed)
@@ -84,12 +85,10 @@ def inference_setup(
         description = f"{setup.world_size} torchrun processes, one device each (rank {setup.rank}: {setup.device})"
     else:
         description = setup.describe()
-    if setup.device.type == "cpu":
-        amp = amp and cpu_amp
-    policy = inference_amp(setup.device, amp)
+    policy = choose_amp(setup.device, amp, cpu=cpu_amp)
     if policy.enabled:
         description += f", {policy.describe(training=False)}"
-    return InferenceSetup(str(setup.device), setup.n_gpus, description, amp)
+    return InferenceSetup(str(setup.device), setup.n_gpus, description, amp, cpu_amp)
 
 
 def load_for_inference(run_dir: Path, option: str, task: str | None, setup: InferenceSetup) -> Any:
@@ -99,14 +98,15 @@ def load_for_inference(run_dir: Path, option: str, task: str | None, setup: Infe
     check_run_folder(run_dir, option)
     which = "best" if (run_dir / "checkpoint_best.pt").is_file() else "last"
     run = load_run(run_dir, device=setup.device, which=which)
-    run.amp = setup.amp
+    run.amp, run.cpu_amp = setup.amp, setup.cpu_amp
     if task is not None and run.config.task != task:
         raise BodycompError(f"{option} {run_dir}: a {run.config.task} run, but this option needs a {task} run")
     if setup.n_gpus > 1:
-        from bodycomp_cli.core.amp import inference_amp
+        from bodycomp_cli.core.amp import choose_amp
         from bodycomp_cli.engine.devices import AutocastDataParallel
 
-        amp = inference_amp(setup.device, setup.amp)  # the replicas' threads need predict_*'s autocast again
+        # the replicas' threads need predict_*'s autocast again
+        amp = choose_amp(setup.device, setup.amp, cpu=setup.cpu_amp)
         run.model = AutocastDataParallel(run.model, device_ids=list(range(setup.n_gpus)), amp=amp)
     return run
 
