@@ -10,10 +10,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bodycomp_cli.commands.common import GpusOption, LevelsOption, OverwriteOption, report_user_errors
+from bodycomp_cli.commands.common import (
+    GpusOption,
+    LevelsOption,
+    OverwriteOption,
+    report_user_errors,
+    set_malloc_policy,
+)
 from bodycomp_cli.errors import BodycompError
 
-AmpOption = Annotated[bool, typer.Option("--amp/--no-amp", help="Autocast on GPUs: bf16 from Ampere on, else fp16.")]
+AmpOption = Annotated[
+    bool,
+    typer.Option(
+        "--amp/--no-amp",
+        help="Autocast: on GPUs bf16 from Ampere on, else fp16; on CPUs with bf16 instructions bf16 "
+        "(evaluate: where the run was validated so). --no-amp: exact fp32.",
+    ),
+]
 BatchOption = Annotated[int, typer.Option("-b", "--batch-size", help="Slices per inference batch.", min=1)]
 
 
@@ -104,6 +117,7 @@ def register(app: typer.Typer) -> None:
         from bodycomp_cli.estimate.run import EstimateOptions, check_output_dir, run_estimate
 
         out = Console()
+        set_malloc_policy()
         # Everything that can be refused is checked before the output folder exists.
         series = collect_inputs(inputs)
         if shard is not None and overwrite:
@@ -176,6 +190,7 @@ def register(app: typer.Typer) -> None:
         """
         from bodycomp_cli.estimate.evaluate import EvaluateOptions, evaluate_run
 
+        set_malloc_policy()
         options = EvaluateOptions(
             split=split,
             overwrite=overwrite,

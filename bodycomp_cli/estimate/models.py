@@ -64,17 +64,19 @@ class InferenceSetup:
     device: str  # "cpu" or "cuda:0"
     n_gpus: int  # DataParallel over cuda:0..n-1 when > 1
     description: str
-    amp: bool = True  # autocast on GPUs as core/amp.py decides (--no-amp turns it off)
+    amp: bool = True  # autocast as core/amp.py decides, the CPU included (--no-amp turns it off)
 
 
-def inference_setup(gpus: int | None, amp: bool = True, distributed: bool = False) -> InferenceSetup:
+def inference_setup(
+    gpus: int | None, amp: bool = True, distributed: bool = False, cpu_amp: bool = True
+) -> InferenceSetup:
     """Choose devices as training does (-g; default 1 GPU when CUDA is there, else the CPU).
 
     distributed (estimate under torchrun): this rank's own device, LOCAL_RANK's GPU or the CPU; without it a
     multi-process launch is refused (evaluate). Mixed precision is the engine's (core/amp.py): predict_*
-    autocast on GPUs unless amp=False.
+    autocast on GPUs, and (cpu_amp) in bf16 on CPUs with bf16 instructions, unless amp=False.
     """
-    from bodycomp_cli.core.amp import choose_amp
+    from bodycomp_cli.core.amp import inference_amp
     from bodycomp_cli.engine.devices import resolve_devices
 
     setup = resolve_devices(gpus, single_process=not distributed)
@@ -82,7 +84,9 @@ def inference_setup(gpus: int | None, amp: bool = True, distributed: bool = Fals
         description = f"{setup.world_size} torchrun processes, one device each (rank {setup.rank}: {setup.device})"
     else:
         description = setup.describe()
-    policy = choose_amp(setup.device, amp)
+    if setup.device.type == "cpu":
+        amp = amp and cpu_amp
+    policy = inference_amp(setup.device, amp)
     if policy.enabled:
         description += f", {policy.describe(training=False)}"
     return InferenceSetup(str(setup.device), setup.n_gpus, description, amp)
@@ -99,10 +103,10 @@ def load_for_inference(run_dir: Path, option: str, task: str | None, setup: Infe
     if task is not None and run.config.task != task:
         raise BodycompError(f"{option} {run_dir}: a {run.config.task} run, but this option needs a {task} run")
     if setup.n_gpus > 1:
-        from bodycomp_cli.core.amp import choose_amp
+        from bodycomp_cli.core.amp import inference_amp
         from bodycomp_cli.engine.devices import AutocastDataParallel
 
-        amp = choose_amp(setup.device, setup.amp)  # the replicas' threads need predict_*'s autocast again
+        amp = inference_amp(setup.device, setup.amp)  # the replicas' threads need predict_*'s autocast again
         run.model = AutocastDataParallel(run.model, device_ids=list(range(setup.n_gpus)), amp=amp)
     return run
 
