@@ -136,14 +136,14 @@ def _predict_offsets(
 ) -> np.ndarray:
     _require(run, "slice_selection")
     config = run.config
-    if run.heads is not None and (z_mm is None or len(z_mm) != n_slices):
-        raise BodycompError(f"{run.run_dir}: has a series head, which needs every slice's z_mm (one whole series)")
     try:
         rows = volume_context_rows(n_slices, z_mm, config.context_mm)
     except ValueError:
         raise BodycompError(
             f"{run.run_dir}: was trained with --context-mm {config.context_mm:g}; give z_mm per slice"
         ) from None
+    if run.heads is not None and (z_mm is None or len(z_mm) != n_slices):
+        raise BodycompError(f"{run.run_dir}: has a series head, which needs every slice's z_mm (one whole series)")
     outputs = np.empty((n_slices, len(config.output_levels)), dtype=np.float32)
     features: list[np.ndarray] = []
     for start in range(0, n_slices, batch_size):

@@ -19,7 +19,7 @@ from bodycomp_cli.core.metacsv import SliceMeta
 from bodycomp_cli.core.metrics import outputs_from_offsets, series_selection_errors, summarise_errors
 from bodycomp_cli.core.preprocess import series_groups
 from bodycomp_cli.core.runconfig import read_run_config
-from bodycomp_cli.engine.checkpoint import BEST, load_checkpoint
+from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.devices import strip_prefix
 from bodycomp_cli.engine.models import build_model
 from bodycomp_cli.engine.series_head import (
@@ -71,7 +71,9 @@ def fit_series_head(
     """Train the head on the best CNN's features of the train series; report its choice on the val series."""
     config = read_run_config(run_dir)
     model = build_model(config)
-    model.load_state_dict(strip_prefix(load_checkpoint(run_dir / BEST)["model"]))
+    # The best CNN; a run killed just before best was first published and resumed afterwards has only its last.
+    source = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
+    model.load_state_dict(strip_prefix(load_checkpoint(source)["model"]))
     model.eval()
     splits = {split: series_of(meta, slice_features(model, dataset)) for split, (dataset, meta) in datasets.items()}
     heads = train_heads(splits["train"], head, seed)
