@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,7 +17,10 @@ from helpers_train import make_seg_data
 
 from bodycomp_cli.core import amp
 from bodycomp_cli.core.amp import AmpPolicy, choose_amp
+from bodycomp_cli.core.preprocess import selection_input
+from bodycomp_cli.core.runconfig import RunConfig
 from bodycomp_cli.engine import inference
+from bodycomp_cli.estimate.evaluate import EvaluateOptions, evaluate_run
 from bodycomp_cli.estimate.models import inference_setup
 
 torch.set_num_threads(1)
@@ -89,3 +95,67 @@ def test_fp16_and_grad_scaler_branch_trains_on_the_cpu(tmp_path, monkeypatch):
     assert scaler is not None and 0 < scaler["scale"] <= 2.0**16 and scaler["_growth_tracker"] >= 0
     assert all(value.dtype == torch.float32 for value in checkpoint["model"].values() if value.is_floating_point())
     assert json.loads((models / "fp16" / "config.json").read_text())["amp"] is False  # the real CPU choice
+
+
+# ----- inference on the CPU (issue 15) -------------------------------------------------------------------------
+class _RecordsPrecision(torch.nn.Module):
+    """A one-level selection model that records, per batch, the CPU autocast dtype it ran under (None: none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 2, 3)
+        self.seen: list[torch.dtype | None] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return self.conv(images).mean(dim=(2, 3))[:, :1]
+
+
+def _selection_run(amp: bool) -> inference.LoadedRun:
+    config = RunConfig("slice_selection", "records", 16, levels=["L3"], threshold=10.0)
+    return inference.LoadedRun(_RecordsPrecision(), config, "slice_selection", torch.device("cpu"), Path("r"), amp)
+
+
+def test_cpu_inference_autocasts_bf16_where_the_cpu_has_it_and_no_amp_is_exact_fp32(monkeypatch):
+    monkeypatch.setattr(amp, "cpu_has_bf16", lambda: True)  # as on AVX512-BF16 or AMX, on any test machine
+    pixels = np.random.default_rng(0).integers(0, 256, size=(5, 20, 20), dtype=np.uint8)
+    fast = _selection_run(amp=True)
+    fast_outputs = inference.predict_slice_offsets_8bit(fast, pixels, batch_size=4)
+    assert fast.model.seen == [torch.bfloat16, torch.bfloat16]  # the default path: two batches in bf16
+    exact = _selection_run(amp=False)  # --no-amp
+    outputs = inference.predict_slice_offsets_8bit(exact, pixels, batch_size=4)
+    assert exact.model.seen == [None, None]
+    with torch.no_grad():  # exactly the fp32 model on the same input, no autocast anywhere
+        expected = torch.sigmoid(exact.model(selection_input(pixels[:, None], 16))).numpy()
+    assert outputs.dtype == np.float32 and np.array_equal(outputs, expected)
+    assert not np.array_equal(fast_outputs, outputs) and np.allclose(fast_outputs, outputs, atol=0.02)
+    assert inference_setup(0).description == "the CPU, bf16 autocast"
+    assert inference_setup(0, amp=False).description == "the CPU"
+    assert inference_setup(0, cpu_amp=False).description == "the CPU"  # evaluate of a run validated in fp32
+    monkeypatch.setattr(amp, "cpu_has_bf16", lambda: False)  # an AVX2-only CPU: bf16 would be emulated, slowly
+    plain = _selection_run(amp=True)
+    inference.predict_slice_offsets_8bit(plain, pixels, batch_size=8)
+    assert plain.model.seen == [None] and inference_setup(0).description == "the CPU"
+
+
+def test_estimate_and_evaluate_cli_autocast_on_a_bf16_cpu_unless_no_amp(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(amp, "cpu_has_bf16", lambda: True)
+    models = ["--select-model", trained["select"], "--seg-model", trained["seg"], "-g", "0"]
+    results = {}
+    for flag in ("--amp", "--no-amp"):
+        out = tmp_path / flag
+        result = invoke(["estimate", trained["series_csv"], *models, "-o", out, "--no-previews", flag])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert ("inference on the CPU, bf16 autocast" in result.output) is (flag == "--amp"), result.output
+        results[flag] = pd.read_csv(out / "results.csv")
+    assert results["--amp"]["series"].tolist() == results["--no-amp"]["series"].tolist()
+    # evaluate scores as the run's validation did: this run was validated in fp32, so no autocast...
+    report = evaluate_run(trained["seg"], trained["root"] / "seg_data", tmp_path / "e1", EvaluateOptions(gpus=0))
+    assert report["device"] == "the CPU"
+    config = json.loads((trained["seg"] / "config.json").read_text())
+    run = tmp_path / "seg_amp"
+    shutil.copytree(trained["seg"], run)
+    (run / "config.json").write_text(json.dumps({**config, "amp": True}))  # ...a run validated under autocast: bf16
+    report = evaluate_run(run, trained["root"] / "seg_data", tmp_path / "e2", EvaluateOptions(gpus=0))
+    assert report["device"] == "the CPU, bf16 autocast"

@@ -26,6 +26,14 @@ def run_tiny(script: str, *extra: str) -> str:
         ("memory_model_only.py", ["bare training (plain), unet/resnet34 64 px batch 4:"]),
         ("engine_overhead.py", ["bare PyTorch loop:", "bodycomp engine:", "ratio:"]),
         (
+            "estimate.py",
+            ["old path (fp32, contiguous", "new path (as `bodycomp estimate` now", "ratio:", "bare selection"],
+        ),
+        (
+            "estimate_overhead.py",
+            ["old way ms/series", "growth of the per-series cost, 10 -> 40 series", "overlap: 4 series"],
+        ),
+        (
             "memory.py",
             [
                 "train-seg --workers 1: peak memory",

@@ -120,8 +120,14 @@ def _estimate_outputs(out):
     return files, pd.read_csv(out / "results.csv"), json.loads((out / "results.json").read_text())
 
 
-# Series a, b, c; each series writes masks/, previews/, then results.csv and results.json.
-ESTIMATE_KILLS = ["before-rename:results.csv#2", "before-rename:b_L3.png", "after-rename:results.json"]
+# Series a, b, c; each series writes masks/, previews/, then appends its row to results.csv; results.json,
+# studies.csv and report.html are written at the end.
+ESTIMATE_KILLS = [
+    "before-append:results.csv#2",  # b's mask and preview written, its row not: b is done again
+    "before-rename:b_L3.png",  # the resumed run, in b's preview
+    "appended:results.csv#2",  # b and c appended, the final outputs not yet written
+    "before-rename:results.json",  # results.csv rewritten whole at the end, results.json in its temp file
+]
 
 
 def test_estimate_killed_at_write_points_then_resumed_equals_an_uninterrupted_run(tmp_path, forkserver):

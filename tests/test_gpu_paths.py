@@ -8,6 +8,7 @@ import concurrent.futures
 import copy
 import ctypes
 import importlib
+import os
 import re
 import threading
 import warnings
@@ -236,19 +237,15 @@ def _fake_run(folder: Path, task: SegmentationTask | SliceSelectionTask) -> Path
     return folder
 
 
-def test_estimate_and_evaluate_refuse_a_multi_process_launch_with_one_line(tmp_path, monkeypatch):
+def test_evaluate_refuses_a_multi_process_launch_with_one_line(tmp_path, monkeypatch):
+    # estimate shards its series over the ranks (tests/test_estimate_ranks.py); evaluate runs as one process.
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     seg = _fake_run(tmp_path / "seg", SegmentationTask(SegmentationSettings()))
-    select = _fake_run(tmp_path / "select", SliceSelectionTask(SliceSelectionSettings()))
     (tmp_path / "data").mkdir()
-    (tmp_path / "series.npz").write_bytes(b"")
-    estimate = ["estimate", tmp_path / "series.npz", "--select-model", select, "--seg-model", seg, "-o", tmp_path / "o"]
-    for args in (estimate, ["evaluate", seg, tmp_path / "data"]):
-        result = invoke(args)
-        assert_user_error(result, "one of 2 processes", "start them without torchrun")
-    assert not (tmp_path / "o").exists()
+    result = invoke(["evaluate", seg, tmp_path / "data"])
+    assert_user_error(result, "one of 2 processes", "start them without torchrun")
 
 
 def test_estimate_runs_as_one_process_under_a_one_process_launcher(monkeypatch):
@@ -256,7 +253,7 @@ def test_estimate_runs_as_one_process_under_a_one_process_launcher(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert not torch.distributed.is_initialized()
-    setup = inference_setup(None)
+    setup = inference_setup(None, amp=False)  # (with amp, a CPU with bf16 instructions adds ", bf16 autocast")
     assert (setup.device, setup.n_gpus) == ("cpu", 0) and setup.description == "the CPU"
     assert inference_setup(0).device == "cpu"  # -g is a single-process setting, accepted here
 
@@ -315,6 +312,33 @@ def test_cli_low_memory_sets_malloc_at_the_entry(tmp_path, monkeypatch):
     result = invoke(["train-seg", data, tmp_path / "models", "--low-memory", "--steps-per-epoch", "1", *options])
     assert result.exit_code == 0, result.output
     assert calls == [(memory.M_MMAP_THRESHOLD, memory.MMAP_THRESHOLD_BYTES)]
+
+
+def test_cli_keeps_freed_memory_unless_low_memory_or_the_user_chose(trained, tmp_path, monkeypatch):
+    calls: list[tuple] = []
+    real_cdll = ctypes.CDLL
+
+    def cdll(name, *args, **kwargs):
+        if name.startswith("libc."):
+            return SimpleNamespace(mallopt=lambda *values: calls.append(values) or 1)
+        return real_cdll(name, *args, **kwargs)
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    for name in [k for k in os.environ if k.startswith("MALLOC_") or k in ("GLIBC_TUNABLES", "LD_PRELOAD")]:
+        monkeypatch.delenv(name)
+    models = ["--select-model", trained["select"], "--seg-model", trained["seg"], "-g", "0", "--no-previews"]
+    result = invoke(["estimate", trained["series_csv"], *models, "-o", tmp_path / "out"])
+    assert result.exit_code == 0, result.output
+    kept = [(memory.M_MMAP_MAX, 0), (memory.M_TRIM_THRESHOLD, memory.NEVER_TRIM)]
+    assert calls == kept
+    calls.clear()
+    result = invoke(["evaluate", trained["seg"], trained["root"] / "seg_data", "-o", tmp_path / "ev", "-g", "0"])
+    assert result.exit_code == 0, result.output
+    assert calls == kept
+    calls.clear()
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # the user's own malloc settings are left alone
+    result = invoke(["estimate", trained["series_csv"], *models, "-o", tmp_path / "out2"])
+    assert result.exit_code == 0 and calls == [], result.output
 
 
 # ----- seeding under DDP ---------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bodycomp_cli.core.runconfig import RunConfig
-from bodycomp_cli.engine.inference import LoadedRun, predict_segmentation
+from bodycomp_cli.core.runconfig import CONFIG_FILE, RunConfig
+from bodycomp_cli.engine.checkpoint import save_checkpoint
+from bodycomp_cli.engine.inference import LoadedRun, load_run, predict_segmentation
+from bodycomp_cli.engine.models import build_model
 from bodycomp_cli.estimate.models import inference_setup
 
 
@@ -43,3 +46,19 @@ def test_no_amp_reaches_the_inference_setup():
     assert inference_setup(0).amp is True
     setup = inference_setup(0, amp=False)
     assert setup.amp is False and setup.device == "cpu"
+
+
+def test_load_run_puts_the_model_in_channels_last_with_the_same_outputs(tmp_path):
+    config = RunConfig("slice_selection", "resnet10t", 32, levels=["L3"], threshold=10.0)
+    model = build_model(config).eval()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / CONFIG_FILE).write_text(json.dumps(config.to_dict()))
+    save_checkpoint(run_dir / "checkpoint_best.pt", {"model": model.state_dict()})
+    run = load_run(run_dir)
+    kernels = [p for p in run.model.parameters() if p.dim() == 4 and p.shape[1] > 1]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    assert not all(p.is_contiguous() for p in kernels)
+    images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(run.model(images), model(images), atol=1e-5)

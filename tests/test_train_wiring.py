@@ -31,3 +31,15 @@ def test_every_engine_option_reaches_the_engine_config(tmp_path, monkeypatch, co
     result = invoke([command, tmp_path, tmp_path / "models", "-a", "wired", *ENGINE_OPTIONS])
     assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
     assert received["engine"] == EXPECTED
+
+
+@pytest.mark.parametrize(
+    ("flags", "amp", "cpu_amp"),
+    [([], True, EngineConfig().cpu_amp), (["--amp"], True, True), (["--no-amp"], False, False)],
+)
+def test_amp_flag_decides_on_the_cpu_as_on_cuda(tmp_path, monkeypatch, flags, amp, cpu_amp):
+    received = {}
+    monkeypatch.setattr(segmentation, "train_segmentation", lambda *args: received.setdefault("engine", args[3]))
+    result = invoke(["train-seg", tmp_path, tmp_path / "models", "-a", "amp", "-g", "0", *flags])
+    assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
+    assert (received["engine"].amp, received["engine"].cpu_amp) == (amp, cpu_amp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -9,9 +10,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bodycomp_cli.commands.common import GpusOption, LevelsOption, OverwriteOption, report_user_errors
+from bodycomp_cli.commands.common import (
+    GpusOption,
+    LevelsOption,
+    OverwriteOption,
+    report_user_errors,
+    set_malloc_policy,
+)
+from bodycomp_cli.errors import BodycompError
 
-AmpOption = Annotated[bool, typer.Option("--amp/--no-amp", help="Autocast on GPUs: bf16 from Ampere on, else fp16.")]
+AmpOption = Annotated[
+    bool,
+    typer.Option(
+        "--amp/--no-amp",
+        help="Autocast: on GPUs bf16 from Ampere on, else fp16; on CPUs with bf16 instructions bf16 "
+        "(evaluate: where the run was validated so). --no-amp: exact fp32.",
+    ),
+]
 BatchOption = Annotated[int, typer.Option("-b", "--batch-size", help="Slices per inference batch.", min=1)]
 
 
@@ -70,33 +85,70 @@ def register(app: typer.Typer) -> None:
         gpus: GpusOption = None,
         amp: AmpOption = True,
         batch_size: BatchOption = 32,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                "--workers",
+                help="Processes reading the next series while the models run; 0: read in this process "
+                "(default: half of this process's share of the usable cores, 1 to 8).",
+                min=0,
+                show_default=False,
+            ),
+        ] = None,
+        shard: Annotated[
+            str | None,
+            typer.Option(
+                "--shard",
+                help="K/N: estimate only shard K (0 to N-1) of N, alone (a Slurm array task); a later --resume "
+                "without --shard merges the shards.",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         """Find vertebral levels in CT series and measure muscle and fat areas and HU there.
 
         Example: bodycomp estimate cohort.csv --select-model models/select --seg-model models/seg -o results/
         """
+        from bodycomp_cli.core.workers import default_loader_workers
         from bodycomp_cli.estimate.inputs import collect_inputs
         from bodycomp_cli.estimate.models import load_estimator_models
         from bodycomp_cli.estimate.qc import QcSettings
+        from bodycomp_cli.estimate.ranks import joined_ranks, shard_ranks
         from bodycomp_cli.estimate.run import EstimateOptions, check_output_dir, run_estimate
 
         out = Console()
+        set_malloc_policy()
         # Everything that can be refused is checked before the output folder exists.
         series = collect_inputs(inputs)
-        check_output_dir(output_dir, resume, overwrite)
-        models = load_estimator_models(
-            select_model, seg_model, levels, gpus=gpus, batch_size=batch_size, log=out.print, amp=amp
-        )
-        options = EstimateOptions(
-            range_mm=range_mm,
-            save_masks=save_masks,
-            previews=previews,
-            resume=resume,
-            overwrite=overwrite,
-            qc=QcSettings(min_slices=min_slices, spacing_tolerance_mm=spacing_tolerance, min_matrix=min_matrix),
-            dicom_seg=dicom_seg,
-        )
-        summary = run_estimate(series, models, output_dir, options)
+        if shard is not None and overwrite:
+            raise BodycompError("--shard and --overwrite: a shard adds to OUTPUT; remove an old folder first")
+        # torchrun: every rank estimates its share, rank 0 writes the outputs; --shard: this share alone.
+        in_ranks = joined_ranks() if shard is None else contextlib.nullcontext(shard_ranks(shard))
+        with in_ranks as ranks:
+            ranks.from_main(lambda: check_output_dir(output_dir, resume or ranks.alone, overwrite))
+            models = load_estimator_models(
+                select_model,
+                seg_model,
+                levels,
+                gpus=gpus,
+                batch_size=batch_size,
+                log=out.print if ranks.is_main else None,
+                amp=amp,
+                distributed=ranks.joined,
+            )
+            options = EstimateOptions(
+                range_mm=range_mm,
+                save_masks=save_masks,
+                previews=previews,
+                resume=resume,
+                overwrite=overwrite,
+                qc=QcSettings(min_slices=min_slices, spacing_tolerance_mm=spacing_tolerance, min_matrix=min_matrix),
+                dicom_seg=dicom_seg,
+                workers=default_loader_workers() if workers is None else workers,
+            )
+            summary = run_estimate(series, models, output_dir, options, ranks)
+        if not ranks.is_main:
+            return
         rate = summary.slices / summary.seconds if summary.seconds > 0 else 0.0
         rows = [
             ("estimated", str(len(summary.estimated))),
@@ -105,6 +157,11 @@ def register(app: typer.Typer) -> None:
             ("slices/s", f"{rate:.1f}"),
         ]
         out.print(_table(f"estimate -> {output_dir}", rows, ("series", "count")))
+        if ranks.alone:
+            out.print(
+                f"shard {shard} done; once every shard is, merge them: the same command without --shard, with --resume",
+                markup=False,
+            )
 
     @app.command("evaluate")
     @report_user_errors
@@ -133,6 +190,7 @@ def register(app: typer.Typer) -> None:
         """
         from bodycomp_cli.estimate.evaluate import EvaluateOptions, evaluate_run
 
+        set_malloc_policy()
         options = EvaluateOptions(
             split=split,
             overwrite=overwrite,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from bodycomp_cli.commands import original_options as original
-from bodycomp_cli.commands.common import GpusOption, LevelsOption, report_user_errors
+from bodycomp_cli.commands.common import GpusOption, LevelsOption, report_user_errors, set_malloc_policy
 
 
 class Schedule(str, Enum):
@@ -38,7 +38,13 @@ ScheduleOption = Annotated[
     Schedule, typer.Option("--schedule", help="cosine, or step (x0.1 at 50% and x0.01 at 75% of the epochs).")
 ]
 AmpOption = Annotated[
-    bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA: bf16 from Ampere on, else fp16 + GradScaler.")
+    bool | None,
+    typer.Option(
+        "--amp/--no-amp",
+        help="Mixed precision: bf16 autocast on GPUs from Ampere on, else fp16 + GradScaler; --amp also on CPUs "
+        "with bf16 instructions (AVX512-BF16, AMX). [default: on CUDA; off on the CPU]",
+        show_default=False,
+    ),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed of model init, sampling order and augmentation.")]
 DeterministicOption = Annotated[
@@ -68,12 +74,12 @@ QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar or e
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run NAME from its checkpoint_last.pt.")]
 
 
-def _low_memory_setting(low_memory: bool) -> None:
-    """--low-memory's process-wide malloc setting: made here, at the CLI entry, not in the engine."""
-    if low_memory:
-        from bodycomp_cli.engine.memory import return_freed_buffers_to_os
-
-        return_freed_buffers_to_os()
+def amp_settings(amp: bool | None) -> dict[str, bool]:
+    """--amp/--no-amp as EngineConfig fields: unset keeps the engine's defaults (CUDA on, the CPU off); --amp
+    turns autocast on for the CPU as for CUDA (bf16 where the CPU has bf16 instructions); --no-amp everywhere off."""
+    if amp is None:
+        return {}
+    return {"amp": amp, "cpu_amp": amp}
 
 
 def register(app: typer.Typer) -> None:
@@ -117,7 +123,7 @@ def register(app: typer.Typer) -> None:
             float, typer.Option("--window-width", help="HU window width of the model input.")
         ] = 400.0,
         schedule: ScheduleOption = Schedule.cosine,
-        amp: AmpOption = True,
+        amp: AmpOption = None,
         seed: SeedOption = 0,
         deterministic: DeterministicOption = False,
         workers: WorkersOption = -1,
@@ -151,14 +157,14 @@ def register(app: typer.Typer) -> None:
             arch, encoder, thoracic, image_size, window_level, window_width, arch_options=arch_options,
             input_windowed=input_windowed,
         )  # fmt: skip
-        _low_memory_setting(low_memory)
+        set_malloc_policy(low_memory)
         engine = EngineConfig(
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
             schedule=schedule.value,
             gpus=gpus,
-            amp=amp,
+            **amp_settings(amp),
             seed=seed,
             deterministic=deterministic,
             workers=workers,
@@ -215,7 +221,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         schedule: ScheduleOption = Schedule.cosine,
-        amp: AmpOption = True,
+        amp: AmpOption = None,
         seed: SeedOption = 0,
         deterministic: DeterministicOption = False,
         workers: WorkersOption = -1,
@@ -251,14 +257,14 @@ def register(app: typer.Typer) -> None:
             levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size, context_mm=context_mm,
             arch_options=arch_options, series_head=series_head,
         )  # fmt: skip
-        _low_memory_setting(low_memory)
+        set_malloc_policy(low_memory)
         engine = EngineConfig(
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
             schedule=schedule.value,
             gpus=gpus,
-            amp=amp,
+            **amp_settings(amp),
             seed=seed,
             deterministic=deterministic,
             workers=workers,

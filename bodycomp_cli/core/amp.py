@@ -4,7 +4,7 @@ CUDA: bf16 only where the GPU computes it natively (compute capability 8.0, Ampe
 (V100 7.0, T4 7.5) report torch.cuda.is_bf16_supported() as True because bf16 is emulated there, slowly; they
 get fp16, whose narrow exponent needs a GradScaler so small gradients do not flush to zero.
 CPU: full precision unless asked for (`cpu=True`), and then bf16 only on CPUs with bf16 instructions
-(AVX512-BF16 or AMX); the default CPU path stays exact, so CPU runs are unchanged by this module.
+(AVX512-BF16 or AMX). Inference asks for it (inference_amp); training only with --cpu-amp.
 """
 
 from __future__ import annotations
@@ -77,3 +77,11 @@ def choose_amp(device: torch.device | str, enabled: bool = True, cpu: bool = Fal
     if device.type == "cpu" and cpu and cpu_has_bf16():
         return AmpPolicy("cpu", torch.bfloat16)
     return AmpPolicy(device.type)
+
+
+def inference_amp(device: torch.device | str, enabled: bool = True) -> AmpPolicy:
+    """The autocast policy of estimate and evaluate: choose_amp with the CPU opted in (--no-amp: enabled=False).
+
+    bf16 on the CPU changes a selection curve by far less than the slice spacing, and doubles the speed.
+    """
+    return choose_amp(device, enabled, cpu=True)

@@ -44,8 +44,11 @@ def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options
     check_run_folder(run_dir, "RUN_DIR")
     if not data_dir.is_dir():
         raise BodycompError(f"{data_dir}: no such data folder")
-    setup = inference_setup(options.gpus, options.amp)  # refuses a multi-process launch before anything is read
-    task = read_run_config(run_dir).task
+    setup = inference_setup(options.gpus, options.amp, cpu_amp=False)  # refuses a multi-process launch first
+    config = read_run_config(run_dir)
+    if config.amp:  # validated under autocast: on the CPU too, score as validation did (bf16 where it can)
+        setup = inference_setup(options.gpus, options.amp)
+    task = config.task
     output_dir = Path(output_dir) if output_dir is not None else default_output_dir(run_dir, options.split)
     refuse_existing_output(output_dir, options.overwrite)
     run = load_for_inference(run_dir, "RUN_DIR", task, setup)

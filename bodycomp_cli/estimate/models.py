@@ -64,20 +64,29 @@ class InferenceSetup:
     device: str  # "cpu" or "cuda:0"
     n_gpus: int  # DataParallel over cuda:0..n-1 when > 1
     description: str
-    amp: bool = True  # autocast on GPUs as core/amp.py decides (--no-amp turns it off)
+    amp: bool = True  # autocast as core/amp.py decides, the CPU included (--no-amp turns it off)
 
 
-def inference_setup(gpus: int | None, amp: bool = True) -> InferenceSetup:
+def inference_setup(
+    gpus: int | None, amp: bool = True, distributed: bool = False, cpu_amp: bool = True
+) -> InferenceSetup:
     """Choose devices as training does (-g; default 1 GPU when CUDA is there, else the CPU).
 
-    Mixed precision is the engine's (core/amp.py): predict_* autocast on GPUs unless amp=False.
+    distributed (estimate under torchrun): this rank's own device, LOCAL_RANK's GPU or the CPU; without it a
+    multi-process launch is refused (evaluate). Mixed precision is the engine's (core/amp.py): predict_*
+    autocast on GPUs, and (cpu_amp) in bf16 on CPUs with bf16 instructions, unless amp=False.
     """
-    from bodycomp_cli.core.amp import choose_amp
+    from bodycomp_cli.core.amp import inference_amp
     from bodycomp_cli.engine.devices import resolve_devices
 
-    setup = resolve_devices(gpus, single_process=True)  # no process group: refused under a multi-process launcher
-    description = setup.describe()
-    policy = choose_amp(setup.device, amp)
+    setup = resolve_devices(gpus, single_process=not distributed)
+    if setup.distributed:  # each rank its own device, no DDP wrapper: inference needs no gradient reduction
+        description = f"{setup.world_size} torchrun processes, one device each (rank {setup.rank}: {setup.device})"
+    else:
+        description = setup.describe()
+    if setup.device.type == "cpu":
+        amp = amp and cpu_amp
+    policy = inference_amp(setup.device, amp)
     if policy.enabled:
         description += f", {policy.describe(training=False)}"
     return InferenceSetup(str(setup.device), setup.n_gpus, description, amp)
@@ -94,10 +103,10 @@ def load_for_inference(run_dir: Path, option: str, task: str | None, setup: Infe
     if task is not None and run.config.task != task:
         raise BodycompError(f"{option} {run_dir}: a {run.config.task} run, but this option needs a {task} run")
     if setup.n_gpus > 1:
-        from bodycomp_cli.core.amp import choose_amp
+        from bodycomp_cli.core.amp import inference_amp
         from bodycomp_cli.engine.devices import AutocastDataParallel
 
-        amp = choose_amp(setup.device, setup.amp)  # the replicas' threads need predict_*'s autocast again
+        amp = inference_amp(setup.device, setup.amp)  # the replicas' threads need predict_*'s autocast again
         run.model = AutocastDataParallel(run.model, device_ids=list(range(setup.n_gpus)), amp=amp)
     return run
 
@@ -143,6 +152,7 @@ def load_estimator_models(
     batch_size: int = 32,
     log: Callable[[str], None] | None = None,
     amp: bool = True,
+    distributed: bool = False,
 ) -> EstimatorModels:
     """Load the selection run and each level's segmentation run, refusing wrong or incomplete folders.
 
@@ -154,7 +164,7 @@ def load_estimator_models(
         # Check every folder before loading anything, so a typo in the last one costs no waiting.
         match = _LEVEL_MAPPING.match(spec)
         check_run_folder(Path(match.group(2).strip() if match else spec), "--seg-model")
-    setup = inference_setup(gpus, amp)
+    setup = inference_setup(gpus, amp, distributed)
     if log is not None:
         log(f"inference on {setup.description}")
     select_run = load_for_inference(select_dir, "--select-model", "slice_selection", setup)

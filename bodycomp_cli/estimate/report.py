@@ -1,4 +1,4 @@
-"""results.csv, results.json and qc.csv: their columns, and writing them whole after every series."""
+"""results.csv, results.json and qc.csv: their columns, their records, and reading them back for --resume."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.measure import STATISTICS
 from bodycomp_cli.io.atomic import atomic_write_text
 from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS
+from bodycomp_cli.io.journal import read_complete_text
 
 LEVEL_FIELDS = ("slice_index", "z_mm", "zero_crossings", "sop_instance_uid")
 TISSUE_FIELDS = (*STATISTICS, "touches_edge")
@@ -63,36 +64,44 @@ def nested_record(row: dict[str, object], layout: Layout) -> dict[str, object]:
     }
 
 
-def write_results(output_dir: Path, rows: Sequence[dict[str, object]], layout: Layout) -> None:
-    """Rewrite results.csv and results.json from all rows so far (each file replaced atomically)."""
+def csv_text(rows: Sequence[dict[str, object]], columns: Sequence[str], header: bool = True) -> str:
+    """CSV records of `rows` in `columns` order, as pandas writes them (a blank cell for None or NaN)."""
     import pandas as pd
 
-    columns = result_columns(layout)
     buffer = io.StringIO()
-    pd.DataFrame(list(rows), columns=columns).to_csv(buffer, index=False)
-    atomic_write_text(output_dir / "results.csv", buffer.getvalue())
+    pd.DataFrame(list(rows), columns=list(columns)).to_csv(buffer, index=False, header=header)
+    return buffer.getvalue()
+
+
+def write_results(output_dir: Path, rows: Sequence[dict[str, object]], layout: Layout) -> None:
+    """Write results.csv and results.json from all rows (each file replaced atomically)."""
+    columns = result_columns(layout)
+    atomic_write_text(output_dir / "results.csv", csv_text(rows, columns))
     document = {"versions": versions(), "columns": columns, "series": [nested_record(row, layout) for row in rows]}
     atomic_write_text(output_dir / "results.json", json.dumps(document, indent=1) + "\n")
 
 
 def write_qc(output_dir: Path, failures: Sequence[dict[str, str]]) -> None:
-    import pandas as pd
-
-    buffer = io.StringIO()
-    pd.DataFrame(list(failures), columns=list(QC_COLUMNS)).to_csv(buffer, index=False)
-    atomic_write_text(output_dir / "qc.csv", buffer.getvalue())
+    atomic_write_text(output_dir / "qc.csv", csv_text(failures, QC_COLUMNS))
 
 
 def read_previous_results(output_dir: Path, layout: Layout) -> list[dict[str, object]]:
     """The rows of an earlier run's results.csv (for --resume); its columns must match this run's."""
+    return read_results(output_dir / "results.csv", layout)
+
+
+def read_results(path: Path, layout: Layout) -> list[dict[str, object]]:
+    """The rows of a results.csv (or a rank's part of one); a row torn by a crash is left out."""
     import pandas as pd
 
-    path = output_dir / "results.csv"
     if not path.is_file():
         return []
     try:
-        text = dict.fromkeys(TEXT_COLUMNS, str) | {f"{level}_sop_instance_uid": str for level, _ in layout}
-        table = pd.read_csv(path, dtype=text, keep_default_na=True)
+        text = read_complete_text(path)
+        if not text:  # killed before its first record was complete: nothing was done
+            return []
+        columns = dict.fromkeys(TEXT_COLUMNS, str) | {f"{level}_sop_instance_uid": str for level, _ in layout}
+        table = pd.read_csv(io.StringIO(text), dtype=columns, keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise BodycompError(f"{path}: cannot read the earlier results ({str(error).splitlines()[0]})") from None
     expected = result_columns(layout)
@@ -105,7 +114,7 @@ def read_previous_results(output_dir: Path, layout: Layout) -> list[dict[str, ob
     for record in table.to_dict("records"):
         for column, value in record.items():
             if isinstance(value, float) and math.isnan(value):
-                record[column] = None if column in text else value
+                record[column] = None if column in columns else value
             elif column.endswith(INTEGER_FIELDS):
                 record[column] = int(value)
         rows.append(record)
@@ -113,10 +122,17 @@ def read_previous_results(output_dir: Path, layout: Layout) -> list[dict[str, ob
 
 
 def read_previous_qc(output_dir: Path) -> list[dict[str, str]]:
+    return read_qc(output_dir / "qc.csv")
+
+
+def read_qc(path: Path) -> list[dict[str, str]]:
+    """The rows of a qc.csv (or a rank's part of one); a row torn by a crash is left out."""
     import pandas as pd
 
-    path = output_dir / "qc.csv"
     if not path.is_file():
         return []
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    text = read_complete_text(path)
+    if not text:
+        return []
+    table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     return [row for row in table.to_dict("records") if set(QC_COLUMNS) <= set(row)]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from bodycomp_cli.core.amp import inference_amp
 from bodycomp_cli.core.metacsv import SliceMeta
 from bodycomp_cli.core.metrics import outputs_from_offsets, series_selection_errors, summarise_errors
 from bodycomp_cli.core.preprocess import series_groups
@@ -42,10 +43,17 @@ def is_main_process() -> bool:
 
 
 @torch.no_grad()
-def slice_features(model: torch.nn.Module, dataset, batch_size: int = 64) -> np.ndarray:
-    """The CNN's pooled features of every item of a slice dataset, in order (N x C float32)."""
+def slice_features(model: torch.nn.Module, dataset, batch_size: int = 32) -> np.ndarray:
+    """The CNN's pooled features of every item of a slice dataset, in order (N x C float32).
+
+    Computed as estimate and evaluate compute them (their autocast, their batch size), so the head is
+    trained on the features it will be given.
+    """
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    chunks = [classifier_features(model, batch["image"])[1].float().numpy() for batch in loader]
+    chunks = []
+    for batch in loader:
+        with inference_amp(torch.device("cpu")).autocast():
+            chunks.append(classifier_features(model, batch["image"])[1].float().numpy())
     return np.concatenate(chunks)
 
 

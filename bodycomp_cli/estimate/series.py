@@ -1,0 +1,149 @@
+"""One series through the models: the slice chosen per level, its segmentation and measurements, its files."""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from bodycomp_cli.core.selection import SliceChoice, select_level_slice
+from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.estimate.dicom_seg import write_dicom_seg
+from bodycomp_cli.estimate.field_of_view import tissues_touching_edge
+from bodycomp_cli.estimate.measure import STATISTICS, measure_tissues
+from bodycomp_cli.estimate.preview import save_preview
+from bodycomp_cli.estimate.qc import QcSettings
+from bodycomp_cli.estimate.report import SELECTION_BY_MODEL, SELECTION_SKIPPED, Layout
+from bodycomp_cli.io.atomic import atomic_write_bytes
+from bodycomp_cli.io.dicom_tree import DicomSeries
+
+if TYPE_CHECKING:
+    from bodycomp_cli.io.volumes import Volume
+
+
+class Models(Protocol):
+    """What the pipeline needs of the models (EstimatorModels, or a fake in the tests)."""
+
+    levels: list[str]
+
+    @property
+    def threshold_mm(self) -> float: ...
+
+    def slice_outputs(self, hu_volume: np.ndarray, z_mm: np.ndarray) -> np.ndarray: ...
+
+    def classes(self, level: str) -> list[str]: ...
+
+    def segment(self, level: str, hu_slices: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class EstimateOptions:
+    range_mm: float = 0.0  # also segment slices within +-range_mm of the chosen one
+    save_masks: bool = False
+    previews: bool = True
+    resume: bool = False
+    overwrite: bool = False
+    qc: QcSettings = field(default_factory=QcSettings)
+    show_progress: bool = True
+    dicom_seg: bool = False  # write dicom_seg/<series>_<LEVEL>.dcm for DICOM inputs
+    workers: int = 0  # processes reading the next series ahead (0: each series read here, when its turn comes)
+
+
+def file_stem(series: str) -> str:
+    """A series id made safe as a file name (`a/b c` -> `a_b_c`)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", series).strip("._") or "series"
+
+
+def measurement_layout(models: Models) -> Layout:
+    return [(level, list(models.classes(level)[1:])) for level in models.levels]
+
+
+def estimate_series(
+    volume: Volume, models: Models, options: EstimateOptions
+) -> tuple[dict[str, object], dict[str, dict]]:
+    """Row of results.csv for one volume, and per level what the previews and masks need.
+
+    A one-slice volume (allowed by --min-slices 1) has nothing to choose from: the selection model is not
+    run, its slice is measured for every level, and the row says so (as the original's --no_slice_selection).
+    """
+    skip_selection = volume.hu.shape[0] == 1
+    outputs = None if skip_selection else models.slice_outputs(volume.hu, volume.z_mm)
+    row: dict[str, object] = {"slice_selection": SELECTION_SKIPPED if skip_selection else SELECTION_BY_MODEL}
+    details: dict[str, dict] = {}
+    for column, level in enumerate(models.levels):
+        if outputs is None:
+            choice = SliceChoice(index=0, zero_crossings=None, smoothed=None)
+        else:
+            choice = select_level_slice(outputs[:, column], volume.z_mm, models.threshold_mm)
+        z_chosen = float(volume.z_mm[choice.index])
+        # --range: every slice within +-MM of the chosen one; the chosen slice always counts.
+        near = np.flatnonzero(np.abs(volume.z_mm - z_chosen) <= options.range_mm)
+        indices = near if choice.index in near else np.array([choice.index])
+        labels = models.segment(level, np.asarray(volume.hu[indices]))
+        classes = models.classes(level)
+        stats = measure_tissues(volume.hu[indices], labels, classes, volume.pixel_spacing)
+        row[f"{level}_slice_index"] = int(choice.index)
+        row[f"{level}_z_mm"] = z_chosen
+        row[f"{level}_zero_crossings"] = None if choice.zero_crossings is None else int(choice.zero_crossings)
+        row[f"{level}_sop_instance_uid"] = volume.sop_instance_uids[choice.index] if volume.sop_instance_uids else ""
+        touching = tissues_touching_edge(volume.hu[indices], labels, classes)
+        for tissue, values in stats.items():
+            for stat in STATISTICS:
+                row[f"{level}_{tissue}_{stat}"] = values[stat]
+            row[f"{level}_{tissue}_touches_edge"] = touching[tissue]
+        chosen_labels = labels[int(np.flatnonzero(indices == choice.index)[0])]
+        details[level] = {
+            "choice": choice,
+            "labels": chosen_labels,
+            "classes": classes,
+            "indices": indices,
+            "range_labels": labels,
+        }
+    return row, details
+
+
+def write_series_files(
+    folder: Path,
+    stem: str,
+    volume: Volume,
+    details: dict[str, dict],
+    options: EstimateOptions,
+    dicom: DicomSeries | None,
+) -> list[str]:
+    """Write the masks, previews and DICOM SEG files of one series; return notes for the console."""
+    notes: list[str] = []
+    for level, detail in details.items():
+        choice = detail["choice"]
+        if options.dicom_seg and dicom is not None and volume.sop_instance_uids:
+            try:
+                write_dicom_seg(
+                    folder / "dicom_seg" / f"{stem}_{level}.dcm",
+                    dicom,
+                    [volume.sop_instance_uids[index] for index in detail["indices"]],
+                    detail["range_labels"],
+                    detail["classes"],
+                    level,
+                )
+            except BodycompError as error:  # the measurements stand; only the SEG file is missing
+                notes.append(str(error))
+        if options.save_masks:
+            buffer = io.BytesIO()
+            np.save(buffer, detail["labels"].astype(np.uint8))
+            atomic_write_bytes(folder / "masks" / f"{stem}_{level}.npy", buffer.getvalue())
+        if options.previews:
+            save_preview(
+                folder / "previews" / f"{stem}_{level}.png",
+                volume.hu[choice.index],
+                detail["labels"],
+                detail["classes"],
+                choice.smoothed,
+                volume.z_mm,
+                choice.index,
+                f"{stem}  {level}: slice {choice.index}, z = {volume.z_mm[choice.index]:.1f} mm",
+                volume.pixel_spacing,
+            )
+    return notes
