@@ -35,7 +35,8 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
     run = models / "ddp"
     assert sorted(p.name for p in models.iterdir()) == ["ddp"]
     assert sorted(p.name for p in run.iterdir()) == [
-        "checkpoint_best.pt", "checkpoint_last.pt", "config.json", "curves.png", "history.csv", "tensorboard",
+        "checkpoint_best.pt", "checkpoint_last.pt", "config.json", "curves.png", "history.csv", "series_head.json",
+        "series_head.pt", "tensorboard",
     ]  # fmt: skip
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0's only
     config = json.loads((run / "config.json").read_text())

@@ -28,7 +28,7 @@ def test_fast_demo_writes_every_stage_and_the_summary(fast_demo):
     l3 = summary["slice_error_mm"]["L3"]
     # One selection code path: estimate on the held-out volumes chooses the slices evaluate chose on their PNGs.
     assert summary["estimate"]["l3_error_mm_median"] == l3["median"]
-    assert set(l3) == {"median", "mean", "within_5mm", "within_10mm"}
+    assert set(l3) == {"median", "mean", "within_5mm", "within_10mm", "series"}
     assert l3["median"] >= 0.0 and 0.0 <= l3["within_10mm"] <= 1.0
     assert set(summary["seconds"]) == {
         "phantoms",

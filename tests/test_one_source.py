@@ -4,6 +4,7 @@ same model on the same data, and read the meta CSVs with one reader."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -57,16 +58,33 @@ def test_segmentation_validation_dice_equals_evaluate_dice(tmp_path):
 
 
 def test_selection_validation_metrics_equal_evaluate_metrics(tmp_path):
+    # The per-slice model: the CNN's validation is what evaluate reports.
     data = make_select_data(tmp_path / "data", n_series=(2, 2), slices=8, size=32)
     models = tmp_path / "models"
     args = ["train-select", data, models, "-a", "sel", "-e", "1", "-b", "16", "--arch", "resnet10t"]
-    result = invoke([*args, "--image-size", "32", "--workers", "0", "--steps-per-epoch", "1", "--quiet"])
+    options = ["--image-size", "32", "--workers", "0", "--steps-per-epoch", "1", "--quiet"]
+    result = invoke([*args, *options, "--no-series-head"])
     assert result.exit_code == 0, result.output + str(result.exception)
     history = last_history_row(models / "sel")
     level = evaluate_val(models / "sel", data, batch_size=16)["levels"]["L3"]
     assert history["val_mae_mm_L3"] == level["mae_mm"]
     assert history["val_selection_error_mm_L3"] == level["selection"]["median_mm"]
     assert level["selection"]["n_series"] == 2
+
+
+def test_series_head_validation_equals_evaluate(tmp_path):
+    # With a series head, train-select's report of the head on the val series (series_head.json) is what
+    # evaluate finds on them: the same offsets through the same slice-choice rule.
+    data = make_select_data(tmp_path / "data", n_series=(3, 3), slices=10, size=32)
+    models = tmp_path / "models"
+    args = ["train-select", data, models, "-a", "head", "-e", "1", "-b", "16", "--arch", "resnet10t"]
+    result = invoke([*args, "--image-size", "32", "--workers", "0", "--steps-per-epoch", "1", "--quiet"])
+    assert result.exit_code == 0, result.output + str(result.exception)
+    reported = json.loads((models / "head" / "series_head.json").read_text())["levels"]["L3"]
+    selection = evaluate_val(models / "head", data, batch_size=16)["levels"]["L3"]["selection"]
+    assert selection["n_series"] == reported["n_series"] == 3
+    for key in ("median_mm", "mean_mm", "within_10mm"):
+        assert selection[key] == pytest.approx(reported[key], abs=1e-9), key
 
 
 def test_validation_and_evaluate_invert_saturated_outputs_with_one_clamp():

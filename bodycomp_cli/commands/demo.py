@@ -45,13 +45,16 @@ def register(app: typer.Typer) -> None:
             "bodycomp-demo"
         ),
         fast: Annotated[bool, typer.Option("--fast", help="A smoke run of a few minutes (no quality claim).")] = False,
+        seed: Annotated[
+            int, typer.Option("--seed", help="Other phantoms and another training run of the same settings.")
+        ] = 0,
         overwrite: OverwriteOption = False,
     ) -> None:
         """Run the whole pipeline on phantom data on the CPU and report Dice and L3 error.
 
-        Example: bodycomp demo --fast
+        Example: bodycomp demo --fast; bodycomp demo demo-seed3 --seed 3
         """
         from bodycomp_cli.demo import run_demo
 
         set_malloc_policy()  # as train-* and estimate do
-        run_demo(output_dir, fast=fast, overwrite=overwrite)
+        run_demo(output_dir, fast=fast, overwrite=overwrite, seed=seed)

@@ -221,6 +221,16 @@ def register(app: typer.Typer) -> None:
                 "meta CSVs). 0: the slice alone, as the original toolkit.",
             ),
         ] = 0.0,
+        series_head: Annotated[
+            bool | None,
+            typer.Option(
+                "--series-head/--no-series-head",
+                help="After the per-slice CNN, train a 1-D convolution over its features along each whole series, "
+                "which reads the level from anatomy along z (needs series and z_mm in the meta CSVs). Default: on "
+                "when they are there; --no-series-head: the per-slice model alone, as the original toolkit.",
+                show_default=False,
+            ),
+        ] = None,
         schedule: ScheduleOption = Schedule.cosine,
         amp: AmpOption = None,
         seed: SeedOption = 0,
@@ -257,7 +267,7 @@ def register(app: typer.Typer) -> None:
         )  # fmt: skip
         settings = SliceSelectionSettings(
             levels=levels or ["L3"], arch=arch, threshold_mm=threshold, image_size=image_size, context_mm=context_mm,
-            arch_options=arch_options,
+            arch_options=arch_options, series_head=series_head,
         )  # fmt: skip
         set_malloc_policy(low_memory)
         engine = EngineConfig(

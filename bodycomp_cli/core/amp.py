@@ -77,3 +77,8 @@ def choose_amp(device: torch.device | str, enabled: bool = True, cpu: bool = Fal
     if device.type == "cpu" and cpu and cpu_has_bf16():
         return AmpPolicy("cpu", torch.bfloat16)
     return AmpPolicy(device.type)
+
+
+def inference_amp(device: torch.device | str, enabled: bool = True) -> AmpPolicy:
+    """estimate's autocast policy: choose_amp with the CPU opted in (bf16 on CPUs with bf16 instructions)."""
+    return choose_amp(device, enabled, cpu=True)

@@ -84,3 +84,16 @@ def read_meta_csv(csv_path: Path, levels: list[str]) -> SliceMeta:
         series = frame["series"].astype(str).to_numpy()
         z_mm = numeric_column(frame, "z_mm", csv_path, blank_ok=False)
     return SliceMeta(csv_path, frame, columns, offsets, series, z_mm)
+
+
+def csv_columns(csv_path: Path) -> list[str]:
+    """A CSV's column names (its header only is read)."""
+    try:
+        return [str(name) for name in pd.read_csv(csv_path, nrows=0).columns]
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise BodycompError(f"{csv_path}: not a readable CSV ({reason(error)})") from None
+
+
+def offset_levels(csv_path: Path) -> list[str]:
+    """The levels a meta CSV has ZOffset_<LEVEL> columns for, in column order."""
+    return [name[len("ZOffset_") :] for name in csv_columns(csv_path) if name.startswith("ZOffset_")]

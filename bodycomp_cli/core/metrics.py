@@ -70,6 +70,12 @@ def offsets_from_outputs(outputs: np.ndarray, threshold_mm: float) -> np.ndarray
     return threshold_mm * np.log(p / (1.0 - p))
 
 
+def outputs_from_offsets(offsets_mm: np.ndarray, threshold_mm: float) -> np.ndarray:
+    """Offsets in mm in the form of the model's outputs, sigmoid(offset / T): what the slice-choice rule reads."""
+    scaled = np.clip(np.asarray(offsets_mm, dtype=np.float64) / threshold_mm, -50.0, 50.0)  # exp stays finite
+    return 1.0 / (1.0 + np.exp(-scaled))
+
+
 def near_level_mae(outputs: np.ndarray, offsets: np.ndarray, threshold_mm: float) -> tuple[float | None, int]:
     """Mean |predicted - true offset| in mm over slices within +-3T of the level (blank offsets skipped)."""
     offsets = np.asarray(offsets, dtype=np.float64)

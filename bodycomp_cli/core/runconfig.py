@@ -19,6 +19,7 @@ CONFIG_FILE = "config.json"
 # Settings that define the model: a resumed run must keep them, inference rebuilds the model from them.
 MODEL_FIELDS = (
     "task", "arch", "encoder", "arch_options", "classes", "levels", "threshold", "context_mm", "image_size", "window",
+    "series_head",
 )  # fmt: skip
 
 
@@ -43,6 +44,9 @@ class RunConfig:
     levels: list[str] | None = None  # slice selection: the model's outputs, in order
     threshold: float | None = None  # slice selection: target = sigmoid(offset_mm / threshold), in mm
     context_mm: float = 0.0  # slice selection: > 0 feeds the slices nearest z -+ context_mm as channels
+    # slice selection: the series-level head's settings (engine/series_head.py), its `feature_levels` the CNN's
+    # outputs; None: the per-slice model alone (the original's mode)
+    series_head: dict[str, Any] | None = None
     augmentation: dict[str, float] | None = None  # training augmentation half-ranges, for the record
     # ----- how it was trained, set by the engine (None until then)
     name: str | None = None
@@ -70,6 +74,13 @@ class RunConfig:
     def input_channels(self) -> int:
         """1, or 3 for a slice-selection model fed its neighbours at -+ context_mm."""
         return 3 if self.task == "slice_selection" and self.context_mm > 0 else 1
+
+    @property
+    def output_levels(self) -> list[str]:
+        """The slice-selection CNN's outputs: `levels`, and with a series head every level it was trained on."""
+        if self.series_head:
+            return [str(level) for level in self.series_head.get("feature_levels") or self.levels or []]
+        return list(self.levels or [])
 
     def model_settings(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in MODEL_FIELDS}

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from bodycomp_cli.core.amp import choose_amp
+from bodycomp_cli.core.metrics import outputs_from_offsets
 from bodycomp_cli.core.preprocess import (
     resize_labels,
     segmentation_input,
@@ -21,6 +22,7 @@ from bodycomp_cli.core.runconfig import CONFIG_FILE, RunConfig, read_run_config
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.devices import strip_prefix
 from bodycomp_cli.engine.models import build_model
+from bodycomp_cli.engine.series_head import HEAD_FILE, SeriesHead, classifier_features, load_heads, predict_offsets_mm
 from bodycomp_cli.errors import BodycompError, reason
 
 CHECKPOINTS = {"best": BEST, "last": LAST}
@@ -34,6 +36,7 @@ class LoadedRun:
     device: torch.device
     run_dir: Path
     amp: bool = True  # autocast on GPUs as core/amp.py decides; estimate/evaluate --no-amp turns it off
+    heads: list[SeriesHead] | None = None  # slice selection with a series head: its ensemble, on the CPU
     cpu_amp: bool = False  # also bf16 autocast on CPUs with bf16 instructions (estimate turns it on); off: exact
 
 
@@ -67,7 +70,8 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu", which: str = "be
         ) from None
     # channels_last: the layout oneDNN's and cuDNN's fastest convolutions use (densenet121 on the CPU: 1.5x).
     model.to(device, memory_format=torch.channels_last).eval()
-    return LoadedRun(model, config, config.task, device, run_dir)
+    heads = load_heads(run_dir / HEAD_FILE) if config.task == "slice_selection" and config.series_head else None
+    return LoadedRun(model, config, config.task, device, run_dir, heads=heads)
 
 
 def _require(run: LoadedRun, task: str) -> None:
@@ -134,19 +138,29 @@ def _predict_offsets(
     z_mm: np.ndarray | None,
 ) -> np.ndarray:
     _require(run, "slice_selection")
+    config = run.config
     try:
-        rows = volume_context_rows(n_slices, z_mm, run.config.context_mm)
+        rows = volume_context_rows(n_slices, z_mm, config.context_mm)
     except ValueError:
         raise BodycompError(
-            f"{run.run_dir}: was trained with --context-mm {run.config.context_mm:g}; give z_mm per slice"
+            f"{run.run_dir}: was trained with --context-mm {config.context_mm:g}; give z_mm per slice"
         ) from None
-    outputs = np.empty((n_slices, len(run.config.levels)), dtype=np.float32)
+    if run.heads is not None and (z_mm is None or len(z_mm) != n_slices):
+        raise BodycompError(f"{run.run_dir}: has a series head, which needs every slice's z_mm (one whole series)")
+    outputs = np.empty((n_slices, len(config.output_levels)), dtype=np.float32)
+    features: list[np.ndarray] = []
     for start in range(0, n_slices, batch_size):
         batch_rows = rows[start : start + batch_size]
         pixels = slices_8bit(batch_rows.ravel())
         stacked = pixels.reshape(*batch_rows.shape, *pixels.shape[-2:])  # B x channels x H x W
-        images = selection_input(stacked, run.config.image_size).to(run.device)
+        images = selection_input(stacked, config.image_size).to(run.device)
         with _autocast(run):
-            logits = run.model(images)
+            logits, pooled = classifier_features(run.model, images)
         outputs[start : start + batch_size] = torch.sigmoid(logits.float()).cpu().numpy()
-    return outputs
+        features.append(pooled.float().cpu().numpy())
+    n_levels = len(config.levels)
+    if run.heads is None:
+        return outputs[:, :n_levels]
+    # The head's offsets, in the form of the CNN's outputs, so the one slice-choice rule reads both alike.
+    offsets = predict_offsets_mm(run.heads, np.asarray(z_mm), np.concatenate(features))
+    return outputs_from_offsets(offsets[:, :n_levels], config.threshold).astype(np.float32)

@@ -12,7 +12,7 @@ from rich.console import Console
 from bodycomp_cli.core.amp import choose_amp
 from bodycomp_cli.core.runconfig import CONFIG_FILE, RunConfig
 from bodycomp_cli.core.versions import versions
-from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
+from bodycomp_cli.engine.checkpoint import BEST, LAST, link_as, load_checkpoint
 from bodycomp_cli.engine.config import EngineConfig, check_engine_config, default_run_name
 from bodycomp_cli.engine.devices import DeviceSetup, init_distributed, resolve_devices
 from bodycomp_cli.engine.history import HISTORY, write_history
@@ -132,6 +132,9 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console, star
         trainer.restore(checkpoint)
         if setup.is_main:  # a kill between checkpoint and history.csv left the CSV an epoch behind
             write_history(run_dir / HISTORY, trainer.history)
+        if setup.is_main and not (run_dir / BEST).exists() and trainer.best.get("epoch") == checkpoint["epoch"]:
+            # Killed between publishing checkpoint_last and linking it as best: the last one is the best one.
+            link_as(run_dir / LAST, run_dir / BEST)
     if setup.is_main and not engine.quiet:
         done = trainer.start_epoch - 1
         resumed = f", resuming after epoch {done}" if checkpoint is not None else ""

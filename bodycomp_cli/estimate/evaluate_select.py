@@ -44,10 +44,12 @@ def evaluate_slice_selection(
         raise BodycompError(f"{missing[0]}: not found ({meta.path} has {meta.count} rows)")
     outputs = np.zeros((len(paths), len(levels)), dtype=np.float64)
     task = progress.add_task("evaluate", total=len(paths)) if progress else None
-    if run.config.context_mm > 0:
-        # A context model needs each slice's neighbours: one series at a time, with its z positions.
+    if run.config.context_mm > 0 or run.config.series_head:
+        # A context model needs each slice's neighbours, a series head the whole series: one series at a
+        # time, with its z positions.
         if not meta.has_series:
-            raise BodycompError(f"{meta.path}: the run uses --context-mm; the CSV needs series and z_mm columns")
+            what = "a series head" if run.config.series_head else "--context-mm"
+            raise BodycompError(f"{meta.path}: the run uses {what}; the CSV needs series and z_mm columns")
         for rows in series_groups(meta.series):
             outputs[rows] = predict(_read_pngs([paths[row] for row in rows]), meta.z_mm[rows])
             if progress:

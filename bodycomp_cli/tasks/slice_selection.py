@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bodycomp_cli.core.metacsv import csv_columns, offset_levels
 from bodycomp_cli.core.metrics import near_level_mae, series_selection_errors, summarise_errors
 from bodycomp_cli.core.runconfig import RunConfig, Window
 from bodycomp_cli.data.augment import AffineRanges
@@ -16,7 +17,9 @@ from bodycomp_cli.data.slices import SliceSelectionDataset, split_context_rows, 
 from bodycomp_cli.engine.config import EngineConfig
 from bodycomp_cli.engine.models import build_model, check_choice, selection_arch_names
 from bodycomp_cli.engine.run import run_training
+from bodycomp_cli.engine.series_head import HeadSettings
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.tasks.series_head_fit import fit_series_head, is_main_process
 
 SELECTION_WINDOW = Window(level=40.0, width=400.0)  # the PNGs are windowed L40/W400 (the original layout)
 PREDICTIONS = "rows:predictions"  # per validation slice: its index, the sigmoid outputs, the true offsets (NaN: blank)
@@ -32,6 +35,10 @@ class SliceSelectionSettings:
     shift: float = 0.05
     context_mm: float = 0.0  # > 0: the slices nearest z -+ context_mm join the slice as channels 1 and 3
     arch_options: dict[str, Any] = field(default_factory=dict)  # a nets.SELECTION_NETS model's options
+    # The series-level head (engine/series_head.py): None = on when the meta CSVs have series and z_mm
+    # (prepare-slices writes them), True = required, False = the original per-slice model alone.
+    series_head: bool | None = None
+    head: HeadSettings = field(default_factory=HeadSettings)  # its settings; feature_levels are filled in
 
     @property
     def channels(self) -> int:
@@ -52,18 +59,47 @@ def check_slice_selection_settings(settings: SliceSelectionSettings) -> None:
 
 class SliceSelectionTask:
     name = "slice_selection"
-    best_metric = "val_error_mm"
     higher_is_better = False
 
     def __init__(self, settings: SliceSelectionSettings, data_dir: Path | None = None) -> None:
         self.settings, self.data_dir = settings, data_dir
         self.levels = list(settings.levels)
+        self.head: HeadSettings | None = settings.head if settings.series_head else None
         self._splits = None
         self._neighbours: dict[str, np.ndarray | None] = {"train": None, "val": None}  # context_rows per split
         if data_dir is not None:
-            self._splits = validate_slice_data(Path(data_dir), self.levels)
+            self.head = self._head_for(Path(data_dir))
+            self._splits = validate_slice_data(Path(data_dir), self.output_levels)
             for split in ("train", "val") if settings.context_mm > 0 else ():
                 self._neighbours[split] = split_context_rows(self._splits[split].meta, settings.context_mm)
+
+    @property
+    def output_levels(self) -> list[str]:
+        """The CNN's outputs: the asked levels, then (with a series head) every other level the data has."""
+        return list(self.head.feature_levels) if self.head is not None else list(self.levels)
+
+    @property
+    def best_metric(self) -> str:
+        # With a series head the CNN is a feature extractor: its checkpoint is chosen on the offset error
+        # near every level over thousands of slices, not on the slice choice in a handful of val series.
+        return "val_mae_mm" if self.head is not None else "val_error_mm"
+
+    def _head_for(self, data_dir: Path) -> HeadSettings | None:
+        """The series head's settings for this data, or None (per-slice mode); refuses --series-head without series."""
+        wanted = self.settings.series_head
+        if wanted is False:
+            return None
+        paths = [data_dir / "meta" / f"{split}.csv" for split in ("train", "val")]
+        present = [offset_levels(path) if path.is_file() else [] for path in paths]
+        has_series = all(path.is_file() and {"series", "z_mm"} <= set(csv_columns(path)) for path in paths)
+        if not has_series:
+            if wanted:
+                raise BodycompError(
+                    f"{paths[0]}: --series-head needs series and z_mm columns (prepare-slices writes them)"
+                )
+            return None
+        extra = [level for level in present[0] if level in present[1] and level not in self.levels]
+        return replace(self.settings.head, feature_levels=[*self.levels, *extra])
 
     @classmethod
     def from_run_config(cls, config: RunConfig) -> SliceSelectionTask:
@@ -76,6 +112,8 @@ class SliceSelectionTask:
                 image_size=config.image_size,
                 context_mm=config.context_mm,
                 arch_options=dict(config.arch_options or {}),
+                series_head=bool(config.series_head),
+                head=HeadSettings.from_dict(config.series_head or {}),
             )
         )
 
@@ -91,6 +129,7 @@ class SliceSelectionTask:
             levels=self.levels,
             threshold=s.threshold_mm,
             context_mm=s.context_mm,
+            series_head=self.head.to_dict() if self.head is not None else None,
             augmentation={"rotation_deg": s.rotation_deg, "shift": s.shift},
         )
 
@@ -106,6 +145,19 @@ class SliceSelectionTask:
             SliceSelectionDataset(self._splits[split], s.image_size, s.threshold_mm, augment, self._neighbours[split])
             for split, augment in (("train", ranges), ("val", None))
         )
+
+    def datasets_for_features(self) -> dict[str, tuple[SliceSelectionDataset, Any]]:
+        """Per split, the un-augmented dataset and its meta CSV: what the series head reads features from."""
+        if self._splits is None:
+            raise RuntimeError("SliceSelectionTask was built without a data folder")
+        s = self.settings
+        return {
+            split: (
+                SliceSelectionDataset(self._splits[split], s.image_size, s.threshold_mm, None, self._neighbours[split]),
+                self._splits[split].meta,
+            )
+            for split in ("train", "val")
+        }
 
     @staticmethod
     def _l1(outputs: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,12 +181,16 @@ class SliceSelectionTask:
         metrics = {"val_loss": float(totals["l1_sum"] / totals["l1_count"].clamp(min=1.0))}
         rows = totals[PREDICTIONS].numpy()
         rows = rows[np.argsort(rows[:, 0], kind="stable")]
-        n = len(self.levels)
+        n = len(self.output_levels)
         indices, probabilities, offsets = rows[:, 0].astype(np.int64), rows[:, 1 : 1 + n], rows[:, 1 + n :]
         threshold = self.settings.threshold_mm
-        for k, level in enumerate(self.levels):
+        for k, level in enumerate(self.output_levels):
             mae, _ = near_level_mae(probabilities[:, k], offsets[:, k], threshold)
             metrics[f"val_mae_mm_{level}"] = float("nan") if mae is None else mae
+        maes = [metrics[f"val_mae_mm_{level}"] for level in self.output_levels]
+        finite_maes = [v for v in maes if np.isfinite(v)]
+        if self.head is not None:
+            metrics["val_mae_mm"] = float(np.mean(finite_maes)) if finite_maes else float("nan")
         best = [metrics[f"val_mae_mm_{level}"] for level in self.levels]
         meta = self._splits["val"].meta if self._splits is not None else None
         if meta is not None and meta.has_series:
@@ -147,7 +203,7 @@ class SliceSelectionTask:
                 best.append(summary["median_mm"] if summary else float("nan"))
                 metrics[f"val_selection_error_mm_{level}"] = best[-1]
         finite = [v for v in best if np.isfinite(v)]
-        metrics[self.best_metric] = float(np.mean(finite)) if finite else float("nan")
+        metrics["val_error_mm"] = float(np.mean(finite)) if finite else float("nan")
         return metrics
 
 
@@ -168,10 +224,16 @@ def train_slice_selection(
     """
     settings = settings or SliceSelectionSettings()
 
+    made: list[SliceSelectionTask] = []
+
     def make_task() -> SliceSelectionTask:
         check_slice_selection_settings(settings)
-        return SliceSelectionTask(settings, Path(data_dir))
+        made.append(SliceSelectionTask(settings, Path(data_dir)))
+        return made[-1]
 
-    return run_training(
-        make_task, Path(models_dir), name, engine or EngineConfig(learning_rate=1e-4), Path(data_dir), start=start
-    )
+    engine = engine or EngineConfig(learning_rate=1e-4)
+    run_dir = run_training(make_task, Path(models_dir), name, engine, Path(data_dir), start=start)
+    task = made[-1]
+    if task.head is not None and is_main_process():  # tiny and on the CPU: one process trains it
+        fit_series_head(run_dir, task.head, task.datasets_for_features(), engine.seed, quiet=engine.quiet)
+    return run_dir

@@ -1,0 +1,108 @@
+"""Train a slice-selection run's series head: CNN features of whole series in, series_head.pt out.
+
+Runs after the CNN's last epoch (and on --resume of a finished run whose head is missing), in one process.
+Writes series_head.pt and series_head.json (the head's slice choice on the val series, per level).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from bodycomp_cli.core.amp import inference_amp
+from bodycomp_cli.core.metacsv import SliceMeta
+from bodycomp_cli.core.metrics import outputs_from_offsets, series_selection_errors, summarise_errors
+from bodycomp_cli.core.preprocess import series_groups
+from bodycomp_cli.core.runconfig import read_run_config
+from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
+from bodycomp_cli.engine.devices import strip_prefix
+from bodycomp_cli.engine.models import build_model
+from bodycomp_cli.engine.series_head import (
+    HEAD_FILE,
+    HeadSettings,
+    SeriesFeatures,
+    classifier_features,
+    predict_offsets_mm,
+    save_heads,
+    train_heads,
+)
+from bodycomp_cli.io.atomic import atomic_write_text
+
+HEAD_REPORT = "series_head.json"
+
+
+def is_main_process() -> bool:
+    """True outside torchrun and on its rank 0 (the other ranks have nothing left to do)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+@torch.no_grad()
+def slice_features(model: torch.nn.Module, dataset, batch_size: int = 32) -> np.ndarray:
+    """The CNN's pooled features of every item of a slice dataset, in order (N x C float32).
+
+    Computed as estimate and evaluate compute them (their autocast, their batch size), so the head is
+    trained on the features it will be given.
+    """
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    chunks = []
+    for batch in loader:
+        with inference_amp(torch.device("cpu")).autocast():
+            chunks.append(classifier_features(model, batch["image"])[1].float().numpy())
+    return np.concatenate(chunks)
+
+
+def series_of(meta: SliceMeta, features: np.ndarray) -> list[SeriesFeatures]:
+    """Group a split's slices by series (z ascending) with each level's true z (the median of z - offset)."""
+    result = []
+    for rows in series_groups(meta.series):
+        rows = rows[np.argsort(meta.z_mm[rows], kind="stable")]
+        with np.errstate(all="ignore"):
+            level_z = np.array(
+                [
+                    np.nanmedian(c) if np.isfinite(c).any() else np.nan
+                    for c in (meta.z_mm[rows, None] - meta.offsets_mm[rows]).T
+                ]
+            )
+        result.append(SeriesFeatures(meta.z_mm[rows], features[rows], level_z))
+    return result
+
+
+def fit_series_head(
+    run_dir: Path, head: HeadSettings, datasets: dict[str, tuple[Any, SliceMeta]], seed: int, quiet: bool = False
+) -> dict:
+    """Train the head on the best CNN's features of the train series; report its choice on the val series."""
+    config = read_run_config(run_dir)
+    model = build_model(config)
+    # The best CNN; a run killed just before best was first published and resumed afterwards has only its last.
+    source = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
+    model.load_state_dict(strip_prefix(load_checkpoint(source)["model"]))
+    model.eval()
+    splits = {split: series_of(meta, slice_features(model, dataset)) for split, (dataset, meta) in datasets.items()}
+    heads = train_heads(splits["train"], head, seed)
+    report: dict = {"levels": {}}
+    for k, level in enumerate(config.levels):
+        series, z, outputs, offsets = [], [], [], []
+        for index, entry in enumerate(splits["val"]):
+            predicted = predict_offsets_mm(heads, entry.z_mm, entry.features)[:, k]
+            series += [f"series_{index}"] * len(entry.z_mm)
+            z.append(entry.z_mm)
+            outputs.append(outputs_from_offsets(predicted, config.threshold))
+            offsets.append(entry.z_mm - entry.level_z_mm[k])
+        errors = series_selection_errors(
+            np.array(series), np.concatenate(z), np.concatenate(outputs), np.concatenate(offsets), config.threshold
+        )
+        report["levels"][level] = summarise_errors(errors)
+    save_heads(run_dir / HEAD_FILE, heads, head)
+    atomic_write_text(run_dir / HEAD_REPORT, json.dumps(report, indent=1) + "\n")
+    if not quiet:
+        parts = [f"{level} median {r['median_mm']:.1f} mm" for level, r in report["levels"].items() if r]
+        Console(soft_wrap=True).print(
+            f"series head: val selection {', '.join(parts) or 'n/a'} -> {run_dir / HEAD_FILE}"
+        )
+    return report
