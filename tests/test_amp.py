@@ -105,11 +105,12 @@ class _RecordsPrecision(torch.nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.conv = torch.nn.Conv2d(1, 2, 3)
+        self.fc = torch.nn.Linear(2, 1)
         self.seen: list[torch.dtype | None] = []
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         self.seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
-        return self.conv(images).mean(dim=(2, 3))[:, :1]
+        return self.fc(self.conv(images).mean(dim=(2, 3)))
 
 
 def _selection_run(amp: bool) -> inference.LoadedRun:
