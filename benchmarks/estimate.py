@@ -8,6 +8,7 @@ reading, QC, the selection model on every slice, segmentation of the chosen slic
 One run measures, in this order (the allocator setting cannot be undone, so the old path goes first):
 - the old path, as estimate ran before issue 15: fp32 (--no-amp), models in the contiguous layout, glibc's
   default malloc settings;
+- the bare selection model (forward only, batch as estimate's) as it ran before: fp32, contiguous, default malloc;
 - the new path, as `bodycomp estimate` runs now: the CLI's malloc setting (engine/memory.keep_freed_memory),
   channels_last models, bf16 autocast where the CPU has bf16 instructions;
 - the bare selection model (forward only, batch as estimate's) in fp32 and bf16, with the new layout and
@@ -97,7 +98,7 @@ def estimate_rate(root: Path, seg: Path, select: Path, args: argparse.Namespace,
     return summary.slices / summary.seconds, summary.slices / (cpu_seconds() - cpu_before)
 
 
-def bare_model_rate(select: Path, args: argparse.Namespace, amp: bool, batches: int = 5) -> float:
+def bare_model_rate(select: Path, args: argparse.Namespace, amp: bool, batches: int = 5, old: bool = False) -> float:
     """Slices/s of the selection model's forward pass alone on a random batch: the fastest of `batches` timed
     passes after an untimed one (the least disturbed by other work on a shared machine)."""
     import torch
@@ -105,6 +106,8 @@ def bare_model_rate(select: Path, args: argparse.Namespace, amp: bool, batches: 
     from bodycomp_cli.engine.inference import load_run
 
     run = load_run(select, "cpu")
+    if old:
+        run.model.to(memory_format=torch.contiguous_format)
     images = torch.rand(args.batch_size, 1, args.select_size, args.select_size)
     seconds = []
     with torch.no_grad(), choose_amp("cpu", amp, cpu=True).autocast():
@@ -196,6 +199,8 @@ def main() -> None:
             f"({old_cpu:.1f} per CPU second)",
             flush=True,
         )
+        before = bare_model_rate(select, args, amp=False, old=True)
+        print(f"bare selection model as before (fp32, contiguous, default malloc): {before:.1f} slices/s", flush=True)
         kept = keep_freed_memory()
         new, new_cpu = estimate_rate(root, seg, select, args, old=False)
         print(

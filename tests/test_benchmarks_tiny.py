@@ -25,6 +25,7 @@ def run_tiny(script: str, *extra: str) -> str:
         ("loaders.py", ["segmentation loader (64 px): measured", "selection loader (64 px PNG -> 32): measured"]),
         ("memory_model_only.py", ["bare training (plain), unet/resnet34 64 px batch 4:"]),
         ("engine_overhead.py", ["bare PyTorch loop:", "bodycomp engine:", "ratio:"]),
+        ("cpu_training.py", ["linknet/resnet18, 32 px, batch 2: fp32", "resnet18, 32 px, batch 2: fp32"]),
         (
             "estimate.py",
             ["old path (fp32, contiguous", "new path (as `bodycomp estimate` now", "ratio:", "bare selection"],
