@@ -68,7 +68,7 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu", which: str = "be
         raise BodycompError(
             f"{checkpoint_path}: weights do not fit the model of config.json ({reason(error)})"
         ) from None
-    # channels_last: the layout oneDNN's and cuDNN's fastest convolutions use (densenet121 on the CPU: 1.5x).
+    # channels_last: the layout oneDNN's and cuDNN's fastest convolutions use (docs/performance.md, issue 15).
     model.to(device, memory_format=torch.channels_last).eval()
     heads = load_heads(run_dir / HEAD_FILE) if config.task == "slice_selection" and config.series_head else None
     return LoadedRun(model, config, config.task, device, run_dir, heads=heads)

@@ -75,8 +75,8 @@ class Trainer:
         # One AMP decision (core/amp.py); DataParallel's replica threads need it too, hence before wrapping.
         self.amp = choose_amp(setup.device, engine.amp, cpu=engine.cpu_amp)
         self.scaler = self.amp.grad_scaler()
-        # channels_last: the layout of oneDNN's and cuDNN's fastest convolutions (a CPU training step 1.07x faster
-        # for resnet18 at 64 px, 1.18x for linknet/resnet18 at 128 px; docs/performance.md, issue 15).
+        # channels_last: the layout of oneDNN's and cuDNN's fastest convolutions (a CPU training step 1.05x faster
+        # for resnet18 at 64 px, 1.21x for linknet/resnet18 at 128 px: benchmarks/cpu_training.py).
         self.model = wrap_model(model.to(memory_format=torch.channels_last), setup, self.amp)
         if engine.low_memory:  # again: SyncBatchNorm conversion replaced the guarded layers
             keep_batchnorm_stats_in_recomputation(unwrap_model(self.model))
