@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from bodycomp_cli.core.amp import inference_amp
 from bodycomp_cli.core.metacsv import SliceMeta
 from bodycomp_cli.core.metrics import outputs_from_offsets, series_selection_errors, summarise_errors
 from bodycomp_cli.core.preprocess import series_groups
@@ -46,15 +45,10 @@ def is_main_process() -> bool:
 def slice_features(model: torch.nn.Module, dataset, batch_size: int = 32) -> np.ndarray:
     """The CNN's pooled features of every item of a slice dataset, in order (N x C float32).
 
-    Computed as estimate and evaluate compute them (their autocast, their batch size), so the head is
-    trained on the features it will be given.
+    In full precision, as evaluate computes them on the CPU, so series_head.json reports what evaluate finds.
     """
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    chunks = []
-    for batch in loader:
-        with inference_amp(torch.device("cpu")).autocast():
-            chunks.append(classifier_features(model, batch["image"])[1].float().numpy())
-    return np.concatenate(chunks)
+    return np.concatenate([classifier_features(model, batch["image"])[1].float().numpy() for batch in loader])
 
 
 def series_of(meta: SliceMeta, features: np.ndarray) -> list[SeriesFeatures]:
