@@ -94,6 +94,6 @@ def csv_columns(csv_path: Path) -> list[str]:
         raise BodycompError(f"{csv_path}: not a readable CSV ({reason(error)})") from None
 
 
-def offset_levels(csv_path: Path) -> list[str]:
-    """The levels a meta CSV has ZOffset_<LEVEL> columns for, in column order."""
-    return [name[len("ZOffset_") :] for name in csv_columns(csv_path) if name.startswith("ZOffset_")]
+def offset_levels(columns: list[str]) -> list[str]:
+    """The levels a meta CSV's columns (csv_columns) hold ZOffset_<LEVEL> for, in column order."""
+    return [name[len("ZOffset_") :] for name in columns if name.startswith("ZOffset_")]

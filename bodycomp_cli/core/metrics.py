@@ -86,6 +86,15 @@ def near_level_mae(outputs: np.ndarray, offsets: np.ndarray, threshold_mm: float
     return float(errors.mean()), int(near.sum())
 
 
+def level_z_mm(z_mm: np.ndarray, offsets: np.ndarray) -> float:
+    """Where a level lies in one series: the median of z - offset over its labelled slices (NaN: none).
+
+    Every labelled slice says where the level is; their median is robust to rounding.
+    """
+    known = np.isfinite(offsets)
+    return float(np.median((np.asarray(z_mm) - offsets)[known])) if known.any() else float("nan")
+
+
 @dataclass(frozen=True)
 class SeriesError:
     series: str
@@ -113,8 +122,7 @@ def series_selection_errors(
             continue  # the level is not in this series
         order = rows[np.argsort(z_mm[rows], kind="stable")]
         z = z_mm[order]
-        # Every labelled slice says where the level is (z - offset); their median is robust to rounding.
-        z_level = float(np.median((z_mm[rows] - offsets[rows])[known]))
+        z_level = level_z_mm(z_mm[rows], offsets[rows])
         choice = select_level_slice(outputs[order], z, threshold_mm)
         true_index = int(np.argmin(np.abs(z - z_level)))
         chosen = float(z[choice.index])

@@ -147,20 +147,22 @@ def _predict_offsets(
         ) from None
     if run.heads is not None and (z_mm is None or len(z_mm) != n_slices):
         raise BodycompError(f"{run.run_dir}: has a series head, which needs every slice's z_mm (one whole series)")
-    outputs = np.empty((n_slices, len(config.output_levels)), dtype=np.float32)
-    features: list[np.ndarray] = []
+    n_levels = len(config.levels)
+    outputs = np.empty((n_slices, n_levels), dtype=np.float32)
+    features: list[np.ndarray] = []  # with a series head: the CNN's pooled features, which the head reads
     for start in range(0, n_slices, batch_size):
         batch_rows = rows[start : start + batch_size]
         pixels = slices_8bit(batch_rows.ravel())
         stacked = pixels.reshape(*batch_rows.shape, *pixels.shape[-2:])  # B x channels x H x W
         images = selection_input(stacked, config.image_size).to(run.device)
         with _autocast(run):
-            logits, pooled = classifier_features(run.model, images)
-        outputs[start : start + batch_size] = torch.sigmoid(logits.float()).cpu().numpy()
-        features.append(pooled.float().cpu().numpy())
-    n_levels = len(config.levels)
+            if run.heads is None:
+                logits = run.model(images)[:, :n_levels]
+                outputs[start : start + batch_size] = torch.sigmoid(logits.float()).cpu().numpy()
+            else:
+                features.append(classifier_features(run.model, images)[1].float().cpu().numpy())
     if run.heads is None:
-        return outputs[:, :n_levels]
+        return outputs
     # The head's offsets, in the form of the CNN's outputs, so the one slice-choice rule reads both alike.
     offsets = predict_offsets_mm(run.heads, np.asarray(z_mm), np.concatenate(features))
     return outputs_from_offsets(offsets[:, :n_levels], config.threshold).astype(np.float32)

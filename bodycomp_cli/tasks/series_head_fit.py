@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 
 from bodycomp_cli.core.metacsv import SliceMeta
-from bodycomp_cli.core.metrics import outputs_from_offsets, series_selection_errors, summarise_errors
+from bodycomp_cli.core.metrics import level_z_mm, outputs_from_offsets, series_selection_errors, summarise_errors
 from bodycomp_cli.core.preprocess import series_groups
 from bodycomp_cli.core.runconfig import read_run_config
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
@@ -56,13 +56,7 @@ def series_of(meta: SliceMeta, features: np.ndarray) -> list[SeriesFeatures]:
     result = []
     for rows in series_groups(meta.series):
         rows = rows[np.argsort(meta.z_mm[rows], kind="stable")]
-        with np.errstate(all="ignore"):
-            level_z = np.array(
-                [
-                    np.nanmedian(c) if np.isfinite(c).any() else np.nan
-                    for c in (meta.z_mm[rows, None] - meta.offsets_mm[rows]).T
-                ]
-            )
+        level_z = np.array([level_z_mm(meta.z_mm[rows], offsets) for offsets in meta.offsets_mm[rows].T])
         result.append(SeriesFeatures(meta.z_mm[rows], features[rows], level_z))
     return result
 

@@ -90,14 +90,14 @@ class SliceSelectionTask:
         if wanted is False:
             return None
         paths = [data_dir / "meta" / f"{split}.csv" for split in ("train", "val")]
-        present = [offset_levels(path) if path.is_file() else [] for path in paths]
-        has_series = all(path.is_file() and {"series", "z_mm"} <= set(csv_columns(path)) for path in paths)
-        if not has_series:
+        columns = [csv_columns(path) if path.is_file() else [] for path in paths]
+        if not all({"series", "z_mm"} <= set(names) for names in columns):
             if wanted:
                 raise BodycompError(
                     f"{paths[0]}: --series-head needs series and z_mm columns (prepare-slices writes them)"
                 )
             return None
+        present = [offset_levels(names) for names in columns]
         extra = [level for level in present[0] if level in present[1] and level not in self.levels]
         return replace(self.settings.head, feature_levels=[*self.levels, *extra])
 
