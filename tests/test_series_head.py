@@ -104,9 +104,14 @@ def test_train_select_adds_a_series_head_trained_on_every_level_of_the_data(tmp_
     report = json.loads((run / "series_head.json").read_text())
     assert report["levels"]["L3"]["n_series"] == 2
     history = pd.read_csv(run / "history.csv")
-    assert {"val_mae_mm_L3", "val_mae_mm_T12", "val_mae_mm"} <= set(history.columns)
+    assert {"val_mae_mm_L3", "val_mae_mm_T12", "val_mae_mm", "val_phase_mae"} <= set(history.columns)
     best = torch.load(run / "checkpoint_best.pt", weights_only=True)["best"]
-    assert best["metric"] == "val_mae_mm"  # the CNN is chosen on thousands of slices, not a few series
+    assert best["metric"] == "val_loss"  # the CNN is chosen on every val slice, not on a few series
+    # T12 and L3 tell every slice between them its vertebral phase: two more CNN outputs learn it.
+    assert config["series_head"]["phase_outputs"] == 2
+    assert config["context_mm"] == 10.0  # the head's default: neighbours tell the phase
+    weights = torch.load(run / "checkpoint_best.pt", weights_only=True)["model"]
+    assert [tuple(v.shape) for k, v in weights.items() if k.endswith("bias")][-1] == (2 + 2,)
 
     from bodycomp_cli.engine.inference import load_run, predict_slice_offsets
 
@@ -115,7 +120,7 @@ def test_train_select_adds_a_series_head_trained_on_every_level_of_the_data(tmp_
     outputs = predict_slice_offsets(loaded, volume, z_mm=z)
     assert outputs.shape == (7, 1) and np.isfinite(outputs).all()
     assert loaded.heads is not None and len(loaded.heads) == HeadSettings().members
-    with pytest.raises(Exception, match="needs every slice's z_mm"):
+    with pytest.raises(Exception, match="z_mm per slice"):  # the head (and its context slices) need z
         predict_slice_offsets(loaded, volume)
 
     evaluated = invoke(["evaluate", run, data, "--split", "val", "-o", tmp_path / "eval"])

@@ -214,13 +214,14 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         context_mm: Annotated[
-            float,
+            float | None,
             typer.Option(
                 "--context-mm",
                 help="Also feed the slices nearest z - D and z + D mm as channels (needs series and z_mm in the "
-                "meta CSVs). 0: the slice alone, as the original toolkit.",
+                "meta CSVs). 0: the slice alone, as the original toolkit. Default: 10 with the series head, else 0.",
+                show_default=False,
             ),
-        ] = 0.0,
+        ] = None,
         series_head: Annotated[
             bool | None,
             typer.Option(

@@ -82,6 +82,11 @@ class RunConfig:
             return [str(level) for level in self.series_head.get("feature_levels") or self.levels or []]
         return list(self.levels or [])
 
+    @property
+    def output_count(self) -> int:
+        """The CNN's output units: one per output level, then (with a series head) its phase outputs."""
+        return len(self.output_levels) + int((self.series_head or {}).get("phase_outputs") or 0)
+
     def model_settings(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in MODEL_FIELDS}
 

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from bodycomp_cli.core.metacsv import SliceMeta, read_meta_csv
 from bodycomp_cli.core.preprocess import context_rows, selection_input
+from bodycomp_cli.core.vertebrae import phase_targets, vertebral_coordinate
 from bodycomp_cli.data.augment import AffineRanges, augment_image
 from bodycomp_cli.errors import BodycompError, BodycompWarning
 from bodycomp_cli.io.arrays import read_png
@@ -119,7 +120,9 @@ class SliceSelectionDataset(Dataset):
 
     Items are dicts: image (1 x S x S float32), target / valid (n_levels float32), offset_mm (float64), index.
     Blank offsets give valid 0 (masked out of the loss and metrics) and target 0.5. With `neighbours`
-    (context_rows), the image has 3 channels: the slices below, the slice itself and above.
+    (context_rows), the image has 3 channels: the slices below, the slice itself and above. With
+    `phase_levels` (the offset columns' level names), items also hold phase (cos, sin of 2 pi v, the
+    vertebral coordinate of core/vertebrae.py) and phase_valid (0 outside the labelled levels).
     """
 
     def __init__(
@@ -129,9 +132,14 @@ class SliceSelectionDataset(Dataset):
         threshold_mm: float,
         augmentation: AffineRanges | None = None,
         neighbours: np.ndarray | None = None,
+        phase_levels: list[str] | None = None,
     ) -> None:
         self.split, self.image_size, self.augmentation = split, image_size, augmentation
         self.neighbours = neighbours
+        self.phase = None
+        if phase_levels is not None:
+            targets, valid = phase_targets(vertebral_coordinate(split.meta.offsets_mm, phase_levels))
+            self.phase, self.phase_valid = torch.from_numpy(targets), torch.from_numpy(valid)
         offsets = torch.from_numpy(split.meta.offsets_mm)  # float64, as the CSV says: metrics use them exactly
         self.valid = (~torch.isnan(offsets)).float()
         self.offsets = torch.nan_to_num(offsets, nan=0.0)
@@ -148,10 +156,13 @@ class SliceSelectionDataset(Dataset):
         if self.augmentation is not None:
             generator = torch.Generator().manual_seed(seed) if seed is not None else torch.default_generator
             image = augment_image(image, self.augmentation, generator)
-        return {
+        item = {
             "image": image.contiguous(),
             "target": self.targets[index],
             "offset_mm": self.offsets[index],
             "valid": self.valid[index],
             "index": index,
         }
+        if self.phase is not None:
+            item.update(phase=self.phase[index], phase_valid=self.phase_valid[index])
+        return item

@@ -150,6 +150,8 @@ def _predict_offsets(
     n_levels = len(config.levels)
     outputs = np.empty((n_slices, n_levels), dtype=np.float32)
     features: list[np.ndarray] = []  # with a series head: the CNN's pooled features, which the head reads
+    phases: list[np.ndarray] = []  # and its vertebral phase outputs, in runs that have them
+    phase_column = len(config.output_levels) if (config.series_head or {}).get("phase_outputs") else None
     for start in range(0, n_slices, batch_size):
         batch_rows = rows[start : start + batch_size]
         pixels = slices_8bit(batch_rows.ravel())
@@ -160,9 +162,13 @@ def _predict_offsets(
                 logits = run.model(images)[:, :n_levels]
                 outputs[start : start + batch_size] = torch.sigmoid(logits.float()).cpu().numpy()
             else:
-                features.append(classifier_features(run.model, images)[1].float().cpu().numpy())
+                logits, pooled = classifier_features(run.model, images)
+                features.append(pooled.float().cpu().numpy())
+                if phase_column is not None:
+                    phases.append(logits[:, phase_column : phase_column + 2].float().cpu().numpy())
     if run.heads is None:
         return outputs
     # The head's offsets, in the form of the CNN's outputs, so the one slice-choice rule reads both alike.
-    offsets = predict_offsets_mm(run.heads, np.asarray(z_mm), np.concatenate(features))
+    phase = np.concatenate(phases) if phase_column is not None else None
+    offsets = predict_offsets_mm(run.heads, np.asarray(z_mm), np.concatenate(features), phase)
     return outputs_from_offsets(offsets[:, :n_levels], config.threshold).astype(np.float32)

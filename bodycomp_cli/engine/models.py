@@ -55,11 +55,11 @@ def _segmentation_model(config: RunConfig) -> torch.nn.Module:
 def _selection_model(config: RunConfig) -> torch.nn.Module:
     if config.arch in SELECTION_NETS:
         options = config.arch_options or {}
-        return SELECTION_NETS[config.arch](len(config.output_levels), config.input_channels, **options)
+        return SELECTION_NETS[config.arch](config.output_count, config.input_channels, **options)
     import timm
 
     return timm.create_model(
-        config.arch, pretrained=False, in_chans=config.input_channels, num_classes=len(config.output_levels)
+        config.arch, pretrained=False, in_chans=config.input_channels, num_classes=config.output_count
     )
 
 

@@ -20,10 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from bodycomp_cli.core.metrics import level_z_mm
+from bodycomp_cli.core.vertebrae import circular_mean, level_phase, snap_to_phase
 from bodycomp_cli.engine.checkpoint import load_checkpoint, save_checkpoint
 from bodycomp_cli.errors import BodycompError
 
 HEAD_FILE = "series_head.pt"
+NEAR_LEVEL_MM = 30.0  # the head's offsets within this distance say where the level lies (farther ones are clipped)
 CROPS_PER_SERIES = 200  # training crops per training series, up to HeadSettings.steps batches
 
 
@@ -43,6 +46,9 @@ class HeadSettings:
     min_crop_mm: float = 160.0  # training crops: scans cover anything from a short abdomen to a whole trunk
     learning_rate: float = 3e-3
     feature_noise: float = 0.3  # Gaussian noise on the standardised features, as the test slices differ
+    # The CNN's outputs after its levels: cos/sin of the vertebral phase (core/vertebrae.py), 2 when the data
+    # has two or more vertebral levels to read it from, else 0 (and 0 for runs made before it existed).
+    phase_outputs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -66,6 +72,8 @@ class SeriesHead(nn.Module):
         width, dilations = settings.width, settings.dilations
         self.register_buffer("mean", torch.zeros(features))
         self.register_buffer("std", torch.ones(features))
+        # Per level, the vertebral phase its labelled slices show (phase_outputs runs): where the snap aims.
+        self.register_buffer("level_phase", torch.zeros(levels, dtype=torch.float64))
         self.inp = nn.Sequential(nn.Dropout(0.2), nn.Conv1d(features + 1, width, 1))
         self.blocks = nn.ModuleList(
             nn.Sequential(
@@ -94,6 +102,7 @@ class SeriesFeatures:
     z_mm: np.ndarray  # N
     features: np.ndarray  # N x C float32
     level_z_mm: np.ndarray | None = None  # levels, for training
+    phase: np.ndarray | None = None  # N x 2: the CNN's (cos, sin) phase outputs, in runs that have them
 
 
 def to_grid(z_mm: np.ndarray, values: np.ndarray, grid_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -192,12 +201,31 @@ def train_heads(series: list[SeriesFeatures], settings: HeadSettings, seed: int)
             optimizer.step()
             schedule.step()
         heads.append(head.eval())
+    if all(s.phase is not None for s in series):
+        phases = torch.from_numpy(_level_phases(series))
+        for head in heads:
+            head.level_phase.copy_(phases)
     return heads
 
 
+def _level_phases(series: list[SeriesFeatures]) -> np.ndarray:
+    """Per level, the circular mean of the phase at the labelled level over the training series."""
+    result = []
+    for k in range(len(series[0].level_z_mm)):
+        seen = [level_phase(s.z_mm, s.phase, s.level_z_mm[k]) for s in series if np.isfinite(s.level_z_mm[k])]
+        result.append(circular_mean(np.array(seen)) if seen else 0.0)
+    return np.array(result, dtype=np.float64)
+
+
 @torch.no_grad()
-def predict_offsets_mm(heads: list[SeriesHead], z_mm: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """Per slice (any z order) the ensemble's offset of every level in mm: N x levels."""
+def predict_offsets_mm(
+    heads: list[SeriesHead], z_mm: np.ndarray, features: np.ndarray, phase: np.ndarray | None = None
+) -> np.ndarray:
+    """Per slice (any z order) the ensemble's offset of every level in mm: N x levels.
+
+    With `phase` (the CNN's cos/sin outputs, N x 2) each level found in the series is snapped to the nearest
+    place with its own vertebral phase (core/vertebrae.snap_to_phase) and the offsets are counted from there.
+    """
     z_mm = np.asarray(z_mm, dtype=np.float64)
     order = np.argsort(z_mm, kind="stable")
     grid, values = to_grid(z_mm[order], np.asarray(features)[order], heads[0].grid_mm)
@@ -207,6 +235,12 @@ def predict_offsets_mm(heads: list[SeriesHead], z_mm: np.ndarray, features: np.n
     offsets = np.empty((len(z_mm), on_grid.shape[0]))
     for k, row in enumerate(on_grid):
         offsets[order, k] = np.interp(z_mm[order], grid, row) if len(grid) > 1 else row[0]
+    if phase is not None:
+        for k, target in enumerate(heads[0].level_phase.tolist()):
+            near = np.abs(offsets[:, k]) < NEAR_LEVEL_MM
+            if near.any():
+                estimate = level_z_mm(z_mm[near], offsets[near, k])
+                offsets[:, k] = z_mm - snap_to_phase(z_mm, phase, estimate, target)
     return offsets
 
 
@@ -233,6 +267,7 @@ def load_heads(path: Path) -> list[SeriesHead]:
     heads = []
     for state in saved["members"]:
         head = SeriesHead(int(saved["features"]), len(settings.feature_levels), settings)
+        state.setdefault("level_phase", head.level_phase)  # series_head.pt written before the phase snap
         head.load_state_dict(state)
         heads.append(head.eval())
     return heads

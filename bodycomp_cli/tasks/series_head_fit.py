@@ -42,22 +42,31 @@ def is_main_process() -> bool:
 
 
 @torch.no_grad()
-def slice_features(model: torch.nn.Module, dataset, batch_size: int = 32) -> np.ndarray:
-    """The CNN's pooled features of every item of a slice dataset, in order (N x C float32).
+def slice_features(
+    model: torch.nn.Module, dataset, phase_column: int | None = None, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The CNN's pooled features of every item of a slice dataset, in order (N x C float32), and its phase
+    outputs (N x 2, from output column phase_column on; None without).
 
     In full precision, as evaluate computes them on the CPU, so series_head.json reports what evaluate finds.
     """
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    return np.concatenate([classifier_features(model, batch["image"])[1].float().numpy() for batch in loader])
+    features, phases = [], []
+    for batch in loader:
+        outputs, pooled = classifier_features(model, batch["image"])
+        features.append(pooled.float().numpy())
+        if phase_column is not None:
+            phases.append(outputs[:, phase_column : phase_column + 2].float().numpy())
+    return np.concatenate(features), (np.concatenate(phases) if phase_column is not None else None)
 
 
-def series_of(meta: SliceMeta, features: np.ndarray) -> list[SeriesFeatures]:
+def series_of(meta: SliceMeta, features: np.ndarray, phase: np.ndarray | None) -> list[SeriesFeatures]:
     """Group a split's slices by series (z ascending) with each level's true z (the median of z - offset)."""
     result = []
     for rows in series_groups(meta.series):
         rows = rows[np.argsort(meta.z_mm[rows], kind="stable")]
         level_z = np.array([level_z_mm(meta.z_mm[rows], offsets) for offsets in meta.offsets_mm[rows].T])
-        result.append(SeriesFeatures(meta.z_mm[rows], features[rows], level_z))
+        result.append(SeriesFeatures(meta.z_mm[rows], features[rows], level_z, None if phase is None else phase[rows]))
     return result
 
 
@@ -71,13 +80,17 @@ def fit_series_head(
     source = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
     model.load_state_dict(strip_prefix(load_checkpoint(source)["model"]))
     model.eval()
-    splits = {split: series_of(meta, slice_features(model, dataset)) for split, (dataset, meta) in datasets.items()}
+    phase_column = len(config.output_levels) if head.phase_outputs else None
+    splits = {
+        split: series_of(meta, *slice_features(model, dataset, phase_column))
+        for split, (dataset, meta) in datasets.items()
+    }
     heads = train_heads(splits["train"], head, seed)
     report: dict = {"levels": {}}
     for k, level in enumerate(config.levels):
         series, z, outputs, offsets = [], [], [], []
         for index, entry in enumerate(splits["val"]):
-            predicted = predict_offsets_mm(heads, entry.z_mm, entry.features)[:, k]
+            predicted = predict_offsets_mm(heads, entry.z_mm, entry.features, entry.phase)[:, k]
             series += [f"series_{index}"] * len(entry.z_mm)
             z.append(entry.z_mm)
             outputs.append(outputs_from_offsets(predicted, config.threshold))
