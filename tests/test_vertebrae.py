@@ -10,7 +10,8 @@ NAN = np.nan
 
 
 def test_spine_index_counts_from_c1_and_ignores_other_names():
-    assert [spine_index(name) for name in ("C1", "T1", "t12", "L1", "L3", "S1", "carina")] == [0, 7, 18, 19, 21, 24, None]
+    names = ("C1", "T1", "t12", "L1", "L3", "S1", "carina")
+    assert [spine_index(name) for name in names] == [0, 7, 18, 19, 21, 24, None]
     assert spine_levels(["L3", "T12", "carina", "L3", "L1"]) == [1, 4, 0]  # head to feet, duplicates once
 
 
@@ -102,7 +103,8 @@ def test_the_series_head_snaps_its_estimate_to_the_level_phase_it_learned():
     snapped, coarse = [], []
     for entry in (series(s) for s in (1.0, 2.0, 3.0, 1.5, 2.5)):
         truth = entry.level_z_mm[0]
-        coarse.append(abs(truth - np.median((entry.z_mm - predict_offsets_mm(heads, entry.z_mm, entry.features)[:, 0]))))
+        unsnapped = predict_offsets_mm(heads, entry.z_mm, entry.features)[:, 0]
+        coarse.append(abs(truth - np.median(entry.z_mm - unsnapped)))
         offsets = predict_offsets_mm(heads, entry.z_mm, entry.features, entry.phase)[:, 0]
         snapped.append(abs(float(np.median(entry.z_mm - offsets)) - truth))
     assert max(snapped) <= 1.5, (snapped, coarse)
