@@ -8,6 +8,9 @@ and given to the slice-choice rule as sigmoid(offset / threshold), exactly the f
 
 It is trained after the CNN, on the CNN's features of whole training series (prepare-slices writes `series`
 and `z_mm`), as a small ensemble whose offsets are averaged. It lives in the run folder as series_head.pt.
+When the CNN also outputs the vertebral phase, each level the head finds is snapped to the nearest place
+with the phase that level shows in the training series (core/vertebrae.snap_to_phase): the head tells the
+vertebra, the phase tells where in it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Slice selection: a timm CNN regressing sigmoid(offset / threshold) per level, masked L1 loss."""
+"""Slice selection: a timm CNN regressing sigmoid(offset / threshold) per level, masked L1 loss.
+
+With the series head (engine/series_head.py) the CNN also learns every other level the data has and, given two
+or more vertebral levels, the vertebral phase (core/vertebrae.py), from the slice and its neighbours 10 mm away.
+"""
 
 from __future__ import annotations
 
