@@ -109,3 +109,22 @@ def test_the_series_head_snaps_its_estimate_to_the_level_phase_it_learned():
         snapped.append(abs(float(np.median(entry.z_mm - offsets)) - truth))
     assert max(snapped) <= 1.5, (snapped, coarse)
     assert max(coarse) > 4.0, coarse  # the cue alone places the level only to within its slide
+
+
+def test_levels_that_count_the_vertebrae_otherwise_than_their_neighbours_move_by_whole_vertebrae():
+    from bodycomp_cli.core.vertebrae import agree_on_vertebra_count, spine_index
+
+    rng = np.random.default_rng(3)
+    z = np.arange(-200.0, 200.0, 1.5)
+    # A spine with 35 mm vertebrae and L3's centre at z = 0: v(z) = 21 - z / 35.
+    phase = _phase_outputs(z, centre=0.0, length=35.0, rng=rng, noise=0.05)
+    levels = ["T12", "L1", "L3", "L5", "carina"]
+    spine = np.array([np.nan if spine_index(n) is None else spine_index(n) for n in levels], dtype=np.float64)
+    truth = np.array([105.0, 70.0, 0.0, -70.0, 150.0])
+    found = truth + np.array([0.3, -0.4, -35.2, 0.1, 0.0])  # L3 snapped onto L4's centre
+    moved = agree_on_vertebra_count(z, phase, found, spine, np.zeros(5))
+    np.testing.assert_allclose(moved[[0, 1, 3, 4]], found[[0, 1, 3, 4]])  # agreeing levels and non-vertebrae stay
+    assert moved[2] == pytest.approx(0.0, abs=1.0)
+    # With only one neighbour, nothing outvotes a level.
+    lonely = agree_on_vertebra_count(z, phase, np.array([np.nan, 70.0, -35.2, np.nan, np.nan]), spine, np.zeros(5))
+    assert lonely[2] == -35.2

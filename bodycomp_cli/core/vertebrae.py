@@ -133,3 +133,56 @@ def snap_to_phase(z_mm: np.ndarray, phase_outputs: np.ndarray, estimate_z_mm: fl
     votes = z_mm[order] + wrap(phase[order] - target_phase) * length
     votes = votes[np.abs(votes - estimate_z_mm) < length / 2.0]
     return float(np.median(votes)) if len(votes) else float(estimate_z_mm)
+
+
+NEIGHBOUR_SPAN = 4  # levels at most this many vertebrae apart check each other's vertebra count
+
+
+def agree_on_vertebra_count(
+    z_mm: np.ndarray, phase_outputs: np.ndarray, positions: np.ndarray, spine: np.ndarray, targets: np.ndarray
+) -> np.ndarray:
+    """Move a snapped level by whole vertebrae where its neighbouring levels count the vertebrae otherwise.
+
+    Along z the phase turns once per vertebra, so unwrapped it is v(z) minus one whole number C for the series.
+    Each level found at positions[k] (NaN: not found) with spine index spine[k] (NaN: not a vertebra) and phase
+    targets[k] says what C is. A level whose C differs from the one that at least two of its neighbours
+    (levels within NEIGHBOUR_SPAN vertebrae) agree on is moved to where v(z) reads its own index: the series
+    head can slip by a vertebra where organs mislead it, its neighbours rarely all do. Levels with fewer than
+    two agreeing neighbours stay where they are.
+    """
+    z_mm = np.asarray(z_mm, dtype=np.float64)
+    positions = np.asarray(positions, dtype=np.float64).copy()
+    phase, confidence = phase_of(phase_outputs)
+    order = np.flatnonzero(confidence > MIN_PHASE_CONFIDENCE)
+    order = order[np.argsort(z_mm[order])]
+    usable = np.isfinite(positions) & np.isfinite(spine)
+    if len(order) < 3 or usable.sum() < 3:
+        return positions
+    z_sorted = z_mm[order]
+    turns = np.unwrap(2.0 * np.pi * phase[order]) / (2.0 * np.pi)  # v(z) - C, falling as z rises
+    counts = np.full(len(positions), np.nan)
+    counts[usable] = spine[usable] + targets[usable] - np.interp(positions[usable], z_sorted, turns)
+    rounded = np.round(counts)
+    moved = positions.copy()
+    for k in np.flatnonzero(usable):
+        neighbours = usable & (np.abs(spine - spine[k]) <= NEIGHBOUR_SPAN) & (np.arange(len(spine)) != k)
+        values, votes = np.unique(rounded[neighbours], return_counts=True)
+        if not len(values) or votes.max() < 2 or values[np.argmax(votes)] == rounded[k]:
+            continue
+        if (votes == votes.max()).sum() > 1:  # the neighbours disagree among themselves
+            continue
+        wanted = spine[k] + targets[k] - values[np.argmax(votes)]  # turns(z) at the level's true place
+        crossing = _nearest_crossing(z_sorted, turns - wanted, positions[k])
+        if crossing is not None:
+            moved[k] = crossing
+    return moved
+
+
+def _nearest_crossing(z_sorted: np.ndarray, values: np.ndarray, near_z: float) -> float | None:
+    """The z (interpolated) nearest near_z where values changes sign, or None."""
+    left = np.flatnonzero(np.sign(values[:-1]) != np.sign(values[1:]))
+    if not len(left):
+        return None
+    a, b = values[left], values[left + 1]
+    z = z_sorted[left] + (z_sorted[left + 1] - z_sorted[left]) * a / np.where(a != b, a - b, 1.0)
+    return float(z[np.argmin(np.abs(z - near_z))])

@@ -24,7 +24,13 @@ import torch
 from torch import nn
 
 from bodycomp_cli.core.metrics import level_z_mm
-from bodycomp_cli.core.vertebrae import circular_mean, level_phase, snap_to_phase
+from bodycomp_cli.core.vertebrae import (
+    agree_on_vertebra_count,
+    circular_mean,
+    level_phase,
+    snap_to_phase,
+    spine_index,
+)
 from bodycomp_cli.engine.checkpoint import load_checkpoint, save_checkpoint
 from bodycomp_cli.errors import BodycompError
 
@@ -77,6 +83,10 @@ class SeriesHead(nn.Module):
         self.register_buffer("std", torch.ones(features))
         # Per level, the vertebral phase its labelled slices show (phase_outputs runs): where the snap aims.
         self.register_buffer("level_phase", torch.zeros(levels, dtype=torch.float64))
+        # Per level, its vertebra count from C1 (NaN: not a vertebra), so that levels can check each other.
+        names = settings.feature_levels if len(settings.feature_levels) == levels else [""] * levels
+        spine = [np.nan if spine_index(name) is None else spine_index(name) for name in names]
+        self.register_buffer("level_spine", torch.tensor(spine, dtype=torch.float64))
         self.inp = nn.Sequential(nn.Dropout(0.2), nn.Conv1d(features + 1, width, 1))
         self.blocks = nn.ModuleList(
             nn.Sequential(
@@ -239,11 +249,15 @@ def predict_offsets_mm(
     for k, row in enumerate(on_grid):
         offsets[order, k] = np.interp(z_mm[order], grid, row) if len(grid) > 1 else row[0]
     if phase is not None:
-        for k, target in enumerate(heads[0].level_phase.tolist()):
+        targets = heads[0].level_phase.numpy()
+        positions = np.full(len(targets), np.nan)
+        for k, target in enumerate(targets):
             near = np.abs(offsets[:, k]) < NEAR_LEVEL_MM
             if near.any():
-                estimate = level_z_mm(z_mm[near], offsets[near, k])
-                offsets[:, k] = z_mm - snap_to_phase(z_mm, phase, estimate, target)
+                positions[k] = snap_to_phase(z_mm, phase, level_z_mm(z_mm[near], offsets[near, k]), target)
+        positions = agree_on_vertebra_count(z_mm, phase, positions, heads[0].level_spine.numpy(), targets)
+        for k in np.flatnonzero(np.isfinite(positions)):
+            offsets[:, k] = z_mm - positions[k]
     return offsets
 
 
@@ -271,6 +285,7 @@ def load_heads(path: Path) -> list[SeriesHead]:
     for state in saved["members"]:
         head = SeriesHead(int(saved["features"]), len(settings.feature_levels), settings)
         state.setdefault("level_phase", head.level_phase)  # series_head.pt written before the phase snap
+        state.setdefault("level_spine", head.level_spine)
         head.load_state_dict(state)
         heads.append(head.eval())
     return heads
