@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from helpers_train import make_seg_data
+from rich.console import Console
 
 from bodycomp_cli.core.preprocess import resize_labels, segmentation_input
 from bodycomp_cli.data.augment import AffineRanges, augment_pair, warp
 from bodycomp_cli.data.sampling import ShardSampler, TrainSampler
 from bodycomp_cli.engine.config import schedule_factor
 from bodycomp_cli.engine.devices import DeviceSetup, resolve_devices, strip_prefix, unwrap_model, wrap_model
+from bodycomp_cli.engine.trainer import PROGRESS_REFRESH_S, _EpochBar
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.tasks.segmentation import SegmentationSettings, SegmentationTask
 from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, SliceSelectionTask
@@ -145,3 +149,14 @@ def test_segmentation_dataset_windows_raw_hu(tmp_path):
     assert torch.equal(item["image"], segmentation_input(hu[None], 40.0, 400.0, 32)[0])
     assert item["image"][0, 0, 0] == 0.0 and float(item["image"].max()) == pytest.approx((150 + 160) / 400, abs=0.15)
     assert torch.equal(item["mask"], torch.from_numpy(np.load(data / "val_masks.npy")[0, ..., 0].astype(np.int64)))
+
+
+def test_progress_bar_redraws_only_as_often_as_the_loss_is_read():
+    # rich's default is 10 redraws a second, each about 1 ms of rendering under the GIL in a terminal (issue 15
+    # goal 5): the bar redraws at the rate its loss and speed fields change.
+    with open(os.devnull, "w") as screen:
+        bar = _EpochBar(Console(file=screen, force_terminal=True), "epoch 1/1", 3)
+        with bar as (progress, task):
+            assert progress.live.auto_refresh and progress.live.refresh_per_second == 1 / PROGRESS_REFRESH_S == 2
+            progress.update(task, advance=3)
+        assert progress.finished

@@ -25,9 +25,10 @@ from helpers_train import make_seg_data
 from bodycomp_cli.core.amp import AmpPolicy
 from bodycomp_cli.engine import devices, memory, trainer
 from bodycomp_cli.engine.config import EngineConfig
-from bodycomp_cli.engine.devices import AutocastDataParallel, DeviceSetup, convert_sync_batchnorm
+from bodycomp_cli.engine.devices import AutocastDataParallel, DeviceSetup, convert_sync_batchnorm, unwrap_model
 from bodycomp_cli.engine.seeding import deterministic_algorithms, seed_epoch
 from bodycomp_cli.engine.trainer import Trainer, host_copy
+from bodycomp_cli.engine.writer import EpochWriter
 from bodycomp_cli.estimate.models import inference_setup
 from bodycomp_cli.tasks.segmentation import SegmentationSettings, SegmentationTask, train_segmentation
 from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, SliceSelectionTask
@@ -200,6 +201,35 @@ def test_host_snapshot_is_an_independent_copy():
             parameter.add_(1.0)
     assert not torch.equal(snapshot["model"]["0.weight"], live.model.state_dict()["0.weight"])
     assert host_copy({"a": [1, (2.5, "x")]}) == {"a": [1, (2.5, "x")]}
+
+
+def test_only_the_final_epoch_hands_its_live_state_to_the_writer(tmp_path, monkeypatch):
+    # Issue 15 goal 5: nothing trains after the final epoch, so its checkpoint is saved without a 293 MB copy
+    # (unet/resnet34 with Adam); every earlier one is a copy that training cannot change under the writer.
+    shared: dict[int, bool] = {}
+    original_submit = EpochWriter.submit
+
+    def submit(self, epoch, checkpoint, rows, best):
+        live = {name: t.data_ptr() for name, t in unwrap_model(running[0].model).state_dict().items()}
+        shared[epoch] = all(checkpoint["model"][name].data_ptr() == live[name] for name in live)
+        assert all(
+            torch.equal(checkpoint["model"][n], t) for n, t in unwrap_model(running[0].model).state_dict().items()
+        )
+        return original_submit(self, epoch, checkpoint, rows, best)
+
+    running: list[Trainer] = []
+    original_fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda self: running.append(self) or original_fit(self))
+    monkeypatch.setattr(EpochWriter, "submit", submit)
+    data = make_seg_data(tmp_path / "data", n_train=4, n_val=2, size=32)
+    engine = EngineConfig(epochs=3, batch_size=2, workers=0, quiet=True, gpus=0, steps_per_epoch=1, tensorboard=False)
+    run_dir = train_segmentation(
+        data, tmp_path / "models", SegmentationSettings(encoder="resnet18", image_size=32), engine
+    )
+    assert shared == {1: False, 2: False, 3: True}
+    saved = torch.load(run_dir / "checkpoint_last.pt", weights_only=True)
+    assert saved["epoch"] == 3
+    assert all(torch.equal(saved["model"][n], t) for n, t in unwrap_model(running[0].model).state_dict().items())
 
 
 # ----- a failing writer (issue 12 #7) -------------------------------------------------------------------------
