@@ -87,6 +87,13 @@ class RunConfig:
         """The CNN's output units: one per output level, then (with a series head) its phase outputs."""
         return len(self.output_levels) + int((self.series_head or {}).get("phase_outputs") or 0)
 
+    @property
+    def phase_columns(self) -> slice | None:
+        """The CNN's vertebral phase outputs (cos, sin) after its levels, or None in a run without them."""
+        if not (self.series_head or {}).get("phase_outputs"):
+            return None
+        return slice(len(self.output_levels), self.output_count)
+
     def model_settings(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in MODEL_FIELDS}
 

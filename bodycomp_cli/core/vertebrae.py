@@ -50,11 +50,12 @@ def vertebral_coordinate(offsets_mm: np.ndarray, levels: Sequence[str]) -> np.nd
     indices = np.array([spine_index(levels[c]) for c in columns], dtype=np.float64)
     # z_level - z_slice: falls with the vertebra index (z grows toward the head), and the slice sits at 0.
     above = -offsets[:, columns]
-    for row_mask in _patterns(np.isfinite(above)):
-        known = np.flatnonzero(row_mask[0])
+    finite = np.isfinite(above)
+    for pattern in np.unique(finite, axis=0):  # each set of labelled levels a slice can have
+        known = np.flatnonzero(pattern)
         if len(known) < 2:
             continue
-        rows = np.flatnonzero((np.isfinite(above) == row_mask[0]).all(axis=1))
+        rows = np.flatnonzero((finite == pattern).all(axis=1))
         heights, spine = above[np.ix_(rows, known)], indices[known]
         for upper, lower in zip(range(len(known) - 1), range(1, len(known)), strict=True):
             top, bottom = heights[:, upper], heights[:, lower]
@@ -63,11 +64,6 @@ def vertebral_coordinate(offsets_mm: np.ndarray, levels: Sequence[str]) -> np.nd
             value = spine[upper] + fraction * (spine[lower] - spine[upper])
             result[rows[between]] = value[between]
     return result
-
-
-def _patterns(known: np.ndarray) -> list[np.ndarray]:
-    """The distinct rows of a boolean matrix (which levels a slice has), each as a 1 x k array."""
-    return [pattern[None, :] for pattern in np.unique(known, axis=0)]
 
 
 def phase_targets(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +88,16 @@ def phase_of(phase_outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def wrap(phase: np.ndarray | float) -> np.ndarray:
     """A phase difference folded into [-0.5, 0.5) vertebrae."""
     return (np.asarray(phase, dtype=np.float64) + 0.5) % 1.0 - 0.5
+
+
+def _phase_track(z_mm: np.ndarray, phase_outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The slices whose phase the CNN is sure of, by ascending z: their z, phase, and phase unwrapped along z
+    (v(z) less a whole number, falling as z rises)."""
+    z_mm = np.asarray(z_mm, dtype=np.float64)
+    phase, confidence = phase_of(phase_outputs)
+    order = np.flatnonzero(confidence > MIN_PHASE_CONFIDENCE)
+    order = order[np.argsort(z_mm[order])]
+    return z_mm[order], phase[order], np.unwrap(2.0 * np.pi * phase[order]) / (2.0 * np.pi)
 
 
 def level_phase(z_mm: np.ndarray, phase_outputs: np.ndarray, level_z_mm: float) -> float:
@@ -119,18 +125,16 @@ def snap_to_phase(z_mm: np.ndarray, phase_outputs: np.ndarray, estimate_z_mm: fl
     the estimate wins. The estimate is kept where too few slices tell their phase. An estimate off by more
     than half a vertebra lands on the neighbouring vertebra: the snap sharpens, it does not re-count.
     """
-    z_mm = np.asarray(z_mm, dtype=np.float64)
-    phase, confidence = phase_of(phase_outputs)
-    near = (np.abs(z_mm - estimate_z_mm) < SNAP_WINDOW_MM) & (confidence > MIN_PHASE_CONFIDENCE)
+    z_sorted, phase, turns = _phase_track(z_mm, phase_outputs)
+    near = np.abs(z_sorted - estimate_z_mm) < SNAP_WINDOW_MM
     if near.sum() < 3:
         return float(estimate_z_mm)
-    order = np.flatnonzero(near)[np.argsort(z_mm[near])]
-    turns = np.unwrap(2.0 * np.pi * phase[order]) / (2.0 * np.pi)
-    slope = np.polyfit(z_mm[order], turns, 1)[0] if np.ptp(z_mm[order]) > 0 else 0.0
+    z_near = z_sorted[near]
+    slope = np.polyfit(z_near, turns[near], 1)[0] if np.ptp(z_near) > 0 else 0.0
     if not slope < 0:  # the phase must advance toward the feet; otherwise it is not to be trusted here
         return float(estimate_z_mm)
     length = float(np.clip(-1.0 / slope, 10.0, 60.0))
-    votes = z_mm[order] + wrap(phase[order] - target_phase) * length
+    votes = z_near + wrap(phase[near] - target_phase) * length
     votes = votes[np.abs(votes - estimate_z_mm) < length / 2.0]
     return float(np.median(votes)) if len(votes) else float(estimate_z_mm)
 
@@ -150,16 +154,11 @@ def agree_on_vertebra_count(
     head can slip by a vertebra where organs mislead it, its neighbours rarely all do. Levels with fewer than
     two agreeing neighbours stay where they are.
     """
-    z_mm = np.asarray(z_mm, dtype=np.float64)
     positions = np.asarray(positions, dtype=np.float64).copy()
-    phase, confidence = phase_of(phase_outputs)
-    order = np.flatnonzero(confidence > MIN_PHASE_CONFIDENCE)
-    order = order[np.argsort(z_mm[order])]
+    z_sorted, _, turns = _phase_track(z_mm, phase_outputs)  # turns: v(z) - C
     usable = np.isfinite(positions) & np.isfinite(spine)
-    if len(order) < 3 or usable.sum() < 3:
+    if len(z_sorted) < 3 or usable.sum() < 3:
         return positions
-    z_sorted = z_mm[order]
-    turns = np.unwrap(2.0 * np.pi * phase[order]) / (2.0 * np.pi)  # v(z) - C, falling as z rises
     counts = np.full(len(positions), np.nan)
     counts[usable] = spine[usable] + targets[usable] - np.interp(positions[usable], z_sorted, turns)
     rounded = np.round(counts)

@@ -151,7 +151,7 @@ def _predict_offsets(
     outputs = np.empty((n_slices, n_levels), dtype=np.float32)
     features: list[np.ndarray] = []  # with a series head: the CNN's pooled features, which the head reads
     phases: list[np.ndarray] = []  # and its vertebral phase outputs, in runs that have them
-    phase_column = len(config.output_levels) if (config.series_head or {}).get("phase_outputs") else None
+    phase_columns = config.phase_columns
     for start in range(0, n_slices, batch_size):
         batch_rows = rows[start : start + batch_size]
         pixels = slices_8bit(batch_rows.ravel())
@@ -164,11 +164,11 @@ def _predict_offsets(
             else:
                 logits, pooled = classifier_features(run.model, images)
                 features.append(pooled.float().cpu().numpy())
-                if phase_column is not None:
-                    phases.append(logits[:, phase_column : phase_column + 2].float().cpu().numpy())
+                if phase_columns is not None:
+                    phases.append(logits[:, phase_columns].float().cpu().numpy())
     if run.heads is None:
         return outputs
     # The head's offsets, in the form of the CNN's outputs, so the one slice-choice rule reads both alike.
-    phase = np.concatenate(phases) if phase_column is not None else None
+    phase = np.concatenate(phases) if phase_columns is not None else None
     offsets = predict_offsets_mm(run.heads, np.asarray(z_mm), np.concatenate(features), phase)
     return outputs_from_offsets(offsets[:, :n_levels], config.threshold).astype(np.float32)

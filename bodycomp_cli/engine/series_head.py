@@ -83,10 +83,11 @@ class SeriesHead(nn.Module):
         self.register_buffer("std", torch.ones(features))
         # Per level, the vertebral phase its labelled slices show (phase_outputs runs): where the snap aims.
         self.register_buffer("level_phase", torch.zeros(levels, dtype=torch.float64))
-        # Per level, its vertebra count from C1 (NaN: not a vertebra), so that levels can check each other.
+        # Per level, its vertebra count from C1 (NaN: not a vertebra), so that levels can check each other;
+        # derived from the level names, so not saved.
         names = settings.feature_levels if len(settings.feature_levels) == levels else [""] * levels
         spine = [np.nan if spine_index(name) is None else spine_index(name) for name in names]
-        self.register_buffer("level_spine", torch.tensor(spine, dtype=torch.float64))
+        self.register_buffer("level_spine", torch.tensor(spine, dtype=torch.float64), persistent=False)
         self.inp = nn.Sequential(nn.Dropout(0.2), nn.Conv1d(features + 1, width, 1))
         self.blocks = nn.ModuleList(
             nn.Sequential(
@@ -285,7 +286,7 @@ def load_heads(path: Path) -> list[SeriesHead]:
     for state in saved["members"]:
         head = SeriesHead(int(saved["features"]), len(settings.feature_levels), settings)
         state.setdefault("level_phase", head.level_phase)  # series_head.pt written before the phase snap
-        state.setdefault("level_spine", head.level_spine)
+        state.pop("level_spine", None)  # saved by the count check's first version; derived from the names now
         head.load_state_dict(state)
         heads.append(head.eval())
     return heads

@@ -43,10 +43,10 @@ def is_main_process() -> bool:
 
 @torch.no_grad()
 def slice_features(
-    model: torch.nn.Module, dataset, phase_column: int | None = None, batch_size: int = 32
+    model: torch.nn.Module, dataset, phase_columns: slice | None = None, batch_size: int = 32
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The CNN's pooled features of every item of a slice dataset, in order (N x C float32), and its phase
-    outputs (N x 2, from output column phase_column on; None without).
+    outputs (N x 2, the output columns phase_columns; None without).
 
     In full precision, as evaluate computes them on the CPU, so series_head.json reports what evaluate finds.
     """
@@ -55,9 +55,9 @@ def slice_features(
     for batch in loader:
         outputs, pooled = classifier_features(model, batch["image"])
         features.append(pooled.float().numpy())
-        if phase_column is not None:
-            phases.append(outputs[:, phase_column : phase_column + 2].float().numpy())
-    return np.concatenate(features), (np.concatenate(phases) if phase_column is not None else None)
+        if phase_columns is not None:
+            phases.append(outputs[:, phase_columns].float().numpy())
+    return np.concatenate(features), (np.concatenate(phases) if phase_columns is not None else None)
 
 
 def series_of(meta: SliceMeta, features: np.ndarray, phase: np.ndarray | None) -> list[SeriesFeatures]:
@@ -80,24 +80,20 @@ def fit_series_head(
     source = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
     model.load_state_dict(strip_prefix(load_checkpoint(source)["model"]))
     model.eval()
-    phase_column = len(config.output_levels) if head.phase_outputs else None
     splits = {
-        split: series_of(meta, *slice_features(model, dataset, phase_column))
+        split: series_of(meta, *slice_features(model, dataset, config.phase_columns))
         for split, (dataset, meta) in datasets.items()
     }
     heads = train_heads(splits["train"], head, seed)
+    val = splits["val"]
+    predicted = [predict_offsets_mm(heads, entry.z_mm, entry.features, entry.phase) for entry in val]  # once each
+    series = np.concatenate([[f"series_{index}"] * len(entry.z_mm) for index, entry in enumerate(val)])
+    z = np.concatenate([entry.z_mm for entry in val])
     report: dict = {"levels": {}}
     for k, level in enumerate(config.levels):
-        series, z, outputs, offsets = [], [], [], []
-        for index, entry in enumerate(splits["val"]):
-            predicted = predict_offsets_mm(heads, entry.z_mm, entry.features, entry.phase)[:, k]
-            series += [f"series_{index}"] * len(entry.z_mm)
-            z.append(entry.z_mm)
-            outputs.append(outputs_from_offsets(predicted, config.threshold))
-            offsets.append(entry.z_mm - entry.level_z_mm[k])
-        errors = series_selection_errors(
-            np.array(series), np.concatenate(z), np.concatenate(outputs), np.concatenate(offsets), config.threshold
-        )
+        outputs = np.concatenate([outputs_from_offsets(p[:, k], config.threshold) for p in predicted])
+        offsets = np.concatenate([entry.z_mm - entry.level_z_mm[k] for entry in val])
+        errors = series_selection_errors(series, z, outputs, offsets, config.threshold)
         report["levels"][level] = summarise_errors(errors)
     save_heads(run_dir / HEAD_FILE, heads, head)
     atomic_write_text(run_dir / HEAD_REPORT, json.dumps(report, indent=1) + "\n")
