@@ -149,6 +149,19 @@ def test_meta_csvs_without_series_train_per_slice_and_refuse_an_explicit_head(tm
     assert not (tmp_path / "m2" / "x").exists()
 
 
+def test_an_explicit_head_names_the_meta_csv_at_fault(tmp_path):
+    data = make_select_data(tmp_path / "data", n_series=(2, 1), slices=8)
+    val = data / "meta" / "val.csv"
+    val.write_text(pd.read_csv(val).drop(columns=["z_mm"]).to_csv(index=False))  # train.csv still has both
+    refused = invoke(["train-select", data, tmp_path / "m", "-a", "x", "-e", "1", *FAST, "--series-head"])
+    assert_user_error(refused, "val.csv: --series-head needs series and z_mm")
+    val.unlink()  # a missing CSV is reported as missing, not as lacking columns
+    refused = invoke(["train-select", data, tmp_path / "m", "-a", "x", "-e", "1", *FAST, "--series-head"])
+    assert_user_error(refused, "val.csv")
+    assert "needs series" not in refused.output
+    assert not (tmp_path / "m" / "x").exists()
+
+
 def test_a_run_killed_before_its_head_is_refused_then_finished_by_resume(tmp_path):
     data = make_select_data(tmp_path / "data", n_series=(2, 1), slices=8)
     run = _train(tmp_path, data)

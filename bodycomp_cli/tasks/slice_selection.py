@@ -105,11 +105,14 @@ class SliceSelectionTask:
         if wanted is False:
             return None
         paths = [data_dir / "meta" / f"{split}.csv" for split in ("train", "val")]
-        columns = [csv_columns(path) if path.is_file() else [] for path in paths]
-        if not all({"series", "z_mm"} <= set(names) for names in columns):
+        if not all(path.is_file() for path in paths):
+            return None  # validate_slice_data, next, names the missing file
+        columns = [csv_columns(path) for path in paths]
+        lacking = [path for path, names in zip(paths, columns, strict=True) if not {"series", "z_mm"} <= set(names)]
+        if lacking:
             if wanted:
                 raise BodycompError(
-                    f"{paths[0]}: --series-head needs series and z_mm columns (prepare-slices writes them)"
+                    f"{lacking[0]}: --series-head needs series and z_mm columns (prepare-slices writes them)"
                 )
             return None
         present = [offset_levels(names) for names in columns]
