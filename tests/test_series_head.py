@@ -129,6 +129,22 @@ def test_train_select_adds_a_series_head_trained_on_every_level_of_the_data(tmp_
     assert select["levels"]["L3"]["selection"]["n_series"] == 2
 
 
+@pytest.mark.parametrize(("level", "phase_outputs"), [("L3", 2), ("carina", 0)])
+def test_one_labelled_level_trains_a_head_with_a_phase_if_it_is_a_vertebra(tmp_path, level, phase_outputs):
+    data = make_select_data(tmp_path / "data", levels=(level,), n_series=(2, 2), slices=8)
+    run = _train(tmp_path, data, "-L", level)
+    config = json.loads((run / "config.json").read_text())
+    assert config["series_head"]["feature_levels"] == [level]
+    assert config["series_head"]["phase_outputs"] == phase_outputs
+    weights = torch.load(run / "checkpoint_best.pt", weights_only=True)["model"]
+    assert [tuple(v.shape) for k, v in weights.items() if k.endswith("bias")][-1] == (1 + phase_outputs,)
+    assert ("val_phase_mae" in pd.read_csv(run / "history.csv").columns) is bool(phase_outputs)
+    evaluated = invoke(["evaluate", run, data, "--split", "val", "-o", tmp_path / "eval"])
+    assert evaluated.exit_code == 0, evaluated.output + str(evaluated.exception)
+    report = json.loads(next((tmp_path / "eval").glob("*.json")).read_text())
+    assert report["levels"][level]["selection"]["n_series"] == 2
+
+
 def test_no_series_head_is_the_original_per_slice_model(tmp_path):
     data = make_select_data(tmp_path / "data", n_series=(2, 1), slices=8)
     run = _train(tmp_path, data, "--no-series-head")

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from bodycomp_cli.core.vertebrae import phase_targets, spine_index, spine_levels, vertebral_coordinate
+from bodycomp_cli.core.vertebrae import (
+    nominal_step_mm,
+    phase_targets,
+    spine_index,
+    spine_levels,
+    vertebral_coordinate,
+)
 
 NAN = np.nan
 
@@ -22,20 +28,46 @@ def test_vertebral_coordinate_interpolates_between_labelled_levels_only():
             [25.0, -10.0],  # 10 mm below L1, 25 mm above L3: 2/7 of the way from L1 (19) to L3 (21)
             [0.0, -70.0],  # at L3
             [-3.0, -73.0],  # below L3: outside the labelled span
-            [NAN, -10.0],  # one level known
+            [NAN, -10.0],  # only L1 known: its nominal step, 36 mm
             [35.0, 0.0],  # at L1
         ]
     )
     v = vertebral_coordinate(offsets, levels)
-    np.testing.assert_allclose(v[[0, 1, 4]], [19.0 + 2.0 * 10.0 / 35.0, 21.0, 19.0])
-    assert np.isnan(v[[2, 3]]).all()
+    np.testing.assert_allclose(v[[0, 1, 3, 4]], [19.0 + 2.0 * 10.0 / 35.0, 21.0, 19.0 + 10.0 / 36.0, 19.0])
+    assert np.isnan(v[2])
 
 
 def test_vertebral_coordinate_uses_the_levels_each_slice_has():
     offsets = np.array([[-20.0, NAN, 30.0], [-20.0, 10.0, 30.0]])  # T12, L1, L3; row 0 lacks L1
     v = vertebral_coordinate(offsets, ["T12", "L1", "L3"])
     np.testing.assert_allclose(v, [18.0 + 3.0 * 20.0 / 50.0, 18.0 + 20.0 / 30.0])  # T12 to L3, T12 to L1
-    assert np.isnan(vertebral_coordinate(offsets[:, :1], ["T12"])).all()
+    # T12 alone: 20 mm below it is 20/27 of T12's nominal step (27 mm) toward L1
+    np.testing.assert_allclose(vertebral_coordinate(offsets[:, :1], ["T12"]), [18.0 + 20.0 / 27.0] * 2)
+    assert np.isnan(vertebral_coordinate(offsets[:, :1], ["carina"])).all()  # not a vertebra: no phase
+
+
+def test_one_labelled_level_gives_a_phase_within_one_nominal_step_of_it():
+    assert [nominal_step_mm(spine_index(name)) for name in ("C3", "T1", "T12", "L3")] == [16.0, 20.0, 27.0, 36.0]
+    # offsets from L3 (36 mm step): its centre, the L3/L4 disc, L4's and L2's centres, then beyond one step
+    offsets = np.array([[0.0], [-18.0], [-36.0], [36.0], [-36.5], [50.0], [NAN]])
+    v = vertebral_coordinate(offsets, ["L3"])
+    np.testing.assert_allclose(v[:4], [21.0, 21.5, 22.0, 20.0])
+    assert np.isnan(v[4:]).all()
+    targets, valid = phase_targets(v)
+    np.testing.assert_allclose(targets[:2], [[1.0, 0.0], [-1.0, 0.0]], atol=1e-6)  # centre, then disc
+    np.testing.assert_array_equal(valid, [1, 1, 1, 1, 0, 0, 0])
+
+
+@pytest.mark.parametrize(("levels", "phase_outputs"), [(("L3",), 2), (("carina",), 0)])
+def test_a_single_vertebral_level_is_enough_for_phase_outputs(tmp_path, levels, phase_outputs):
+    from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, SliceSelectionTask
+    from tests.helpers_train import make_select_data
+
+    data = make_select_data(tmp_path / "data", levels=levels, n_series=(1, 1), slices=3, size=32)
+    task = SliceSelectionTask(SliceSelectionSettings(levels=list(levels)))
+    head = task._head_for(data)
+    assert head is not None and head.feature_levels == list(levels)
+    assert head.phase_outputs == phase_outputs
 
 
 def test_phase_targets_are_cos_and_sin_of_the_phase():

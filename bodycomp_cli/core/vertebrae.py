@@ -2,7 +2,9 @@
 
 With two or more labelled levels (e.g. ZOffset_L1 and ZOffset_L3) every slice between them has a
 *vertebral coordinate* v: the vertebra count from C1 (0 at the centre of C1, 7 at T1, ..., 24 at L5), read by
-linear interpolation between the labelled levels' positions. Its fractional part is the slice's phase within
+linear interpolation between the labelled levels' positions. With one labelled level (L3 alone, as most
+sarcopenia cohorts are annotated) the slices within one vertebra of it get v from an average adult's
+vertebra length (nominal_step_mm). Its fractional part is the slice's phase within
 a vertebra: 0 at a vertebral body's centre, 0.5 at the disc. That phase is what places a slice inside a
 vertebra, which organs that slide along the spine cannot tell (the slice-selection CNN learns it as
 cos/sin(2 pi v), see tasks/slice_selection.py).
@@ -35,17 +37,34 @@ def spine_levels(levels: Sequence[str]) -> list[int]:
     return [seen[index] for index in sorted(seen)]
 
 
+def nominal_step_mm(index: int) -> float:
+    """An average adult's centre-to-centre distance (mm) from vertebra `index` to the next one down.
+
+    Cervical bodies with their discs span about 16 mm, thoracic ones grow from about 20 mm (T1) to about
+    27 mm (T12), lumbar ones about 36 mm. Used only where a slice has a single labelled level, and only
+    within one such step of it, so a body 10 % taller or shorter than average shifts the phase by at most a
+    tenth of a vertebra at the window's edge and not at all at the level itself.
+    """
+    if index < 7:
+        return 16.0
+    if index < 19:
+        return 20.0 + 7.0 * (index - 7) / 11.0
+    return 36.0
+
+
 def vertebral_coordinate(offsets_mm: np.ndarray, levels: Sequence[str]) -> np.ndarray:
     """Per row (a slice, offsets z_slice - z_level per level, NaN: unknown), v between its labelled levels.
 
-    NaN where fewer than two vertebral levels are known or the slice lies outside them (no extrapolation).
+    NaN where no vertebral level is known or the slice lies outside the labelled ones (no extrapolation).
     Example: offsets [[-10.0, 25.0]] for levels ["L1", "L3"] (L1 10 mm above the slice, L3 25 mm below)
     -> [19.571...] (2/7 of the way from L1, 19, to L3, 21)
+    A slice with one labelled level (the common L3-only annotation) gets v from that level's nominal step
+    (nominal_step_mm) within one step of it: offset -18 mm from L3 -> 21.5, the L3/L4 disc.
     """
     offsets = np.atleast_2d(np.asarray(offsets_mm, dtype=np.float64))
     columns = spine_levels(levels)
     result = np.full(len(offsets), np.nan)
-    if len(columns) < 2:
+    if not columns:
         return result
     indices = np.array([spine_index(levels[c]) for c in columns], dtype=np.float64)
     # z_level - z_slice: falls with the vertebra index (z grows toward the head), and the slice sits at 0.
@@ -53,9 +72,14 @@ def vertebral_coordinate(offsets_mm: np.ndarray, levels: Sequence[str]) -> np.nd
     finite = np.isfinite(above)
     for pattern in np.unique(finite, axis=0):  # each set of labelled levels a slice can have
         known = np.flatnonzero(pattern)
+        rows = np.flatnonzero((finite == pattern).all(axis=1))
+        if len(known) == 1:
+            step = nominal_step_mm(int(indices[known[0]]))
+            height = above[rows, known[0]]
+            near = np.abs(height) <= step
+            result[rows[near]] = indices[known[0]] + height[near] / step  # the level above: v grows
         if len(known) < 2:
             continue
-        rows = np.flatnonzero((finite == pattern).all(axis=1))
         heights, spine = above[np.ix_(rows, known)], indices[known]
         for upper, lower in zip(range(len(known) - 1), range(1, len(known)), strict=True):
             top, bottom = heights[:, upper], heights[:, lower]

@@ -118,7 +118,7 @@ class SliceSelectionTask:
         present = [offset_levels(names) for names in columns]
         extra = [level for level in present[0] if level in present[1] and level not in self.levels]
         feature_levels = [*self.levels, *extra]
-        phase = 2 if len(spine_levels(feature_levels)) >= 2 else 0
+        phase = 2 if spine_levels(feature_levels) else 0  # one vertebral level will do (nominal_step_mm)
         return replace(self.settings.head, feature_levels=feature_levels, phase_outputs=phase)
 
     @property
