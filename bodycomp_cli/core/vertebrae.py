@@ -4,7 +4,7 @@ With two or more labelled levels (e.g. ZOffset_L1 and ZOffset_L3) every slice be
 *vertebral coordinate* v: the vertebra count from C1 (0 at the centre of C1, 7 at T1, ..., 24 at L5), read by
 linear interpolation between the labelled levels' positions. With one labelled level (L3 alone, as most
 sarcopenia cohorts are annotated) the slices within one vertebra of it get v from an average adult's
-vertebra length (nominal_step_mm). Its fractional part is the slice's phase within
+vertebra length (nominal_step_mm). The fractional part of v is the slice's phase within
 a vertebra: 0 at a vertebral body's centre, 0.5 at the disc. That phase is what places a slice inside a
 vertebra, which organs that slide along the spine cannot tell (the slice-selection CNN learns it as
 cos/sin(2 pi v), see tasks/slice_selection.py).
@@ -77,7 +77,7 @@ def vertebral_coordinate(offsets_mm: np.ndarray, levels: Sequence[str]) -> np.nd
             step = nominal_step_mm(int(indices[known[0]]))
             height = above[rows, known[0]]
             near = np.abs(height) <= step
-            result[rows[near]] = indices[known[0]] + height[near] / step  # the level above: v grows
+            result[rows[near]] = indices[known[0]] + height[near] / step  # level above the slice: v grows
         if len(known) < 2:
             continue
         heights, spine = above[np.ix_(rows, known)], indices[known]
