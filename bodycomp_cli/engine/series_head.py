@@ -56,7 +56,7 @@ class HeadSettings:
     learning_rate: float = 3e-3
     feature_noise: float = 0.3  # Gaussian noise on the standardised features, as the test slices differ
     # The CNN's outputs after its levels: cos/sin of the vertebral phase (core/vertebrae.py), 2 when the data
-    # has two or more vertebral levels to read it from, else 0 (and 0 for runs made before it existed).
+    # has a vertebral level to read it from, else 0 (and 0 for runs made before it existed).
     phase_outputs: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Slice selection: a timm CNN regressing sigmoid(offset / threshold) per level, masked L1 loss.
 
-With the series head (engine/series_head.py) the CNN also learns every other level the data has and, given two
-or more vertebral levels, the vertebral phase (core/vertebrae.py), from the slice and its neighbours 10 mm away.
+With the series head (engine/series_head.py) the CNN also learns every other level the data has and, given a
+vertebral level, the vertebral phase (core/vertebrae.py), from the slice and its neighbours 10 mm away.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.tasks.series_head_fit import fit_series_head, is_main_process
 
 SELECTION_WINDOW = Window(level=40.0, width=400.0)  # the PNGs are windowed L40/W400 (the original layout)
-# The vertebral phase's share of the loss (head mode, with two or more vertebral levels): the organs tell the
+# The vertebral phase's share of the loss (head mode, with a vertebral level in the data): the organs tell the
 # vertebra, the phase places the slice inside it, and the series head reads both from the CNN's features.
 PHASE_WEIGHT = 0.5
 # With the series head the CNN also sees the slices 10 mm below and above: a disc or an end plate next to the
@@ -80,12 +80,10 @@ class SliceSelectionTask:
         if data_dir is not None:
             self.head = self._head_for(Path(data_dir))
             self._splits = validate_slice_data(Path(data_dir), self.output_levels)
-        self.context_mm = settings.context_mm
-        if self.context_mm is None:
-            self.context_mm = HEAD_CONTEXT_MM if self.head is not None else 0.0
-        if data_dir is not None:
-            for split in ("train", "val") if self.context_mm > 0 else ():
-                self._neighbours[split] = split_context_rows(self._splits[split].meta, self.context_mm)
+        default_context = HEAD_CONTEXT_MM if self.head is not None else 0.0  # known once the head is
+        self.context_mm = default_context if settings.context_mm is None else settings.context_mm
+        for split in ("train", "val") if self._splits is not None and self.context_mm > 0 else ():
+            self._neighbours[split] = split_context_rows(self._splits[split].meta, self.context_mm)
 
     @property
     def output_levels(self) -> list[str]:
