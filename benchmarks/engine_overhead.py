@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_slices import cpu_model, ct_like_series  # noqa: E402
 
+from bodycomp_cli.core.amp import choose_amp  # noqa: E402
 from bodycomp_cli.core.preprocess import window_unit  # noqa: E402
 from bodycomp_cli.engine import writer as writer_module  # noqa: E402
 from bodycomp_cli.engine.config import EngineConfig  # noqa: E402
@@ -179,13 +180,14 @@ def engine_epochs(task: SegmentationTask, weights: dict, engine: EngineConfig, r
     model = task.build_model()
     model.load_state_dict(weights)
     setup = resolve_devices(0)
-    config = build_config(task, engine, setup, run_dir.name, None).to_dict()
+    amp = choose_amp(setup.device, engine.amp)  # as run_training decides it, once per run
+    config = build_config(task, engine, setup, amp, run_dir.name, None).to_dict()
     run_dir.mkdir(parents=True)
     writer_parts: dict[str, float] = {}
     # The progress bar drawn as in a terminal (where users see it), into /dev/null so the output stays readable.
     with open(os.devnull, "w") as screen:
         console = Console(file=screen, force_terminal=True, width=120)
-        trainer = TimedTrainer(task, model, setup, engine, run_dir, config, console)
+        trainer = TimedTrainer(task, model, setup, engine, run_dir, config, amp, console)
         start, cpu = time.perf_counter(), time.process_time()
         with writer_stopwatch(writer_parts):
             history = trainer.fit()

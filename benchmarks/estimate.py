@@ -9,8 +9,8 @@ One run measures, in this order (the allocator setting cannot be undone, so the 
 - the old path, as estimate ran before issue 15: fp32 (--no-amp), models in the contiguous layout, glibc's
   default malloc settings;
 - the bare selection model (forward only, batch as estimate's) as it ran before: fp32, contiguous, default malloc;
-- the new path, as `bodycomp estimate` runs now: the CLI's malloc setting (engine/memory.keep_freed_memory),
-  channels_last models, bf16 autocast where the CPU has bf16 instructions;
+- the new path, as `bodycomp estimate --amp` runs now: the CLI's malloc setting (engine/memory.keep_freed_memory),
+  channels_last models, bf16 autocast where the CPU has bf16 instructions (without --amp the CPU runs fp32);
 - the bare selection model (forward only, batch as estimate's) in fp32 and bf16, with the new layout and
   allocator: the limit the pipeline can approach.
 
@@ -88,7 +88,8 @@ def estimate_rate(root: Path, seg: Path, select: Path, args: argparse.Namespace,
 
     models = load_estimator_models(select, [str(seg)], ["L3"], gpus=0, batch_size=args.batch_size, amp=not old)
     if old:  # before issue 15, models were used in the layout they were built in
-        for run in {id(r): r for r in [models.select_run, *models.seg_runs.values()]}.values():
+        predictors = [models.selector, *models.segmenters.values()]
+        for run in {id(p.run): p.run for p in predictors}.values():
             run.model.to(memory_format=torch.contiguous_format)
     options = EstimateOptions(show_progress=False, overwrite=True)
     # Untimed first: a short series, so one-time costs (oneDNN's kernels for each shape) are paid before timing.
@@ -103,14 +104,14 @@ def bare_model_rate(select: Path, args: argparse.Namespace, amp: bool, batches: 
     passes after an untimed one (the least disturbed by other work on a shared machine)."""
     import torch
 
-    from bodycomp_cli.engine.inference import load_run
+    from bodycomp_cli.tasks import load_predictor
 
-    run = load_run(select, "cpu")
+    run = load_predictor(select).run  # on the CPU; autocast below as asked
     if old:
         run.model.to(memory_format=torch.contiguous_format)
     images = torch.rand(args.batch_size, 1, args.select_size, args.select_size)
     seconds = []
-    with torch.no_grad(), choose_amp("cpu", amp, cpu=True).autocast():
+    with torch.no_grad(), choose_amp("cpu", amp).autocast():
         run.model(images)
         for _ in range(batches):
             started = time.perf_counter()
@@ -184,7 +185,7 @@ def main() -> None:
         f"series: {args.slices} slices of {args.size} x {args.size}; selection {args.select_arch} at "
         f"{args.select_size} px, segmentation unet/{args.seg_encoder} at {args.seg_size} px, batch {args.batch_size}"
     )
-    print(f"bf16 autocast on this CPU: {choose_amp('cpu', cpu=True).describe(training=False)}", flush=True)
+    print(f"bf16 autocast on this CPU: {choose_amp('cpu', True).describe(training=False)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bodycomp-bench-estimate-") as tmp:
         root = Path(tmp)
         seg, select = one_step_models(root, args)
@@ -204,7 +205,7 @@ def main() -> None:
         kept = keep_freed_memory()
         new, new_cpu = estimate_rate(root, seg, select, args, old=False)
         print(
-            f"new path (as `bodycomp estimate` now; malloc keeps freed memory: {kept}): {new:.1f} slices/s "
+            f"new path (as `bodycomp estimate` now, with --amp; malloc keeps freed memory: {kept}): {new:.1f} slices/s "
             f"({new_cpu:.1f} per CPU second)"
         )
         print(f"ratio: {new / old:.2f}x (per CPU second {new_cpu / old_cpu:.2f}x; issue 15 target >= 3x)", flush=True)

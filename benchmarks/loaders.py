@@ -40,7 +40,7 @@ from bodycomp_cli.data.sampling import TrainSampler  # noqa: E402
 from bodycomp_cli.data.segmentation import SegmentationDataset, SegmentationSplit  # noqa: E402
 from bodycomp_cli.data.slices import SliceSelectionDataset, SliceSplit  # noqa: E402
 from bodycomp_cli.prepare.slices import default_workers  # noqa: E402
-from bodycomp_cli.tasks.segmentation import SegmentationSettings  # noqa: E402
+from bodycomp_cli.tasks.segmentation import SegmentationSettings, SegmentationTask  # noqa: E402
 from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings  # noqa: E402
 
 SEG_TARGET = 150.0  # samples/s per worker at 512 px (issue 7)
@@ -61,7 +61,8 @@ def seg_dataset(folder: Path, count: int, size: int) -> SegmentationDataset:
     settings = SegmentationSettings(image_size=size)  # the training defaults for window and augmentation
     ranges = AffineRanges(settings.rotation_deg, settings.shift, settings.scale, settings.intensity)
     split = SegmentationSplit(folder / "images.npy", folder / "masks.npy", count, size, size)
-    return SegmentationDataset(split, size, (settings.window_level, settings.window_width), ranges)
+    window = SegmentationTask(settings).window  # the default window, Window() (no data folder to read)
+    return SegmentationDataset(split, size, (window.level, window.width), ranges)
 
 
 def select_dataset(folder: Path, count: int, size: int, image_size: int) -> SliceSelectionDataset:

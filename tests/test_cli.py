@@ -39,7 +39,7 @@ def test_python_dash_m_works():
 
 def _levels_probe():
     """A throwaway app with one -L option, patched the way cli.build_command patches the real one."""
-    from bodycomp_cli import cli
+    from bodycomp_cli.commands.greedy import make_greedy
 
     app = typer.Typer()
     seen = {}
@@ -58,7 +58,7 @@ def _levels_probe():
     for sub in command.commands.values():
         for param in sub.params:
             if param.name == "levels":
-                cli._make_greedy(param)
+                make_greedy(param)
     return command, seen
 
 

@@ -13,8 +13,8 @@ from helpers_train import make_select_data
 
 from bodycomp_cli.core.preprocess import context_rows
 from bodycomp_cli.data.slices import SliceSelectionDataset, read_gray_png, validate_slice_data
-from bodycomp_cli.engine.inference import load_run, predict_slice_offsets
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.tasks import load_predictor
 
 torch.set_num_threads(1)
 
@@ -60,16 +60,17 @@ def test_train_evaluate_and_predict_with_context(tmp_path):
     run_dir = models / "ctx"
     assert json.loads((run_dir / "config.json").read_text())["context_mm"] == 5.0
 
-    run = load_run(run_dir)
-    assert run.model.conv1[0].in_channels == 3  # resnet10t's deep stem takes the 3 slices
+    predictor = load_predictor(run_dir, batch_size=4)
+    assert predictor.run.model.conv1[0].in_channels == 3  # resnet10t's deep stem takes the 3 slices
     hu = np.random.default_rng(0).integers(-200, 200, (10, 32, 32)).astype(np.int16)
     z_mm = 2.5 * np.arange(10)
-    outputs = predict_slice_offsets(run, hu, batch_size=4, z_mm=z_mm)
+    outputs = predictor.outputs(hu, z_mm)
     assert outputs.shape == (10, 1) and np.all((outputs > 0) & (outputs < 1))
     # Batching never changes a slice's neighbours: the same outputs one slice at a time.
-    np.testing.assert_allclose(predict_slice_offsets(run, hu, batch_size=1, z_mm=z_mm), outputs, atol=1e-6)
+    one_at_a_time = load_predictor(run_dir, batch_size=1)
+    np.testing.assert_allclose(one_at_a_time.outputs(hu, z_mm), outputs, atol=1e-6)
     with pytest.raises(BodycompError, match="--context-mm 5; give z_mm per slice"):
-        predict_slice_offsets(run, hu)
+        predictor.outputs(hu)
 
     evaluated = invoke(["evaluate", run_dir, data, "--split", "val", "-o", tmp_path / "eval"])
     assert evaluated.exit_code == 0, evaluated.output + str(evaluated.exception)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import imageio.v3 as iio
 import numpy as np
@@ -14,8 +13,8 @@ import pytest
 from bodycomp_cli.core.metrics import dice_summary, offsets_from_outputs, segmentation_counts
 from bodycomp_cli.core.runconfig import RunConfig
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.estimate.evaluate_seg import evaluate_segmentation
-from bodycomp_cli.estimate.evaluate_select import evaluate_slice_selection
+from bodycomp_cli.tasks.segmentation.scoring import evaluate_segmentation
+from bodycomp_cli.tasks.slice_selection.scoring import evaluate_slice_selection
 
 CLASSES = ["background", "muscle", "subcutaneous_fat", "visceral_fat"]
 
@@ -53,7 +52,6 @@ def write_seg_data(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_segmentation_report_with_area_error_in_cm2_or_pixels(tmp_path: Path) -> None:
     write_seg_data(tmp_path / "data")
-    run = SimpleNamespace(config=RunConfig("segmentation", "unet", 32, classes=CLASSES))
 
     def predict(images: np.ndarray) -> np.ndarray:  # muscle one row too tall: 4 px too many, 12 of 16 right
         labels = np.zeros(images.shape, dtype=np.uint8)
@@ -61,7 +59,7 @@ def test_segmentation_report_with_area_error_in_cm2_or_pixels(tmp_path: Path) ->
         labels[:, 6:8, :] = 2
         return labels
 
-    report = evaluate_segmentation(run, predict, tmp_path / "data", "val", tmp_path, batch_size=2)
+    report = evaluate_segmentation(CLASSES, predict, tmp_path / "data", "val", tmp_path, batch_size=2)
     muscle = report["tissues"]["muscle"]
     assert muscle["dice_mean"] == pytest.approx(2 * 12 / 32) and muscle["dice_pooled"] == pytest.approx(0.75)
     assert report["area_unit"] == "px"
@@ -77,15 +75,14 @@ def test_segmentation_report_with_area_error_in_cm2_or_pixels(tmp_path: Path) ->
         labels[:, 0, :] = 0  # 4 px of muscle fewer than the truth
         return labels
 
-    report = evaluate_segmentation(run, predict_small, tmp_path / "data", "val", tmp_path, pixel_spacing_mm=5.0)
+    report = evaluate_segmentation(CLASSES, predict_small, tmp_path / "data", "val", tmp_path, pixel_spacing_mm=5.0)
     assert report["area_unit"] == "cm2"
     assert report["tissues"]["muscle"]["area_error_signed_cm2"] == pytest.approx(-4 * 0.25)  # 4 px x 25 mm^2
 
 
 def test_segmentation_data_errors_name_the_file(tmp_path: Path) -> None:
-    run = SimpleNamespace(config=RunConfig("segmentation", "unet", 32, classes=CLASSES))
     with pytest.raises(BodycompError, match="val_images.npy: not found"):
-        evaluate_segmentation(run, lambda x: x, tmp_path, "val", tmp_path)
+        evaluate_segmentation(CLASSES, lambda x: x, tmp_path, "val", tmp_path)
 
 
 def write_slice_data(folder: Path, threshold: float) -> None:
@@ -108,13 +105,13 @@ def write_slice_data(folder: Path, threshold: float) -> None:
 def test_slice_selection_report(tmp_path: Path) -> None:
     threshold = 10.0
     write_slice_data(tmp_path, threshold)
-    run = SimpleNamespace(config=RunConfig("slice_selection", "resnet10t", 32, levels=["L3"], threshold=threshold))
+    config = RunConfig("slice_selection", "resnet10t", 32, levels=["L3"], threshold=threshold)
 
     def predict(images: np.ndarray) -> np.ndarray:  # reads the offset and is 3 mm too high everywhere
         offset = images[:, 0, 0].astype(np.float64) - 128 + 3.0
         return (1 / (1 + np.exp(-offset / threshold)))[:, None]
 
-    report = evaluate_slice_selection(run, predict, tmp_path, "val", batch_size=7)
+    report = evaluate_slice_selection(config, predict, tmp_path, "val", batch_size=7)
     level = report["levels"]["L3"]
     assert level["mae_mm"] == pytest.approx(3.0) and level["n_near"] == 16  # |offset| <= 30 mm: z 12, 16, .., 72
     selection = level["selection"]
@@ -131,6 +128,5 @@ def test_offsets_from_outputs_inverts_the_target_sigmoid() -> None:
 def test_evaluation_json_is_plain_json(tmp_path: Path) -> None:
     # Reports hold only JSON types (no numpy scalars), so evaluation.json can be written and read back.
     write_seg_data(tmp_path / "data")
-    run = SimpleNamespace(config=RunConfig("segmentation", "unet", 32, classes=CLASSES))
-    report = evaluate_segmentation(run, lambda x: np.zeros(x.shape, np.uint8), tmp_path / "data", "val", tmp_path)
+    report = evaluate_segmentation(CLASSES, lambda x: np.zeros(x.shape, np.uint8), tmp_path / "data", "val", tmp_path)
     assert json.loads(json.dumps(report))["tissues"]["muscle"]["dice_mean"] == 0.0

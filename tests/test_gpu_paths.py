@@ -29,7 +29,7 @@ from bodycomp_cli.engine.devices import AutocastDataParallel, DeviceSetup, conve
 from bodycomp_cli.engine.seeding import deterministic_algorithms, seed_epoch
 from bodycomp_cli.engine.trainer import Trainer, host_copy
 from bodycomp_cli.engine.writer import EpochWriter
-from bodycomp_cli.estimate.models import inference_setup
+from bodycomp_cli.inference.placement import choose_placement
 from bodycomp_cli.tasks.segmentation import SegmentationSettings, SegmentationTask, train_segmentation
 from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, SliceSelectionTask
 
@@ -283,9 +283,9 @@ def test_estimate_runs_as_one_process_under_a_one_process_launcher(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert not torch.distributed.is_initialized()
-    setup = inference_setup(None, amp=False)  # (with amp, a CPU with bf16 instructions adds ", bf16 autocast")
+    setup = choose_placement(None, False)  # (with --amp, a CPU with bf16 instructions adds ", bf16 autocast")
     assert (setup.device, setup.n_gpus) == ("cpu", 0) and setup.description == "the CPU"
-    assert inference_setup(0).device == "cpu"  # -g is a single-process setting, accepted here
+    assert choose_placement(0).device == "cpu"  # -g is a single-process setting, accepted here
 
 
 # ----- the torch floor (issue 12 #9) ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ pytest.importorskip("h5py")
 
 from keras_originals import original_densenet, original_unet, randomise_batch_norm  # noqa: E402
 
-from bodycomp_cli.engine.inference import load_run  # noqa: E402
+from bodycomp_cli.tasks import load_predictor  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras 3's own __array__ on numpy 2
 torch.set_num_threads(1)
@@ -44,7 +44,7 @@ def test_import_keras_full_model_gives_a_run_that_load_run_uses(tmp_path):
     # The original's -p input, clip((HU + 160) * 256 / 400, 0, 255), is min(256 x, 255) of our [0, 1] window.
     assert config["arch_options"]["input_gain"] == 256.0 and config["arch_options"]["input_max"] == 255.0
     assert config["imported_from"]["path"] == str(path.resolve()) and config["versions"]["bodycomp"]
-    run = load_run(run_dir)
+    run = load_predictor(run_dir).run
     images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
     with torch.no_grad():
         ours = torch.softmax(run.model(torch.from_numpy(images / 256).permute(0, 3, 1, 2)), 1).permute(0, 2, 3, 1)
@@ -71,7 +71,7 @@ def test_import_keras_weights_file_with_architecture_and_args_json(tmp_path):
     config = json.loads((tmp_path / "models" / "sel" / "config.json").read_text())
     assert config["task"] == "slice_selection" and config["arch"] == "bridge-densenet"
     assert config["levels"] == ["T5", "L3"] and config["threshold"] == 5.0 and config["image_size"] == 64
-    run = load_run(tmp_path / "models" / "sel")
+    run = load_predictor(tmp_path / "models" / "sel").run
     images = np.random.default_rng(2).integers(0, 256, (3, 64, 64, 1)).astype(np.float32)  # 8-bit values
     with torch.no_grad():
         ours = torch.sigmoid(run.model(torch.from_numpy(images / 255).permute(0, 3, 1, 2))).numpy()
@@ -177,7 +177,6 @@ def phantom_slices(size: int = 64, count: int = 3) -> np.ndarray:
 
 def test_imported_models_predict_phantom_slices_as_the_keras_models(tmp_path):
     from bodycomp_cli.core.preprocess import window_hu
-    from bodycomp_cli.engine.inference import predict_segmentation, predict_slice_offsets
 
     hu = phantom_slices()
     unet = original_unet(size=64, compression=(4, 8, 16), decompression=(8, 4))
@@ -190,7 +189,7 @@ def test_imported_models_predict_phantom_slices_as_the_keras_models(tmp_path):
     # Segmentation: the original estimator windowed with its -p function, clip((HU + 160) * 256 / 400, 0, 255).
     original_input = np.clip((hu.astype(np.float64) + 160) * 256 / 400, 0, 255)[..., None]
     keras_labels = np.argmax(unet.predict(original_input, verbose=0), axis=-1)
-    labels = predict_segmentation(load_run(tmp_path / "models" / "seg"), hu)
+    labels = load_predictor(tmp_path / "models" / "seg").segment(hu)
     assert (labels == keras_labels).mean() > 0.999
     for tissue in (1, 2, 3):
         keras_area = (keras_labels == tissue).sum()
@@ -198,7 +197,7 @@ def test_imported_models_predict_phantom_slices_as_the_keras_models(tmp_path):
 
     # Slice selection: 8-bit windowed slices (the PNGs it was trained on), at the model's input size.
     keras_outputs = densenet.predict(window_hu(hu).astype(np.float32)[..., None], verbose=0)
-    outputs = predict_slice_offsets(load_run(tmp_path / "models" / "sel"), hu)
+    outputs = load_predictor(tmp_path / "models" / "sel").outputs(hu)
     np.testing.assert_allclose(outputs, keras_outputs, atol=1e-4)
 
 
@@ -306,6 +305,8 @@ def test_models_saved_by_keras2_import_too(tmp_path):
     assert config["imported_from"]["keras_version"] == "2.3.1" and config["image_size"] == 32
     images = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
     with torch.no_grad():
-        logits = load_run(tmp_path / "models" / "k2").model(torch.from_numpy(images / 256).permute(0, 3, 1, 2))
+        logits = load_predictor(tmp_path / "models" / "k2").run.model(
+            torch.from_numpy(images / 256).permute(0, 3, 1, 2)
+        )
     ours = torch.softmax(logits, 1).permute(0, 2, 3, 1).numpy()
     np.testing.assert_allclose(ours, keras_model.predict(images, verbose=0), atol=1e-4)

@@ -176,8 +176,10 @@ def test_bridge_archs_train_and_load_with_low_memory(tmp_path):
     import torch
     from helpers_train import make_seg_data, make_select_data
 
-    from bodycomp_cli.engine.inference import load_run
+    from bodycomp_cli.inference.run import load_run
     from bodycomp_cli.nets import BridgeDenseNet, BridgeUNet
+    from bodycomp_cli.tasks.segmentation import build_segmentation_model
+    from bodycomp_cli.tasks.slice_selection import build_selection_model
 
     torch.set_num_threads(1)
     fast = ["-e", "1", "-b", "2", "--workers", "0", "--steps-per-epoch", "1", "-g", "0", "--quiet", "--low-memory"]
@@ -186,8 +188,8 @@ def test_bridge_archs_train_and_load_with_low_memory(tmp_path):
     sel = make_select_data(tmp_path / "sel", n_series=(1, 1), slices=4, size=32)
     args = ["--nb_blocks", "2", "--nb_layers_per_block", "1", "--growth_rate", "4", "--nb_initial_filters", "4"]
     run_ok(["train-select", sel, tmp_path / "m", "-a", "d", "-B", *args, "--image-size", "32", *fast])
-    assert isinstance(load_run(tmp_path / "m" / "u").model, BridgeUNet)
-    densenet = load_run(tmp_path / "m" / "d").model
+    assert isinstance(load_run(tmp_path / "m" / "u", build_segmentation_model).model, BridgeUNet)
+    densenet = load_run(tmp_path / "m" / "d", build_selection_model).model
     assert isinstance(densenet, BridgeDenseNet)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in densenet.modules())  # -B
     assert json.loads((tmp_path / "m" / "d" / "config.json").read_text())["arch_options"]["use_batch_norm"] is False
@@ -203,3 +205,21 @@ def test_resume_with_other_architecture_options_is_refused(tmp_path):
         ["train-seg", seg, tmp_path / "m", "-a", "u", "-e", "2", "-C", "4", "16", "-M", "4", *fast, "--resume"]
     )
     assert_user_error(result, "checkpoint_last.pt", "arch_options", "resume with the run's original settings")
+
+
+def test_help_shows_the_libraries_defaults():
+    """The defaults the help names are the ones UNetOptions and DenseNetOptions hold (the commands cannot import
+    the nets, which need torch, to word their help)."""
+    from typing import get_type_hints
+
+    from bodycomp_cli.commands.original_options import DenseNetFlags, UNetFlags
+    from bodycomp_cli.nets.bridge_densenet import DenseNetOptions
+    from bodycomp_cli.nets.bridge_unet import UNetOptions
+
+    for flags, defaults in [(UNetFlags, UNetOptions()), (DenseNetFlags, DenseNetOptions())]:
+        for name, option in get_type_hints(flags, include_extras=True).items():
+            if name == "omit_batch_norm":  # a switch: its default is use_batch_norm=True
+                continue
+            value = getattr(defaults, name)
+            shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
+            assert f"(default: {shown})" in option.__metadata__[0].help, name

@@ -45,7 +45,8 @@ def test_arrays_keep_manifest_order_within_each_split(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.stderr
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{split}_{kind}" for split in ("train", "val") for kind in ("images.npy", "masks.npy", "index.csv")
+        ["dataset.json"]
+        + [f"{split}_{kind}" for split in ("train", "val") for kind in ("images.npy", "masks.npy", "index.csv")]
     )
     for split, names in (("train", "acd"), ("val", "be")):
         images = np.load(out / f"{split}_images.npy")

@@ -125,7 +125,7 @@ def test_one_series_shared_by_several_workers_gives_the_same_output(tmp_path):
     for workers in ("1", "3"):
         assert invoke(["prepare-slices", manifest, tmp_path / workers, "--workers", workers]).exit_code == 0
         outputs.append({p.relative_to(tmp_path / workers): p.read_bytes() for p in (tmp_path / workers).rglob("*.*")})
-    assert len(outputs[0]) == 7 + 2 and outputs[0] == outputs[1]
+    assert len(outputs[0]) == 7 + 2 + 1 and outputs[0] == outputs[1]  # PNGs, meta CSVs, dataset.json
 
 
 def test_levels_repeated_and_default_every_z_column(tmp_path):

@@ -9,9 +9,10 @@ import torch
 
 from bodycomp_cli.core.runconfig import SCHEMA_VERSION, RunConfig, Window, read_run_config
 from bodycomp_cli.engine.checkpoint import save_checkpoint
-from bodycomp_cli.engine.inference import load_run, predict_segmentation
-from bodycomp_cli.engine.models import build_model
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.tasks import load_predictor
+from bodycomp_cli.tasks.segmentation import SegmentationPredictor, build_segmentation_model
+from bodycomp_cli.tasks.slice_selection.outputs import input_channels
 
 # A segmentation config.json as bodycomp wrote it before the schema version (keys, order and nulls as then).
 OLD_SEGMENTATION = {
@@ -35,10 +36,10 @@ def test_a_version_less_config_loads_with_its_values_and_defaults(tmp_path):
     assert config.schema_version == SCHEMA_VERSION
     assert (config.task, config.arch, config.encoder, config.image_size) == ("segmentation", "unet", "resnet18", 32)
     assert config.window == Window(40.0, 400.0) and config.classes == OLD_SEGMENTATION["classes"]
-    assert config.context_mm == 0.0 and config.threshold is None and config.input_channels == 1
+    assert config.context_mm == 0.0 and config.threshold is None and input_channels(config) == 1
     selection = RunConfig.from_dict(OLD_SELECTION)
-    assert selection.levels == ["T5", "L3"] and selection.threshold == 10.0 and selection.input_channels == 1
-    assert RunConfig.from_dict({**OLD_SELECTION, "context_mm": 5}).input_channels == 3
+    assert selection.levels == ["T5", "L3"] and selection.threshold == 10.0 and input_channels(selection) == 1
+    assert input_channels(RunConfig.from_dict({**OLD_SELECTION, "context_mm": 5})) == 3
 
 
 def test_written_config_keeps_the_old_keys_and_round_trips():
@@ -71,10 +72,10 @@ def test_bad_configs_are_refused_naming_the_file(tmp_path, content, fragment):
 def test_an_old_run_folder_loads_and_predicts(tmp_path):
     config = RunConfig.from_dict(OLD_SEGMENTATION)
     torch.manual_seed(0)
-    model = build_model(config)
+    model = build_segmentation_model(config)
     save_checkpoint(tmp_path / "checkpoint_best.pt", {"model": model.state_dict(), "config": OLD_SEGMENTATION})
     (tmp_path / "config.json").write_text(json.dumps(OLD_SEGMENTATION))
-    run = load_run(tmp_path)
-    assert run.config == config and run.task_name == "segmentation"
-    labels = predict_segmentation(run, torch.zeros(2, 48, 48).numpy())
+    predictor = load_predictor(tmp_path)
+    assert predictor.run.config == config and isinstance(predictor, SegmentationPredictor)
+    labels = predictor.segment(torch.zeros(2, 48, 48).numpy())
     assert labels.shape == (2, 48, 48) and int(labels.max()) <= 3

@@ -16,7 +16,8 @@ from helpers_train import make_select_data
 
 from bodycomp_cli.core.metrics import outputs_from_offsets
 from bodycomp_cli.core.selection import select_level_slice
-from bodycomp_cli.engine.series_head import (
+from bodycomp_cli.nets import SELECTION_NETS
+from bodycomp_cli.tasks.slice_selection.series_head import (
     HeadSettings,
     SeriesFeatures,
     classifier_features,
@@ -24,7 +25,6 @@ from bodycomp_cli.engine.series_head import (
     to_grid,
     train_heads,
 )
-from bodycomp_cli.nets import SELECTION_NETS
 
 torch.set_num_threads(1)
 
@@ -113,15 +113,15 @@ def test_train_select_adds_a_series_head_trained_on_every_level_of_the_data(tmp_
     weights = torch.load(run / "checkpoint_best.pt", weights_only=True)["model"]
     assert [tuple(v.shape) for k, v in weights.items() if k.endswith("bias")][-1] == (2 + 2,)
 
-    from bodycomp_cli.engine.inference import load_run, predict_slice_offsets
+    from bodycomp_cli.tasks import load_predictor
 
-    loaded = load_run(run)
+    loaded = load_predictor(run)
     volume, z = np.zeros((7, 40, 40), np.int16), np.arange(7) * 2.5
-    outputs = predict_slice_offsets(loaded, volume, z_mm=z)
+    outputs = loaded.outputs(volume, z_mm=z)
     assert outputs.shape == (7, 1) and np.isfinite(outputs).all()
     assert loaded.heads is not None and len(loaded.heads) == HeadSettings().members
     with pytest.raises(Exception, match="z_mm per slice"):  # the head (and its context slices) need z
-        predict_slice_offsets(loaded, volume)
+        loaded.outputs(volume)
 
     evaluated = invoke(["evaluate", run, data, "--split", "val", "-o", tmp_path / "eval"])
     assert evaluated.exit_code == 0, evaluated.output + str(evaluated.exception)
@@ -185,15 +185,15 @@ def test_a_run_killed_before_its_head_is_refused_then_finished_by_resume(tmp_pat
     (run / "series_head.pt").unlink()
     volume = tmp_path / "volume.npy"
     np.save(volume, np.zeros((6, 40, 40), np.int16))
-    from bodycomp_cli.engine.inference import load_run
+    from bodycomp_cli.tasks import load_predictor
 
     with pytest.raises(Exception, match="series head was never trained"):
-        load_run(run)
+        load_predictor(run)
     result = invoke(["train-select", data, tmp_path / "models", "-a", "sel", "-e", "1", "--quiet", *FAST, "--resume"])
     assert result.exit_code == 0, result.output + str(result.exception)
     assert (run / "series_head.pt").read_bytes() != b""
     assert len((run / "series_head.pt").read_bytes()) == pytest.approx(len(head_bytes), rel=0.05)
-    assert load_run(run).heads is not None
+    assert load_predictor(run).heads is not None
 
 
 def test_head_settings_round_trip_through_config_json():

@@ -75,7 +75,7 @@ def test_writes_every_artifact_resumes_and_is_deterministic(seg_data, tmp_path):
 
 
 def test_learning_is_real_and_inference_matches(seg_data, tmp_path):
-    from bodycomp_cli.engine.inference import load_run, predict_segmentation
+    from bodycomp_cli.tasks import load_predictor
 
     result = invoke(["train-seg", seg_data, tmp_path, "-a", "learn", "-e", "8", *FAST[:-1], "6", "--quiet"])
     assert result.exit_code == 0, result.output
@@ -85,10 +85,10 @@ def test_learning_is_real_and_inference_matches(seg_data, tmp_path):
     assert rows["train_loss"].iloc[-1] < 0.7 * rows["train_loss"].iloc[0]
 
     # checkpoint_best.pt applied through the inference contract reproduces the best epoch's Dice
-    run = load_run(tmp_path / "learn")
+    predictor = load_predictor(tmp_path / "learn", batch_size=4)
     images = np.load(seg_data / "val_images.npy")[..., 0]
     masks = np.load(seg_data / "val_masks.npy")[..., 0]
-    labels = predict_segmentation(run, images, batch_size=4)
+    labels = predictor.segment(images)
     assert labels.shape == masks.shape and labels.dtype == np.uint8
     dices = []
     for label in (1, 2, 3):

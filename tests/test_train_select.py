@@ -41,9 +41,9 @@ def test_multi_level_with_blank_offsets_writes_every_artifact(tmp_path):
     expected = (last["val_selection_error_mm_T5"] + last["val_selection_error_mm_L3"]) / 2
     assert last["val_error_mm"] == pytest.approx(expected)
 
-    from bodycomp_cli.engine.inference import load_run, predict_slice_offsets
+    from bodycomp_cli.tasks import load_predictor
 
-    outputs = predict_slice_offsets(load_run(run, which="last"), np.zeros((5, 48, 48), np.int16))
+    outputs = load_predictor(run, which="last").outputs(np.zeros((5, 48, 48), np.int16))
     assert outputs.shape == (5, 2) and ((outputs > 0) & (outputs < 1)).all()
 
 

@@ -33,13 +33,24 @@ def test_every_engine_option_reaches_the_engine_config(tmp_path, monkeypatch, co
     assert received["engine"] == EXPECTED
 
 
+@pytest.mark.parametrize("command", ["train-seg", "train-select"])
 @pytest.mark.parametrize(
-    ("flags", "amp", "cpu_amp"),
-    [([], True, EngineConfig().cpu_amp), (["--amp"], True, True), (["--no-amp"], False, False)],
+    ("flags", "amp", "window"),
+    [
+        ([], None, (None, None)),  # unset: the library decides (AMP on CUDA only; the data's window)
+        (["--amp", "--window-level", "50", "--window-width", "350"], True, (50.0, 350.0)),
+        (["--no-amp"], False, (None, None)),
+    ],
 )
-def test_amp_flag_decides_on_the_cpu_as_on_cuda(tmp_path, monkeypatch, flags, amp, cpu_amp):
+def test_amp_and_window_reach_the_engine_and_the_task_as_given(tmp_path, monkeypatch, command, flags, amp, window):
     received = {}
-    monkeypatch.setattr(segmentation, "train_segmentation", lambda *args: received.setdefault("engine", args[3]))
-    result = invoke(["train-seg", tmp_path, tmp_path / "models", "-a", "amp", "-g", "0", *flags])
+
+    def capture(data_dir, models_dir, settings, engine, name, start):
+        received.update(settings=settings, engine=engine)
+
+    monkeypatch.setattr(segmentation, "train_segmentation", capture)
+    monkeypatch.setattr(slice_selection, "train_slice_selection", capture)
+    result = invoke([command, tmp_path, tmp_path / "models", "-a", "tri", "-g", "0", *flags])
     assert result.exit_code == 0, (result.stderr or "") + result.output + repr(result.exception)
-    assert (received["engine"].amp, received["engine"].cpu_amp) == (amp, cpu_amp)
+    assert received["engine"].amp is amp
+    assert (received["settings"].window_level, received["settings"].window_width) == window

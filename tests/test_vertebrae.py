@@ -77,8 +77,9 @@ def test_phase_targets_are_cos_and_sin_of_the_phase():
 
 
 def test_the_phase_loss_adds_to_the_level_loss_of_slices_with_a_phase():
-    from bodycomp_cli.engine.series_head import HeadSettings
-    from bodycomp_cli.tasks.slice_selection import PHASE_WEIGHT, SliceSelectionSettings, SliceSelectionTask
+    from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, SliceSelectionTask
+    from bodycomp_cli.tasks.slice_selection.series_head import HeadSettings
+    from bodycomp_cli.tasks.slice_selection.task import PHASE_WEIGHT
 
     task = SliceSelectionTask(SliceSelectionSettings(levels=["L3"]))
     task.head = HeadSettings(feature_levels=["L3", "L1"], phase_outputs=2)
@@ -115,7 +116,12 @@ def test_the_snap_moves_an_estimate_to_the_nearest_place_of_the_target_phase():
 
 
 def test_the_series_head_snaps_its_estimate_to_the_level_phase_it_learned():
-    from bodycomp_cli.engine.series_head import HeadSettings, SeriesFeatures, predict_offsets_mm, train_heads
+    from bodycomp_cli.tasks.slice_selection.series_head import (
+        HeadSettings,
+        SeriesFeatures,
+        predict_offsets_mm,
+        train_heads,
+    )
 
     rng = np.random.default_rng(1)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from dataclasses import fields
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
 from rich.console import Console
@@ -79,7 +81,18 @@ GpusOption = Annotated[
     typer.Option(
         "-g",
         "--gpus",
-        help="GPUs: 0 = CPU, 1 = cuda:0, N > 1 = DataParallel [default: 1 if CUDA else 0].",
+        help="GPUs: 0 = CPU, 1 = cuda:0, N > 1 = DataParallel \\[default: 1 if CUDA else 0].",
+        show_default=False,
+    ),
+]
+# One AMP policy for training and inference (core/amp.py), passed down as it is: None leaves the choice to it.
+AmpOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--amp/--no-amp",
+        help="Mixed precision: bf16 autocast on GPUs from Ampere on, else fp16 (with a GradScaler in training); "
+        "--amp also on CPUs with bf16 instructions (AVX512-BF16, AMX); --no-amp: full precision everywhere. "
+        "\\[default: on CUDA, off on the CPU]",
         show_default=False,
     ),
 ]
@@ -88,6 +101,35 @@ OverwriteOption = Annotated[
 ]
 
 
-def not_available_yet(command: str, issue: str) -> None:
-    """Say plainly that a command is not built yet (exit 2), rather than pretend."""
-    raise BodycompError(f"`bodycomp {command}` is not available yet ({issue})")
+def option_group(name: str, group: type, **defaults: Any) -> Callable[[F], F]:
+    """Decorate a command with a keyword-only parameter NAME: Typer shows the fields of GROUP (a dataclass of
+    Annotated options) in its place, and the command gets them as one GROUP. DEFAULTS: this command's own defaults
+    for some fields. Example: @option_group("train", TrainOptions, learning_rate=1e-4)"""
+    annotations = get_type_hints(group, include_extras=True)  # the Annotated options, not their names
+    options = [
+        inspect.Parameter(
+            field.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=annotations[field.name],
+            default=defaults.get(field.name, field.default),
+        )
+        for field in fields(group)
+    ]
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        if signature.parameters[name].kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError(f"{command.__name__}: {name} must be a keyword-only parameter")
+
+        @functools.wraps(command)
+        def with_group(**values: Any) -> None:
+            grouped = group(**{field.name: values.pop(field.name) for field in fields(group)})
+            command(**values, **{name: grouped})
+
+        parameters = []
+        for parameter in signature.parameters.values():
+            parameters += options if parameter.name == name else [parameter]
+        with_group.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        return with_group  # type: ignore[return-value]
+
+    return decorate

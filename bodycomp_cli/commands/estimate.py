@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bodycomp_cli.commands.common import (
+    AmpOption,
     GpusOption,
     LevelsOption,
     OverwriteOption,
@@ -19,14 +20,6 @@ from bodycomp_cli.commands.common import (
 )
 from bodycomp_cli.errors import BodycompError
 
-AmpOption = Annotated[
-    bool,
-    typer.Option(
-        "--amp/--no-amp",
-        help="Autocast: on GPUs bf16 from Ampere on, else fp16; on CPUs with bf16 instructions bf16 "
-        "(evaluate: where the run was validated so). --no-amp: exact fp32.",
-    ),
-]
 BatchOption = Annotated[int, typer.Option("-b", "--batch-size", help="Slices per inference batch.", min=1)]
 
 
@@ -83,7 +76,7 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(help="QC (DICOM): fewest rows and columns an image may have.", min=1)
         ] = 128,
         gpus: GpusOption = None,
-        amp: AmpOption = True,
+        amp: AmpOption = None,
         batch_size: BatchOption = 32,
         workers: Annotated[
             int | None,
@@ -181,7 +174,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         overwrite: OverwriteOption = False,
         gpus: GpusOption = None,
-        amp: AmpOption = True,
+        amp: AmpOption = None,
         batch_size: BatchOption = 16,
     ) -> None:
         """Score a trained model on prepared data: Dice, area error, slice-selection error.
@@ -192,12 +185,7 @@ def register(app: typer.Typer) -> None:
 
         set_malloc_policy()
         options = EvaluateOptions(
-            split=split,
-            overwrite=overwrite,
-            gpus=gpus,
-            amp=amp,
-            batch_size=batch_size,
-            pixel_spacing_mm=pixel_spacing,
+            split=split, overwrite=overwrite, gpus=gpus, amp=amp, batch_size=batch_size, pixel_spacing_mm=pixel_spacing
         )
         report = evaluate_run(run_dir, data_dir, output_dir, options)
         Console().print(evaluation_table(report))

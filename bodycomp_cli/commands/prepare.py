@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bodycomp_cli.commands.common import LevelsOption, OverwriteOption, report_user_errors
+from bodycomp_cli.core.runconfig import Window
 
 ManifestArg = Annotated[Path, typer.Argument(help="CSV manifest (see docs/data-format.md).", show_default=False)]
 OutputArg = Annotated[Path, typer.Argument(help="Output folder (built aside, renamed into place).")]
@@ -40,8 +41,12 @@ def register(app: typer.Typer) -> None:
         val_frac: Annotated[float, typer.Option(help="Fraction of series for val (no split column).")] = 0.1,
         test_frac: Annotated[float, typer.Option(help="Fraction of series for test (no split column).")] = 0.1,
         seed: SeedOption = 0,
-        window_level: Annotated[float, typer.Option(help="Window level (HU) of the 8-bit PNGs.")] = 40.0,
-        window_width: Annotated[float, typer.Option(help="Window width (HU) of the 8-bit PNGs.")] = 400.0,
+        window_level: Annotated[
+            float, typer.Option(help="Window level (HU) of the 8-bit PNGs, recorded in OUTPUT_DIR/dataset.json.")
+        ] = Window().level,
+        window_width: Annotated[
+            float, typer.Option(help="Window width (HU) of the 8-bit PNGs, recorded in OUTPUT_DIR/dataset.json.")
+        ] = Window().width,
         workers: Annotated[
             int | None, typer.Option(help="Worker processes (default: all cores); output is the same for any N.")
         ] = None,
@@ -82,6 +87,18 @@ def register(app: typer.Typer) -> None:
         thoracic: Annotated[
             bool, typer.Option("-t", "--thoracic", help="Thoracic labels 0-2 (no visceral fat); otherwise 0-3.")
         ] = False,
+        window_level: Annotated[
+            float,
+            typer.Option(
+                help="Window level (HU) training applies to the raw-HU arrays, recorded in OUTPUT_DIR/dataset.json."
+            ),
+        ] = Window().level,
+        window_width: Annotated[
+            float,
+            typer.Option(
+                help="Window width (HU) training applies to the raw-HU arrays, recorded in OUTPUT_DIR/dataset.json."
+            ),
+        ] = Window().width,
         overwrite: OverwriteOption = False,
     ) -> None:
         """Build the segmentation training arrays (train/val images and masks .npy, N x S x S x 1).
@@ -101,6 +118,8 @@ def register(app: typer.Typer) -> None:
             thoracic=thoracic,
             overwrite=overwrite,
             progress=ProgressReporter(err, "prepare-seg", "slices"),
+            window_level=window_level,
+            window_width=window_width,
         )
         rows = [[split, count, f"{size}x{size}"] for split, count in summary.items()]
         _print_table(out, str(output_dir), ["split", "slices", "size"], rows)

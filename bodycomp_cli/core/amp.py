@@ -3,8 +3,9 @@
 CUDA: bf16 only where the GPU computes it natively (compute capability 8.0, Ampere, and later). Older GPUs
 (V100 7.0, T4 7.5) report torch.cuda.is_bf16_supported() as True because bf16 is emulated there, slowly; they
 get fp16, whose narrow exponent needs a GradScaler so small gradients do not flush to zero.
-CPU: full precision unless asked for (`cpu=True`), and then bf16 only on CPUs with bf16 instructions
-(AVX512-BF16 or AMX). estimate asks for it; evaluate where the run was validated so; training with --amp.
+CPU: full precision unless asked for (--amp), and then bf16 only on CPUs with bf16 instructions
+(AVX512-BF16 or AMX). The same rule for train-*, evaluate and estimate: one `--amp/--no-amp` whose unset
+default (None) means autocast on CUDA and exact fp32 on the CPU (docs/training.md, "Precision").
 """
 
 from __future__ import annotations
@@ -61,24 +62,19 @@ def cpu_has_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
-def choose_amp(device: torch.device | str, enabled: bool = True, cpu: bool = False) -> AmpPolicy:
-    """The autocast policy for `device`.
+def choose_amp(device: torch.device | str, requested: bool | None = None) -> AmpPolicy:
+    """The autocast policy for `device`, from --amp (True), --no-amp (False) or neither (None).
 
-    enabled=False (--no-amp) gives full precision everywhere. On the CPU, bf16 is used only when `cpu` opts in
-    and the CPU has bf16 instructions. Example: choose_amp(torch.device("cuda", 0)).describe() -> "bf16 autocast"
-    on an A100, "fp16 autocast + GradScaler" on a V100.
+    None: autocast on CUDA, full precision on the CPU (so CPU results are exact). True: also bf16 on CPUs with
+    bf16 instructions. False: full precision everywhere. Example: choose_amp(torch.device("cuda", 0)).describe()
+    -> "bf16 autocast" on an A100, "fp16 autocast + GradScaler" on a V100.
     """
     device = torch.device(device)
-    if not enabled:
+    if requested is False:
         return AmpPolicy(device.type)
     if device.type == "cuda":
         native_bf16 = cuda_capability(device) >= BF16_MIN_CAPABILITY
         return AmpPolicy("cuda", torch.bfloat16 if native_bf16 else torch.float16)
-    if device.type == "cpu" and cpu and cpu_has_bf16():
+    if device.type == "cpu" and requested and cpu_has_bf16():
         return AmpPolicy("cpu", torch.bfloat16)
     return AmpPolicy(device.type)
-
-
-def inference_amp(device: torch.device | str, enabled: bool = True) -> AmpPolicy:
-    """estimate's autocast policy: choose_amp with the CPU opted in (bf16 on CPUs with bf16 instructions)."""
-    return choose_amp(device, enabled, cpu=True)

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bodycomp_cli.core.runconfig import Window
+
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_WINDOW_LEVEL = 40.0
-DEFAULT_WINDOW_WIDTH = 400.0
+DEFAULT_WINDOW_LEVEL = Window().level  # L40/W400: the one home of the default is core/runconfig.py's Window
+DEFAULT_WINDOW_WIDTH = Window().width
 UINT8_SCALE = np.float32(1 / 255)  # 8-bit pixel -> [0, 1]; a multiply, as the selection models were trained
 
 

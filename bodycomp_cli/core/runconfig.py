@@ -16,11 +16,10 @@ from bodycomp_cli.errors import BodycompError, reason
 SCHEMA_VERSION = 1
 TASKS = ("segmentation", "slice_selection")
 CONFIG_FILE = "config.json"
+# Settings that decide the model's tensors: --init-weights needs the same in its source (tasks/init_weights.py).
+WEIGHT_FIELDS = ("task", "arch", "encoder", "arch_options", "classes", "levels", "context_mm", "series_head")
 # Settings that define the model: a resumed run must keep them, inference rebuilds the model from them.
-MODEL_FIELDS = (
-    "task", "arch", "encoder", "arch_options", "classes", "levels", "threshold", "context_mm", "image_size", "window",
-    "series_head",
-)  # fmt: skip
+MODEL_FIELDS = (*WEIGHT_FIELDS, "threshold", "image_size", "window")
 
 
 @dataclass(frozen=True)
@@ -69,30 +68,6 @@ class RunConfig:
     initial_epoch: int | None = None  # -i: epochs counted as done before this run's first
     imported_from: dict[str, Any] | None = None  # import-keras: the Keras file and version
     schema_version: int = SCHEMA_VERSION
-
-    @property
-    def input_channels(self) -> int:
-        """1, or 3 for a slice-selection model fed its neighbours at -+ context_mm."""
-        return 3 if self.task == "slice_selection" and self.context_mm > 0 else 1
-
-    @property
-    def output_levels(self) -> list[str]:
-        """The slice-selection CNN's outputs: `levels`, and with a series head every level it was trained on."""
-        if self.series_head:
-            return [str(level) for level in self.series_head.get("feature_levels") or self.levels or []]
-        return list(self.levels or [])
-
-    @property
-    def output_count(self) -> int:
-        """The CNN's output units: one per output level, then (with a series head) its phase outputs."""
-        return len(self.output_levels) + int((self.series_head or {}).get("phase_outputs") or 0)
-
-    @property
-    def phase_columns(self) -> slice | None:
-        """The CNN's vertebral phase outputs (cos, sin) after its levels, or None in a run without them."""
-        if not (self.series_head or {}).get("phase_outputs"):
-            return None
-        return slice(len(self.output_levels), self.output_count)
 
     def model_settings(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in MODEL_FIELDS}

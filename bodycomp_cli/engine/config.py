@@ -24,8 +24,9 @@ class EngineConfig:
     learning_rate: float = 1e-3  # Adam's initial learning rate
     schedule: str = "cosine"  # cosine: to 0 over the epochs; step: x0.1 at 50% and x0.01 at 75%
     gpus: int | None = None  # None: 1 if CUDA is available else 0; refused under torchrun
-    amp: bool = True  # mixed precision on CUDA as core/amp.py decides (bf16 from Ampere on, else fp16 + GradScaler)
-    cpu_amp: bool = False  # opt-in: bf16 autocast on CPUs with bf16 instructions (off: CPU runs stay exact)
+    # --amp/--no-amp (core/amp.choose_amp): None autocasts on CUDA (bf16 from Ampere on, else fp16 + GradScaler)
+    # and keeps the CPU exact; True also uses bf16 on CPUs with bf16 instructions; False is fp32 everywhere.
+    amp: bool | None = None
     seed: int = 0  # model init, sampling order and augmentation all derive from it
     deterministic: bool = False  # deterministic algorithms as well (identical history on the CPU)
     workers: int = -1  # DataLoader workers per rank; -1 picks core.workers.default_loader_workers()

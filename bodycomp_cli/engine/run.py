@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from bodycomp_cli.core.amp import choose_amp
+from bodycomp_cli.core.amp import AmpPolicy, choose_amp
 from bodycomp_cli.core.runconfig import CONFIG_FILE, RunConfig
 from bodycomp_cli.core.versions import versions
 from bodycomp_cli.engine.checkpoint import BEST, LAST, link_as, load_checkpoint
@@ -17,13 +17,16 @@ from bodycomp_cli.engine.config import EngineConfig, check_engine_config, defaul
 from bodycomp_cli.engine.devices import DeviceSetup, init_distributed, resolve_devices
 from bodycomp_cli.engine.history import HISTORY, write_history
 from bodycomp_cli.engine.seeding import deterministic_algorithms, seed_everything
+from bodycomp_cli.engine.task import Task
 from bodycomp_cli.engine.trainer import Trainer
 from bodycomp_cli.engine.warm_start import WarmStart, check_warm_start, load_initial_weights, skip_to_epoch
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_write_text, remove_dead_temps
 
 
-def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str, data_dir: Path | None) -> RunConfig:
+def build_config(
+    task: Task, engine: EngineConfig, setup: DeviceSetup, amp: AmpPolicy, name: str, data_dir: Path | None
+) -> RunConfig:
     """The task's model settings completed with how this run trains: what config.json and checkpoints hold."""
     return task.run_config().with_training(
         name=name,
@@ -37,7 +40,7 @@ def build_config(task: Any, engine: EngineConfig, setup: DeviceSetup, name: str,
         workers=engine.resolved_workers(),
         steps_per_epoch=engine.steps_per_epoch,
         low_memory=engine.low_memory,
-        amp=choose_amp(setup.device, engine.amp, cpu=engine.cpu_amp).enabled,
+        amp=amp.enabled,
         devices=setup.describe(),
         world_size=setup.world_size,
         best_metric=task.best_metric,
@@ -54,7 +57,7 @@ def _check_resumable(checkpoint: dict[str, Any], config: RunConfig, path: Path) 
             )
 
 
-def _build_model(task: Any) -> torch.nn.Module:
+def _build_model(task: Task) -> torch.nn.Module:
     try:
         return task.build_model()
     except BodycompError:
@@ -65,7 +68,7 @@ def _build_model(task: Any) -> torch.nn.Module:
 
 
 def run_training(
-    make_task: Callable[[], Any],
+    make_task: Callable[[], Task],
     models_dir: Path,
     name: str | None,
     engine: EngineConfig,
@@ -103,7 +106,17 @@ def run_training(
                 torch.distributed.destroy_process_group()
 
 
-def _train(task, model, setup, models_dir, name, engine, data_dir, console, start) -> Path:
+def _train(
+    task: Task,
+    model: torch.nn.Module,
+    setup: DeviceSetup,
+    models_dir: Path,
+    name: str | None,
+    engine: EngineConfig,
+    data_dir: Path | None,
+    console: Console,
+    start: WarmStart,
+) -> Path:
     name = name or default_run_name()
     if setup.distributed:  # ranks start at slightly different times: rank 0's default name wins
         shared = [name]
@@ -112,7 +125,8 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console, star
     run_dir = models_dir / name
     if setup.is_main:  # what a killed run left (temp checkpoints, curves) goes before anything is read
         remove_dead_temps(run_dir, recursive=True)
-    config = build_config(task, engine, setup, name, data_dir)
+    amp = choose_amp(setup.device, engine.amp)  # once per run: config.json, the trainer and its replicas
+    config = build_config(task, engine, setup, amp, name, data_dir)
     config = config.with_training(init_weights=start.source, initial_epoch=start.initial_epoch)
     checkpoint = None
     if engine.resume:
@@ -123,7 +137,7 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console, star
     elif (run_dir / LAST).exists() or (run_dir / BEST).exists():
         raise BodycompError(f"{run_dir}: already holds checkpoints; use --resume to continue it or -a for a new name")
     # Checkpoints hold the config as a plain dict, so they load with torch.load(weights_only=True).
-    trainer = Trainer(task, model, setup, engine, run_dir, config.to_dict(), console)
+    trainer = Trainer(task, model, setup, engine, run_dir, config.to_dict(), amp, console)
     if setup.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
@@ -140,5 +154,8 @@ def _train(task, model, setup, models_dir, name, engine, data_dir, console, star
         resumed = f", resuming after epoch {done}" if checkpoint is not None else ""
         where = f"{setup.describe()} ({trainer.amp.describe()})"
         console.print(f"training {task.name} on {where} into {run_dir}{resumed}", highlight=False)
+    if setup.is_main:  # even with --quiet: which HU window a run records must never go unsaid
+        for note in task.notes:
+            console.print(note, highlight=False, markup=False)
     trainer.fit()
     return run_dir

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.utils.data import DataLoader
 
-from bodycomp_cli.core.amp import choose_amp
+from bodycomp_cli.core.amp import AmpPolicy
 from bodycomp_cli.data.sampling import ShardSampler, TrainSampler
 from bodycomp_cli.engine.checkpoint import LAST, restore_rng_state, rng_state
 from bodycomp_cli.engine.config import EngineConfig, schedule_factor
@@ -24,6 +24,7 @@ from bodycomp_cli.engine.devices import DeviceSetup, strip_prefix, unwrap_model,
 from bodycomp_cli.engine.history import TensorBoardLog
 from bodycomp_cli.engine.memory import keep_batchnorm_stats_in_recomputation
 from bodycomp_cli.engine.seeding import seed_epoch
+from bodycomp_cli.engine.task import Task
 from bodycomp_cli.engine.writer import EpochWriter
 from bodycomp_cli.errors import BodycompError
 
@@ -62,18 +63,19 @@ class Trainer:
 
     def __init__(
         self,
-        task: Any,
+        task: Task,
         model: torch.nn.Module,
         setup: DeviceSetup,
         engine: EngineConfig,
         run_dir: Path,
         config: dict[str, Any],
+        amp: AmpPolicy,
         console: Console | None = None,
     ) -> None:
         self.task, self.setup, self.engine, self.run_dir, self.config = task, setup, engine, run_dir, config
         self.console = console or Console()
-        # One AMP decision (core/amp.py); DataParallel's replica threads need it too, hence before wrapping.
-        self.amp = choose_amp(setup.device, engine.amp, cpu=engine.cpu_amp)
+        # The run's one AMP decision (made by run_training); DataParallel's replica threads need it too.
+        self.amp = amp
         self.scaler = self.amp.grad_scaler()
         # channels_last: the layout of oneDNN's and cuDNN's fastest convolutions (a CPU training step 1.05x faster
         # for resnet18 at 64 px, 1.21x for linknet/resnet18 at 128 px: benchmarks/cpu_training.py).

@@ -85,11 +85,6 @@ def write_qc(output_dir: Path, failures: Sequence[dict[str, str]]) -> None:
     atomic_write_text(output_dir / "qc.csv", csv_text(failures, QC_COLUMNS))
 
 
-def read_previous_results(output_dir: Path, layout: Layout) -> list[dict[str, object]]:
-    """The rows of an earlier run's results.csv (for --resume); its columns must match this run's."""
-    return read_results(output_dir / "results.csv", layout)
-
-
 def read_results(path: Path, layout: Layout) -> list[dict[str, object]]:
     """The rows of a results.csv (or a rank's part of one); a row torn by a crash is left out."""
     import pandas as pd
@@ -119,10 +114,6 @@ def read_results(path: Path, layout: Layout) -> list[dict[str, object]]:
                 record[column] = int(value)
         rows.append(record)
     return rows
-
-
-def read_previous_qc(output_dir: Path) -> list[dict[str, str]]:
-    return read_qc(output_dir / "qc.csv")
 
 
 def read_qc(path: Path) -> list[dict[str, str]]:

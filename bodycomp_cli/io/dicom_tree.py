@@ -14,12 +14,13 @@ import os
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.io.dicom_series import DicomSeries, SliceHeader, positions_along_normal
 from bodycomp_cli.io.series_filters import axial_failure, kind_failure
 
 DICM_OFFSET = 128  # the preamble's length; "DICM" follows it in every Part 10 file
@@ -40,55 +41,6 @@ IDENTIFIER_KEYWORDS = {
 }
 IDENTIFIER_COLUMNS = tuple(IDENTIFIER_KEYWORDS)
 NUMERIC_IDENTIFIERS = ("slice_thickness_mm", "kvp")  # DICOM decimal strings, kept as numbers
-
-
-@dataclass(frozen=True)
-class SliceHeader:
-    """What discovery keeps of one image file (its pixels are not read)."""
-
-    path: Path
-    sop_instance_uid: str
-    series_uid: str
-    study_uid: str
-    modality: str
-    image_type: tuple[str, ...]
-    orientation: tuple[float, ...] | None  # ImageOrientationPatient
-    position: tuple[float, float, float] | None  # ImagePositionPatient
-    rows: int
-    columns: int
-    acquisition: str  # AcquisitionNumber, "" when absent
-    series_number: str
-    identifiers: dict[str, str | float | None] = field(compare=False)  # results.csv columns
-
-
-@dataclass
-class DicomSeries:
-    series_id: str  # unique among the inputs: the folder's path under the input, plus a suffix if shared
-    slices: list[SliceHeader]
-    problem: str | None = None  # why the slices cannot form one volume (refused with this reason)
-
-    @property
-    def series_uid(self) -> str:
-        return self.slices[0].series_uid
-
-    @property
-    def study_uid(self) -> str:
-        return self.slices[0].study_uid
-
-    @property
-    def identifiers(self) -> dict[str, str | float | None]:
-        return self.slices[0].identifiers
-
-    @property
-    def paths(self) -> list[Path]:
-        return [header.path for header in self.slices]
-
-    def folder(self) -> Path:
-        return Path(os.path.commonpath([str(header.path.parent) for header in self.slices]))
-
-    def slice_positions_mm(self) -> np.ndarray:
-        """Each slice's position along the slice normal (pointing to the head), in file order."""
-        return _along_normal(self.slices)
 
 
 @dataclass
@@ -164,17 +116,8 @@ def read_header(path: Path) -> SliceHeader | None:
     )
 
 
-def _along_normal(slices: Sequence[SliceHeader]) -> np.ndarray:
-    orientation = next((s.orientation for s in slices if s.orientation is not None), None)
-    if orientation is None or any(s.position is None for s in slices):
-        return np.full(len(slices), np.nan)
-    normal = np.cross(orientation[:3], orientation[3:])
-    normal = normal if normal[2] >= 0 else -normal
-    return np.asarray([s.position for s in slices], dtype=np.float64) @ normal
-
-
 def _repeats_a_position(slices: Sequence[SliceHeader]) -> bool:
-    positions = np.round(_along_normal(slices), POSITION_DECIMALS)
+    positions = np.round(positions_along_normal(slices), POSITION_DECIMALS)
     return len(np.unique(positions)) < len(positions)
 
 
@@ -198,7 +141,7 @@ def _split_series(slices: list[SliceHeader]) -> list[tuple[str, list[SliceHeader
         if len(by_acquisition) > 1 and not any(map(_repeats_a_position, by_acquisition.values())):
             parts += [(f"{suffix}_acq{acq}", part, None) for acq, part in by_acquisition.items()]
         else:
-            repeated = len(stack) - len(np.unique(np.round(_along_normal(stack), POSITION_DECIMALS)))
+            repeated = len(stack) - len(np.unique(np.round(positions_along_normal(stack), POSITION_DECIMALS)))
             problem = f"{repeated} slices repeat another slice's position (an entangled series); refused"
             parts.append((suffix, stack, problem))
     return parts

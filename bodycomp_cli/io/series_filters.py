@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from bodycomp_cli.io.dicom_tree import DicomSeries
+    from bodycomp_cli.io.dicom_series import DicomSeries
 
 # |slice normal . z| below this is not an axial acquisition (about 37 degrees of tilt).
 MIN_AXIAL_COSINE = 0.8

@@ -17,6 +17,9 @@ brings back the 8-bit values the original was trained on (keras_layers.OriginalI
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -36,27 +39,39 @@ from bodycomp_cli.nets.keras_layers import (
 ORIGINAL_INPUT = {"input_gain": 255.0, "input_max": 255.0}
 
 
-def check_densenet_options(
-    layers_per_block: int,
-    blocks: int,
-    initial_filters: int,
-    growth_rate: int,
-    compression_rate: float,
-    act: str,
-    initializer: str = "glorot_uniform",
-) -> None:
-    for option, value in (
-        ("--nb_layers_per_block", layers_per_block),
-        ("--nb_blocks", blocks),
-        ("--nb_initial_filters", initial_filters),
-        ("--growth_rate", growth_rate),
-    ):
-        if value < 1:
-            raise BodycompError(f"{option} {value}: must be at least 1")
-    if not 0 < compression_rate <= 1:
-        raise BodycompError(f"--compression_rate {compression_rate}: must be in (0, 1]")
-    check_activation(act)
-    check_initializer(initializer)
+@dataclass(frozen=True)
+class DenseNetOptions:
+    """bridge-densenet's options (config.json's arch_options), each defaulting to the original toolkit's value
+    (train_slice_selection.py); refused with the option's flag when impossible."""
+
+    layers_per_block: int = 12  # --nb_layers_per_block
+    blocks: int = 4  # --nb_blocks
+    initial_filters: int = 16  # --nb_initial_filters
+    growth_rate: int = 12  # --growth_rate
+    compression_rate: float = 0.5  # --compression_rate
+    activation_name: str = "relu"  # -A
+    initializer: str = "glorot_uniform"  # -I: conv kernels and biases
+    use_batch_norm: bool = True  # -B turns it off
+    input_gain: float = ORIGINAL_INPUT["input_gain"]
+    input_max: float = ORIGINAL_INPUT["input_max"]
+
+    def __post_init__(self) -> None:
+        for option, value in (
+            ("--nb_layers_per_block", self.layers_per_block),
+            ("--nb_blocks", self.blocks),
+            ("--nb_initial_filters", self.initial_filters),
+            ("--growth_rate", self.growth_rate),
+        ):
+            if value < 1:
+                raise BodycompError(f"{option} {value}: must be at least 1")
+        if not 0 < self.compression_rate <= 1:
+            raise BodycompError(f"--compression_rate {self.compression_rate}: must be in (0, 1]")
+        check_activation(self.activation_name)
+        check_initializer(self.initializer)
+
+    def arch_options(self) -> dict[str, Any]:
+        """The options as config.json records them (BridgeDenseNet(num_outputs, in_channels, **these))."""
+        return asdict(self)
 
 
 def _norm_act(channels: int, use_batch_norm: bool, activation_name: str) -> list[nn.Module]:
@@ -86,53 +101,38 @@ class DenseBlock(nn.Module):
 
 
 class BridgeDenseNet(nn.Module):
-    def __init__(
-        self,
-        num_outputs: int = 1,
-        in_channels: int = 1,
-        layers_per_block: int = 12,
-        blocks: int = 4,
-        initial_filters: int = 16,
-        growth_rate: int = 12,
-        compression_rate: float = 0.5,
-        activation_name: str = "relu",
-        use_batch_norm: bool = True,
-        initializer: str = "glorot_uniform",
-        input_gain: float = ORIGINAL_INPUT["input_gain"],
-        input_max: float = ORIGINAL_INPUT["input_max"],
-    ) -> None:
+    def __init__(self, num_outputs: int = 1, in_channels: int = 1, **options: Any) -> None:
+        """OPTIONS: DenseNetOptions' fields; those not given are the original's."""
         super().__init__()
-        self.input_scale = OriginalInputScale(input_gain, input_max)
-        check_densenet_options(
-            layers_per_block, blocks, initial_filters, growth_rate, compression_rate, activation_name, initializer
-        )
-        self.initial_conv = SameConv2d(in_channels, initial_filters, 7, stride=2)
+        o = DenseNetOptions(**options)
+        self.input_scale = OriginalInputScale(o.input_gain, o.input_max)
+        self.initial_conv = SameConv2d(in_channels, o.initial_filters, 7, stride=2)
         self.initial_pool = nn.MaxPool2d(3, stride=2)
         stages: list[nn.Module] = []
-        channels = initial_filters
-        block_out = layers_per_block * growth_rate
-        for b in range(blocks):
-            last = b == blocks - 1
-            block_activation = activation_name if last else "relu"  # the original's quirk, see the docstring
-            stages.append(DenseBlock(channels, layers_per_block, growth_rate, use_batch_norm, block_activation))
+        channels = o.initial_filters
+        block_out = o.layers_per_block * o.growth_rate
+        for b in range(o.blocks):
+            last = b == o.blocks - 1
+            block_activation = o.activation_name if last else "relu"  # the original's quirk, see the docstring
+            stages.append(DenseBlock(channels, o.layers_per_block, o.growth_rate, o.use_batch_norm, block_activation))
             if not last:
-                channels = int(compression_rate * (channels + block_out))
+                channels = int(o.compression_rate * (channels + block_out))
                 stages.append(
                     nn.Sequential(
-                        *_norm_act(block_out, use_batch_norm, activation_name),
+                        *_norm_act(block_out, o.use_batch_norm, o.activation_name),
                         SameConv2d(block_out, channels, 1),
                         nn.AvgPool2d(2, stride=2),
                     )
                 )
         self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(*_norm_act(block_out, use_batch_norm, activation_name))
+        self.head = nn.Sequential(*_norm_act(block_out, o.use_batch_norm, o.activation_name))
         self.dense = nn.Linear(block_out, num_outputs)
         # Keras's defaults for the dense layer; the original gave every conv -I for its kernel and its bias too.
         keras_default_init(self)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                keras_initialize(module.weight, initializer)
-                keras_initialize(module.bias, initializer)
+                keras_initialize(module.weight, o.initializer)
+                keras_initialize(module.bias, o.initializer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.initial_pool(self.initial_conv(self.input_scale(x))))

@@ -11,6 +11,8 @@ Modules are registered in the Keras model's layer order, which the weight import
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,18 +34,36 @@ DEFAULT_DECOMPRESSION = (256, 128, 64, 32, 16)
 ORIGINAL_INPUT = {"input_gain": 256.0, "input_max": 255.0}
 
 
-def check_unet_options(
-    compression: Sequence[int], decompression: Sequence[int], num_convs: int, activation_name: str
-) -> None:
-    if not compression or any(c < 1 for c in [*compression, *decompression]):
-        raise BodycompError("-C/-M: channel counts must be positive, and -C needs at least one")
-    if len(decompression) != len(compression) - 1:
-        raise BodycompError(
-            f"-M has {len(decompression)} values and -C {len(compression)}: -M needs exactly one fewer than -C"
-        )
-    if num_convs < 1:
-        raise BodycompError(f"-N/--num-convs {num_convs}: must be at least 1")
-    check_activation(activation_name)
+@dataclass(frozen=True)
+class UNetOptions:
+    """bridge-unet's options (config.json's arch_options), each defaulting to the original toolkit's value
+    (train_segmentation.py); refused with the option's flag when impossible."""
+
+    compression_channels: Sequence[int] = DEFAULT_COMPRESSION  # -C: the last is the centre module
+    decompression_channels: Sequence[int] = DEFAULT_DECOMPRESSION  # -M: one fewer than -C
+    num_convs: int = 1  # -N: convolutions per module
+    activation_name: str = "relu"  # -A
+    input_gain: float = ORIGINAL_INPUT["input_gain"]
+    input_max: float = ORIGINAL_INPUT["input_max"]
+
+    def __post_init__(self) -> None:
+        compression, decompression = self.compression_channels, self.decompression_channels
+        if not compression or any(c < 1 for c in [*compression, *decompression]):
+            raise BodycompError("-C/-M: channel counts must be positive, and -C needs at least one")
+        if len(decompression) != len(compression) - 1:
+            raise BodycompError(
+                f"-M has {len(decompression)} values and -C {len(compression)}: -M needs exactly one fewer than -C"
+            )
+        if self.num_convs < 1:
+            raise BodycompError(f"-N/--num-convs {self.num_convs}: must be at least 1")
+        check_activation(self.activation_name)
+
+    def arch_options(self) -> dict[str, Any]:
+        """The options as config.json records them (BridgeUNet(num_classes, in_channels, **these))."""
+        options = asdict(self)
+        for key in ("compression_channels", "decompression_channels"):
+            options[key] = list(options[key])
+        return options
 
 
 def unet_size_multiple(compression: Sequence[int]) -> int:
@@ -63,30 +83,21 @@ def _conv_stack(in_channels: int, out_channels: int, num_convs: int, activation_
 
 
 class BridgeUNet(nn.Module):
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int = 1,
-        compression_channels: Sequence[int] = DEFAULT_COMPRESSION,
-        decompression_channels: Sequence[int] = DEFAULT_DECOMPRESSION,
-        num_convs: int = 1,
-        activation_name: str = "relu",
-        input_gain: float = ORIGINAL_INPUT["input_gain"],
-        input_max: float = ORIGINAL_INPUT["input_max"],
-    ) -> None:
+    def __init__(self, num_classes: int, in_channels: int = 1, **options: Any) -> None:
+        """OPTIONS: UNetOptions' fields; those not given are the original's."""
         super().__init__()
-        self.input_scale = OriginalInputScale(input_gain, input_max)
-        check_unet_options(compression_channels, decompression_channels, num_convs, activation_name)
-        self.size_multiple = unet_size_multiple(compression_channels)
+        o = UNetOptions(**options)
+        self.input_scale = OriginalInputScale(o.input_gain, o.input_max)
+        self.size_multiple = unet_size_multiple(o.compression_channels)
         self.compression = nn.ModuleList()
         channels = in_channels
-        for c in compression_channels:  # the last one is the centre module (no pooling after it)
-            self.compression.append(_conv_stack(channels, c, num_convs, activation_name))
+        for c in o.compression_channels:  # the last one is the centre module (no pooling after it)
+            self.compression.append(_conv_stack(channels, c, o.num_convs, o.activation_name))
             channels = c
         self.decompression = nn.ModuleList()
-        for i, c in enumerate(decompression_channels):
-            skip = compression_channels[-2 - i]
-            self.decompression.append(_conv_stack(channels + skip, c, num_convs, activation_name))
+        for i, c in enumerate(o.decompression_channels):
+            skip = o.compression_channels[-2 - i]
+            self.decompression.append(_conv_stack(channels + skip, c, o.num_convs, o.activation_name))
             channels = c
         self.final_conv = nn.Conv2d(channels, num_classes, 1)
         self.pool = nn.MaxPool2d(2)

@@ -1,4 +1,4 @@
-"""prepare-seg: labelled slices -> {train,val}_{images,masks}.npy (N x S x S x 1) and {train,val}_index.csv.
+"""prepare-seg: labelled slices -> {train,val}_{images,masks}.npy (N x S x S x 1), {train,val}_index.csv, dataset.json.
 
 Arrays are created with np.lib.format.open_memmap and filled a chunk of rows at a time, each chunk
 mapped, written and unmapped again, so memory stays flat however many rows the manifest has.
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bodycomp_cli.core.runconfig import Window
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.arrays import read_gray8_png, read_npy
 from bodycomp_cli.io.atomic import atomic_output_dir
@@ -24,6 +25,7 @@ from bodycomp_cli.io.manifests import (
     splits_for_rows,
 )
 from bodycomp_cli.io.volumes import NIFTI_SUFFIXES, hu_array, read_dicom_files, read_nifti
+from bodycomp_cli.prepare.description import checked_window, write_dataset_description
 from bodycomp_cli.prepare.progress import ProgressReporter
 
 SPLITS = ("train", "val")
@@ -178,13 +180,18 @@ def prepare_seg(
     thoracic: bool = False,
     overwrite: bool = False,
     progress: ProgressReporter | None = None,
+    window_level: float = Window().level,
+    window_width: float = Window().width,
 ) -> dict[str, int]:
     """Build train/val image (int16 HU) and mask (uint8) arrays plus index CSVs; returns rows per split.
 
+    The arrays keep raw HU: window_level/window_width are the window training is to apply to them, recorded in
+    OUTPUT/dataset.json with the labels (thoracic) and the counts.
     Example: `prepare_seg(Path("slices.csv"), Path("seg_data"), size=512, thoracic=False)`
     """
     if size < 1:
         raise BodycompError(f"--size must be positive, got {size}")
+    window = checked_window(window_level, window_width)
     manifest = Path(manifest)
     rows = read_seg_manifest(manifest, val_frac, seed)
     allowed = LABELS[thoracic]
@@ -220,4 +227,6 @@ def prepare_seg(
             mask_writer.flush()
             table = pd.DataFrame(index_rows[split], columns=["id", "image", "mask"])
             table.to_csv(tmp / f"{split}_index.csv", index_label="row")
+        slices = {split: {"slices": count} for split, count in counts.items()}
+        write_dataset_description(tmp, "segmentation", window, slices, manifest, thoracic=thoracic)
     return counts

@@ -1,4 +1,4 @@
-"""prepare-slices: CT series -> images/<split>/NNNNNN.png (8-bit, windowed) and meta/<split>.csv.
+"""prepare-slices: CT series -> images/<split>/NNNNNN.png (8-bit, windowed), meta/<split>.csv and dataset.json.
 
 Work is spread over processes one series at a time (so each worker holds at most one volume), and
 over encoder threads inside a process when there are fewer series than workers. Each
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bodycomp_cli.core.preprocess import DEFAULT_WINDOW_LEVEL, DEFAULT_WINDOW_WIDTH, window_hu
+from bodycomp_cli.core.preprocess import window_hu
+from bodycomp_cli.core.runconfig import Window
 from bodycomp_cli.core.workers import cores_per_rank
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_output_dir
@@ -35,6 +36,7 @@ from bodycomp_cli.io.manifests import (
     splits_for_rows,
 )
 from bodycomp_cli.io.volumes import read_volume
+from bodycomp_cli.prepare.description import checked_window, write_dataset_description
 from bodycomp_cli.prepare.png import encode_gray8_png
 from bodycomp_cli.prepare.progress import ProgressReporter
 
@@ -210,18 +212,18 @@ def prepare_slices(
     val_frac: float = 0.1,
     test_frac: float = 0.1,
     seed: int = 0,
-    window_level: float = DEFAULT_WINDOW_LEVEL,
-    window_width: float = DEFAULT_WINDOW_WIDTH,
+    window_level: float = Window().level,
+    window_width: float = Window().width,
     workers: int | None = None,
     overwrite: bool = False,
     progress: ProgressReporter | None = None,
 ) -> SlicesSummary:
     """Build the slice-selection layout (images/<split>/*.png, meta/<split>.csv) from a series manifest.
 
+    OUTPUT/dataset.json records the window, the levels and the counts, so training reads the window from the data.
     Example: `prepare_slices(Path("series.csv"), Path("slices"), levels=["L3"], workers=2)`
     """
-    if window_width <= 0:
-        raise BodycompError(f"--window-width must be positive, got {window_width}")
+    window = checked_window(window_level, window_width)
     if workers is not None and workers < 1:
         raise BodycompError(f"--workers must be at least 1, got {workers}")
     jobs, levels = read_series_manifest(Path(manifest), levels, val_frac, test_frac, seed)
@@ -230,12 +232,14 @@ def prepare_slices(
     with atomic_output_dir(Path(output_dir), overwrite) as tmp:
         work_dir = tmp / WORK_DIR
         with progress:
-            results = _run_jobs(jobs, work_dir, window_level, window_width, workers, progress)
+            results = _run_jobs(jobs, work_dir, window.level, window.width, workers, progress)
         for result in results:
             for message in result.warnings:
                 progress.warn(message)
         summary = _assemble(tmp, work_dir, jobs, results, levels)
         work_dir.rmdir()
+        counts = {split: {"series": summary.series[split], "slices": summary.slices[split]} for split in summary.series}
+        write_dataset_description(tmp, "slice_selection", window, counts, manifest, levels=list(levels))
     summary.workers = workers
     return summary
 

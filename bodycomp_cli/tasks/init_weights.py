@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from bodycomp_cli.core.runconfig import CONFIG_FILE, read_run_config
+from bodycomp_cli.core.runconfig import CONFIG_FILE, WEIGHT_FIELDS, read_run_config
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.warm_start import WarmStart
 from bodycomp_cli.errors import BodycompError
@@ -15,20 +15,18 @@ from bodycomp_cli.io.keras_h5 import read_keras_model
 from bodycomp_cli.tasks.keras_import import map_weights, recognise
 
 KERAS_SUFFIXES = (".hdf5", ".h5")
-# What must agree between the source of the weights and the new run for the tensors to mean the same thing.
-MODEL_KEYS = ("task", "arch", "encoder", "arch_options", "classes", "levels", "context_mm")
 NOT_SHAPES = ("initializer",)  # arch options that only say how a fresh model starts
 
 
 def _model_keys(config: dict[str, Any]) -> dict[str, Any]:
-    keys = {key: config.get(key) for key in MODEL_KEYS}
+    keys = {key: config.get(key) for key in WEIGHT_FIELDS}
     keys["arch_options"] = {k: v for k, v in (keys["arch_options"] or {}).items() if k not in NOT_SHAPES}
     return keys
 
 
 def _check_same_model(source: dict[str, Any], target: dict[str, Any], path: Path) -> None:
     source, target = _model_keys(source), _model_keys(target)
-    for key in MODEL_KEYS:
+    for key in WEIGHT_FIELDS:
         if source[key] != target[key]:
             raise BodycompError(
                 f"--init-weights {path}: has {key}={source[key]!r}, this run {target[key]!r}; "

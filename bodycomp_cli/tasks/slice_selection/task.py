@@ -1,6 +1,6 @@
 """Slice selection: a timm CNN regressing sigmoid(offset / threshold) per level, masked L1 loss.
 
-With the series head (engine/series_head.py) the CNN also learns every other level the data has and, given a
+With the series head (series_head.py) the CNN also learns every other level the data has and, given a
 vertebral level, the vertebral phase (core/vertebrae.py), from the slice and its neighbours 10 mm away.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bodycomp_cli.core.dataset import resolve_window
 from bodycomp_cli.core.metacsv import csv_columns, offset_levels
 from bodycomp_cli.core.metrics import near_level_mae, series_selection_errors, summarise_errors
 from bodycomp_cli.core.runconfig import RunConfig, Window
@@ -20,13 +21,13 @@ from bodycomp_cli.core.vertebrae import spine_levels
 from bodycomp_cli.data.augment import AffineRanges
 from bodycomp_cli.data.slices import SliceSelectionDataset, split_context_rows, validate_slice_data
 from bodycomp_cli.engine.config import EngineConfig
-from bodycomp_cli.engine.models import build_model, check_choice, selection_arch_names
+from bodycomp_cli.engine.models import check_choice
 from bodycomp_cli.engine.run import run_training
-from bodycomp_cli.engine.series_head import HeadSettings
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.tasks.series_head_fit import fit_series_head, is_main_process
+from bodycomp_cli.tasks.slice_selection.head_fit import fit_series_head, is_main_process
+from bodycomp_cli.tasks.slice_selection.model import build_selection_model, selection_arch_names
+from bodycomp_cli.tasks.slice_selection.series_head import HeadSettings
 
-SELECTION_WINDOW = Window(level=40.0, width=400.0)  # the PNGs are windowed L40/W400 (the original layout)
 # The vertebral phase's share of the loss (head mode, with a vertebral level in the data): the organs tell the
 # vertebra, the phase places the slice inside it, and the series head reads both from the CNN's features.
 PHASE_WEIGHT = 0.5
@@ -49,10 +50,14 @@ class SliceSelectionSettings:
     # series head, else 0 (the slice alone, as the original).
     context_mm: float | None = None
     arch_options: dict[str, Any] = field(default_factory=dict)  # a nets.SELECTION_NETS model's options
-    # The series-level head (engine/series_head.py): None = on when the meta CSVs have series and z_mm
+    # The series-level head (series_head.py): None = on when the meta CSVs have series and z_mm
     # (prepare-slices writes them), True = required, False = the original per-slice model alone.
     series_head: bool | None = None
     head: HeadSettings = field(default_factory=HeadSettings)  # its settings; feature_levels are filled in
+    # The PNGs' HU window (they are windowed already): None reads it from the data's dataset.json, and without one
+    # assumes Window() (the original toolkit's L40/W400); a value that contradicts dataset.json is refused.
+    window_level: float | None = None
+    window_width: float | None = None
 
 
 def check_slice_selection_settings(settings: SliceSelectionSettings) -> None:
@@ -77,7 +82,16 @@ class SliceSelectionTask:
         self.head: HeadSettings | None = settings.head if settings.series_head else None
         self._splits = None
         self._neighbours: dict[str, np.ndarray | None] = {"train": None, "val": None}  # context_rows per split
+        self.notes: list[str] = []
+        self.window = Window(
+            Window().level if settings.window_level is None else settings.window_level,
+            Window().width if settings.window_width is None else settings.window_width,
+        )
         if data_dir is not None:
+            self.window, note = resolve_window(
+                Path(data_dir), settings.window_level, settings.window_width, images_windowed=True
+            )
+            self.notes.append(note)
             self.head = self._head_for(Path(data_dir))
             self._splits = validate_slice_data(Path(data_dir), self.output_levels)
         default_context = HEAD_CONTEXT_MM if self.head is not None else 0.0  # known once the head is
@@ -134,6 +148,8 @@ class SliceSelectionTask:
                 threshold_mm=config.threshold,
                 image_size=config.image_size,
                 context_mm=config.context_mm,
+                window_level=config.window.level,
+                window_width=config.window.width,
                 arch_options=dict(config.arch_options or {}),
                 series_head=bool(config.series_head),
                 head=HeadSettings.from_dict(config.series_head or {}),
@@ -147,7 +163,7 @@ class SliceSelectionTask:
             task=self.name,
             arch=s.arch,
             image_size=s.image_size,
-            window=SELECTION_WINDOW,
+            window=self.window,
             arch_options=dict(s.arch_options) or None,  # None for timm models, as before it existed
             levels=self.levels,
             threshold=s.threshold_mm,
@@ -157,7 +173,7 @@ class SliceSelectionTask:
         )
 
     def build_model(self) -> torch.nn.Module:
-        return build_model(self.run_config())
+        return build_selection_model(self.run_config())
 
     def datasets(self):
         if self._splits is None:

@@ -21,8 +21,10 @@ from bodycomp_cli.core.preprocess import series_groups
 from bodycomp_cli.core.runconfig import read_run_config
 from bodycomp_cli.engine.checkpoint import BEST, LAST, load_checkpoint
 from bodycomp_cli.engine.devices import strip_prefix
-from bodycomp_cli.engine.models import build_model
-from bodycomp_cli.engine.series_head import (
+from bodycomp_cli.io.atomic import atomic_write_text
+from bodycomp_cli.tasks.slice_selection.model import build_selection_model
+from bodycomp_cli.tasks.slice_selection.outputs import phase_columns
+from bodycomp_cli.tasks.slice_selection.series_head import (
     HEAD_FILE,
     HeadSettings,
     SeriesFeatures,
@@ -31,7 +33,6 @@ from bodycomp_cli.engine.series_head import (
     save_heads,
     train_heads,
 )
-from bodycomp_cli.io.atomic import atomic_write_text
 
 HEAD_REPORT = "series_head.json"
 
@@ -75,13 +76,13 @@ def fit_series_head(
 ) -> dict:
     """Train the head on the best CNN's features of the train series; report its choice on the val series."""
     config = read_run_config(run_dir)
-    model = build_model(config)
+    model = build_selection_model(config)
     # The best CNN; a run killed just before best was first published and resumed afterwards has only its last.
     source = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
     model.load_state_dict(strip_prefix(load_checkpoint(source)["model"]))
     model.eval()
     splits = {
-        split: series_of(meta, *slice_features(model, dataset, config.phase_columns))
+        split: series_of(meta, *slice_features(model, dataset, phase_columns(config)))
         for split, (dataset, meta) in datasets.items()
     }
     heads = train_heads(splits["train"], head, seed)

@@ -10,6 +10,8 @@ import numpy as np
 from bodycomp_cli.core.metrics import dice_summary, segmentation_counts
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.arrays import read_npy
+from bodycomp_cli.io.atomic import atomic_path
+from bodycomp_cli.tasks.segmentation.overlay import overlay_rgb
 
 WORST_CASES = 4  # overlay PNGs of the slices with the lowest mean Dice
 
@@ -51,7 +53,7 @@ def _load_arrays(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_segmentation(
-    run,
+    classes: list[str],
     predict: Callable[[np.ndarray], np.ndarray],
     data_dir: Path,
     split: str,
@@ -63,7 +65,6 @@ def evaluate_segmentation(
     """Dice per tissue (mean over slices and pooled, as validation computes it) and area error, plus worst-case
     overlay PNGs."""
     images, masks = _load_arrays(data_dir, split)
-    classes = list(run.config.classes)
     if int(masks.max()) >= len(classes):
         raise BodycompError(f"{data_dir / (split + '_masks.npy')}: label {int(masks.max())} but the run has {classes}")
     counts = np.zeros((len(images), len(classes) - 1, 3), dtype=np.int64)
@@ -118,9 +119,6 @@ def _number(value: float) -> float | None:
 def _save_comparison(path, hu, truth, prediction, classes, index, score) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from bodycomp_cli.estimate.preview import overlay_rgb
-    from bodycomp_cli.io.atomic import atomic_path
 
     figure = Figure(figsize=(8, 4.3), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)

@@ -14,6 +14,7 @@ import numpy as np
 from bodycomp_cli.core.metacsv import read_meta_csv
 from bodycomp_cli.core.metrics import near_level_mae, series_selection_errors, summarise_errors
 from bodycomp_cli.core.preprocess import series_groups
+from bodycomp_cli.core.runconfig import RunConfig
 from bodycomp_cli.data.slices import png_name, read_gray8_png
 from bodycomp_cli.errors import BodycompError
 
@@ -23,7 +24,7 @@ def _read_pngs(paths: list[Path]) -> np.ndarray:
 
 
 def evaluate_slice_selection(
-    run,
+    config: RunConfig,
     predict: Callable[[np.ndarray], np.ndarray],
     data_dir: Path,
     split: str,
@@ -35,7 +36,7 @@ def evaluate_slice_selection(
     `predict` maps a batch of 8-bit slices (N x H x W uint8), and for a --context-mm run one whole series
     with its z_mm, to N x n_levels sigmoid outputs.
     """
-    levels, threshold = list(run.config.levels), run.config.threshold
+    levels, threshold = list(config.levels), config.threshold
     meta = read_meta_csv(data_dir / "meta" / f"{split}.csv", levels)
     image_dir = data_dir / "images" / split
     paths = [image_dir / png_name(index) for index in range(meta.count)]
@@ -44,11 +45,11 @@ def evaluate_slice_selection(
         raise BodycompError(f"{missing[0]}: not found ({meta.path} has {meta.count} rows)")
     outputs = np.zeros((len(paths), len(levels)), dtype=np.float64)
     task = progress.add_task("evaluate", total=len(paths)) if progress else None
-    if run.config.context_mm > 0 or run.config.series_head:
+    if config.context_mm > 0 or config.series_head:
         # A context model needs each slice's neighbours, a series head the whole series: one series at a
         # time, with its z positions.
         if not meta.has_series:
-            what = "a series head" if run.config.series_head else "--context-mm"
+            what = "a series head" if config.series_head else "--context-mm"
             raise BodycompError(f"{meta.path}: the run uses {what}; the CSV needs series and z_mm columns")
         for rows in series_groups(meta.series):
             outputs[rows] = predict(_read_pngs([paths[row] for row in rows]), meta.z_mm[rows])

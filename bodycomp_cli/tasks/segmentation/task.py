@@ -9,16 +9,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from bodycomp_cli.core.dataset import resolve_window
 from bodycomp_cli.core.metrics import dice_summary, segmentation_counts
 from bodycomp_cli.core.runconfig import RunConfig, Window
 from bodycomp_cli.data.augment import AffineRanges
 from bodycomp_cli.data.segmentation import PREWINDOWED_AS_WINDOW, SegmentationDataset, validate_segmentation_data
 from bodycomp_cli.engine.config import EngineConfig
-from bodycomp_cli.engine.models import build_model, check_choice, segmentation_arch_names
+from bodycomp_cli.engine.models import check_choice
 from bodycomp_cli.engine.run import run_training
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.nets import SEGMENTATION_NETS
 from bodycomp_cli.nets.bridge_unet import DEFAULT_COMPRESSION, unet_size_multiple
+from bodycomp_cli.tasks.segmentation.model import build_segmentation_model, segmentation_arch_names
 
 SLICE_COUNTS = "rows:slice_counts"  # per validation slice: its index, then (tp, fp, fn) per tissue
 
@@ -32,8 +34,9 @@ class SegmentationSettings:
     encoder: str = "resnet34"  # any smp encoder, randomly initialised (no weight download)
     thoracic: bool = False  # labels 0-2, no visceral fat
     image_size: int = 512  # slices are resized to this on the fly
-    window_level: float = 40.0  # HU window applied to the raw HU input, recorded for inference
-    window_width: float = 400.0
+    # HU window applied to the raw HU input, recorded for inference; None: the data's dataset.json, else Window()
+    window_level: float | None = None
+    window_width: float | None = None
     rotation_deg: float = 5.0  # training augmentation half-ranges
     shift: float = 0.05
     scale: float = 0.05
@@ -57,8 +60,8 @@ def check_segmentation_settings(settings: SegmentationSettings) -> None:
         multiple = 32
     if settings.image_size < multiple or settings.image_size % multiple:
         raise BodycompError(f"--image-size {settings.image_size}: must be a positive multiple of {multiple}")
-    if settings.window_width <= 0:
-        raise BodycompError(f"window width {settings.window_width}: must be positive")
+    if settings.window_width is not None and not settings.window_width > 0:
+        raise BodycompError(f"--window-width {settings.window_width}: must be positive")
 
 
 class SegmentationTask:
@@ -75,10 +78,20 @@ class SegmentationTask:
         self.dice_loss = DiceLoss(mode="multiclass", classes=self.foreground, from_logits=True)
         self.ce_loss = torch.nn.CrossEntropyLoss()
         self._splits = None
+        self.notes: list[str] = []
+        self.window = Window(
+            Window().level if settings.window_level is None else settings.window_level,
+            Window().width if settings.window_width is None else settings.window_width,
+        )
         if data_dir is not None:
             self._splits = validate_segmentation_data(
                 Path(data_dir), len(self.classes), settings.thoracic, settings.input_windowed
             )
+            # The arrays hold raw HU: the window is applied here, so an explicit option may override the data's.
+            self.window, note = resolve_window(
+                Path(data_dir), settings.window_level, settings.window_width, images_windowed=False
+            )
+            self.notes.append(note)
 
     @classmethod
     def from_run_config(cls, config: RunConfig) -> SegmentationTask:
@@ -103,7 +116,7 @@ class SegmentationTask:
             task=self.name,
             arch=s.arch,
             image_size=s.image_size,
-            window=Window(s.window_level, s.window_width),
+            window=self.window,
             encoder=None if s.arch in SEGMENTATION_NETS else s.encoder,
             arch_options=dict(s.arch_options) or None,  # None for smp models, as before it existed
             classes=list(self.classes),
@@ -113,13 +126,13 @@ class SegmentationTask:
         )
 
     def build_model(self) -> torch.nn.Module:
-        return build_model(self.run_config())
+        return build_segmentation_model(self.run_config())
 
     def datasets(self):
         if self._splits is None:
             raise RuntimeError("SegmentationTask was built without a data folder")
         s = self.settings
-        window = PREWINDOWED_AS_WINDOW if s.input_windowed else (s.window_level, s.window_width)
+        window = PREWINDOWED_AS_WINDOW if s.input_windowed else (self.window.level, self.window.width)
         ranges = AffineRanges(s.rotation_deg, s.shift, s.scale, s.intensity)
         return (
             SegmentationDataset(self._splits["train"], s.image_size, window, ranges),
