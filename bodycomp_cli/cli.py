@@ -13,6 +13,7 @@ import typer
 from bodycomp_cli import __version__
 from bodycomp_cli.commands import demo, estimate, import_keras, prepare, train
 from bodycomp_cli.commands.greedy import make_greedy_options
+from bodycomp_cli.commands.help_layout import tidy_help
 
 app = typer.Typer(
     name="bodycomp",
@@ -48,8 +49,9 @@ def _app_options(
 
 
 def build_command():  # noqa: ANN201 - typer.main.get_command returns its vendored click type
-    """The click command tree of the app, with greedy `-L`, `-C` and `-M` options (commands/greedy.py)."""
-    return make_greedy_options(typer.main.get_command(app))
+    """The click command tree of the app, with greedy `-L`, `-C` and `-M` options (commands/greedy.py), one name
+    per option in --help and initials matched in 'No such option' (commands/help_layout.py)."""
+    return tidy_help(make_greedy_options(typer.main.get_command(app)))
 
 
 def main() -> None:

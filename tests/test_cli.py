@@ -3,7 +3,7 @@ import sys
 
 import typer
 
-from bodycomp_cli.commands.common import LevelsOption, report_user_errors
+from bodycomp_cli.commands.common import levels_option, report_user_errors
 from tests.conftest import invoke
 
 SUBCOMMANDS = [
@@ -46,7 +46,7 @@ def _levels_probe():
 
     @app.command()
     @report_user_errors
-    def probe(data: str, levels: LevelsOption = None) -> None:
+    def probe(data: str, levels: levels_option("none") = None) -> None:
         seen["levels"] = levels
         seen["data"] = data
 

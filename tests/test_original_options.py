@@ -222,4 +222,4 @@ def test_help_shows_the_libraries_defaults():
                 continue
             value = getattr(defaults, name)
             shown = " ".join(map(str, value)) if isinstance(value, tuple) else value
-            assert f"(default: {shown})" in option.__metadata__[0].help, name
+            assert f"\\[default: {shown}]" in option.__metadata__[0].help, name

@@ -20,6 +20,10 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable)
 
+# The rich help panels that group a long command's options (typer.Option(rich_help_panel=...)).
+DATA_PANEL, MODEL_PANEL, OPTIMISATION_PANEL = "Data", "Model", "Optimisation"
+DEVICES_PANEL, ORIGINAL_PANEL = "Devices", "Original toolkit (its networks and options)"
+
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
     if issubclass(category, BodycompWarning):
@@ -66,23 +70,29 @@ def set_malloc_policy(low_memory: bool = False) -> None:
 
 # `-L T5 T8 T10 L3` (space-separated after one flag, as in the original) is made possible by cli.py,
 # which swaps every option named `levels` for a greedy one; repeated `-L` works as well.
-LevelsOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "-L",
-        "--levels",
-        help="Vertebral levels, space-separated after one flag (-L T5 T8 T10 L3) or repeated.",
-        show_default=False,
-    ),
-]
+def levels_option(default: str) -> Any:
+    """The -L option, with the words for this command's DEFAULT (its levels when -L is not given)."""
+    return Annotated[
+        list[str] | None,
+        typer.Option(
+            "-L",
+            "--levels",
+            help="Vertebral levels, space-separated after one flag (-L T5 T8 T10 L3) or repeated. "
+            f"\\[default: {default}]",
+            show_default=False,
+        ),
+    ]
+
+
 # Training and inference choose devices the same way (engine/devices.py), so they share one -g option.
 GpusOption = Annotated[
     int | None,
     typer.Option(
         "-g",
         "--gpus",
-        help="GPUs: 0 = CPU, 1 = cuda:0, N > 1 = DataParallel \\[default: 1 if CUDA else 0].",
+        help="GPUs: 0 = CPU, 1 = cuda:0, N > 1 = DataParallel. \\[default: 1 if CUDA else 0]",
         show_default=False,
+        rich_help_panel=DEVICES_PANEL,
     ),
 ]
 # One AMP policy for training and inference (core/amp.py), passed down as it is: None leaves the choice to it.
@@ -94,6 +104,7 @@ AmpOption = Annotated[
         "--amp also on CPUs with bf16 instructions (AVX512-BF16, AMX); --no-amp: full precision everywhere. "
         "\\[default: on CUDA, off on the CPU]",
         show_default=False,
+        rich_help_panel=DEVICES_PANEL,
     ),
 ]
 OverwriteOption = Annotated[

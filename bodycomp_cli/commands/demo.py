@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
         seg_slices: Annotated[
             int, typer.Option("--seg-slices", help="Labelled slices near L3 per series (plus one near T5, T8, T10).")
         ] = 4,
-        workers: Annotated[int | None, typer.Option("--workers", help="Processes (default: all cores).")] = None,
+        workers: Annotated[
+            int | None, typer.Option("--workers", help="Processes. \\[default: all cores]", show_default=False)
+        ] = None,
         overwrite: OverwriteOption = False,
     ) -> None:
         """Write synthetic chest/abdomen/pelvis CT series with known levels and tissue labels.

@@ -11,16 +11,20 @@ from rich.console import Console
 from rich.table import Table
 
 from bodycomp_cli.commands.common import (
+    DEVICES_PANEL,
     AmpOption,
     GpusOption,
-    LevelsOption,
     OverwriteOption,
+    levels_option,
     report_user_errors,
     set_malloc_policy,
 )
 from bodycomp_cli.errors import BodycompError
 
-BatchOption = Annotated[int, typer.Option("-b", "--batch-size", help="Slices per inference batch.", min=1)]
+BatchOption = Annotated[
+    int, typer.Option("-b", "--batch-size", help="Slices per inference batch.", min=1, rich_help_panel=DEVICES_PANEL)
+]
+QC_PANEL, OUTPUT_PANEL = "Quality control (qc.csv)", "Output"
 
 
 def _table(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...]) -> Table:
@@ -55,25 +59,54 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         output_dir: Annotated[Path, typer.Option("-o", "--output", help="Output folder.", show_default=False)],
-        levels: LevelsOption = None,
+        levels: levels_option("the slice-selection run's") = None,
         range_mm: Annotated[
-            float, typer.Option("--range", help="Also measure every slice within +-MM of the chosen one.", min=0)
+            float,
+            typer.Option(
+                "--range",
+                help="Also measure every slice within +-MM of the chosen one.",
+                rich_help_panel=OUTPUT_PANEL,
+                min=0,
+            ),
         ] = 0.0,
-        save_masks: Annotated[bool, typer.Option("--save-masks", help="Write masks/<series>_<LEVEL>.npy.")] = False,
-        dicom_seg: Annotated[
-            bool, typer.Option("--dicom-seg", help="Write dicom_seg/<series>_<LEVEL>.dcm (DICOM inputs).")
+        save_masks: Annotated[
+            bool,
+            typer.Option(
+                "--save-masks", help="Write each mask as a .npy file into masks/.", rich_help_panel=OUTPUT_PANEL
+            ),
         ] = False,
-        previews: Annotated[bool, typer.Option("--previews/--no-previews", help="Write previews/*.png.")] = True,
+        dicom_seg: Annotated[
+            bool,
+            typer.Option(
+                "--dicom-seg",
+                help="Write a DICOM SEG per series and level into dicom_seg/ (DICOM inputs).",
+                rich_help_panel=OUTPUT_PANEL,
+            ),
+        ] = False,
+        previews: Annotated[
+            bool, typer.Option("--previews/--no-previews", help="Write previews/*.png.", rich_help_panel=OUTPUT_PANEL)
+        ] = True,
         resume: Annotated[
-            bool, typer.Option("--resume", help="Continue in OUTPUT: skip series already in results.csv.")
+            bool,
+            typer.Option(
+                "--resume", help="Continue in OUTPUT: skip series already in results.csv.", rich_help_panel=OUTPUT_PANEL
+            ),
         ] = False,
         overwrite: OverwriteOption = False,
-        min_slices: Annotated[int, typer.Option(help="QC: fewest slices a series may have.", min=1)] = 20,
+        min_slices: Annotated[
+            int, typer.Option(help="QC: fewest slices a series may have.", rich_help_panel=QC_PANEL, min=1)
+        ] = 20,
         spacing_tolerance: Annotated[
-            float, typer.Option(help="QC: largest departure (mm) of a z step from the median step.", min=0)
+            float,
+            typer.Option(
+                help="QC: largest departure (mm) of a z step from the median step.", rich_help_panel=QC_PANEL, min=0
+            ),
         ] = 0.1,
         min_matrix: Annotated[
-            int, typer.Option(help="QC (DICOM): fewest rows and columns an image may have.", min=1)
+            int,
+            typer.Option(
+                help="QC (DICOM): fewest rows and columns an image may have.", rich_help_panel=QC_PANEL, min=1
+            ),
         ] = 128,
         gpus: GpusOption = None,
         amp: AmpOption = None,
@@ -83,8 +116,9 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--workers",
                 help="Processes reading the next series while the models run; 0: read in this process "
-                "(default: half of this process's share of the usable cores, 1 to 8).",
+                "\\[default: half of this process's share of the usable cores, 1 to 8]",
                 min=0,
+                rich_help_panel=DEVICES_PANEL,
                 show_default=False,
             ),
         ] = None,
@@ -93,8 +127,9 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--shard",
                 help="K/N: estimate only shard K (0 to N-1) of N, alone (a Slurm array task); a later --resume "
-                "without --shard merges the shards.",
+                "without --shard merges the shards. \\[default: every series]",
                 show_default=False,
+                rich_help_panel=DEVICES_PANEL,
             ),
         ] = None,
     ) -> None:
@@ -164,13 +199,18 @@ def register(app: typer.Typer) -> None:
         output_dir: Annotated[
             Path | None,
             typer.Option(
-                "-o", "--output", help="Output folder (default: RUN_DIR/evaluation_SPLIT).", show_default=False
+                "-o", "--output", help="Output folder. \\[default: RUN_DIR/evaluation_SPLIT]", show_default=False
             ),
         ] = None,
         split: Annotated[str, typer.Option(help="Which split of DATA_DIR to score.")] = "val",
         pixel_spacing: Annotated[
             float | None,
-            typer.Option(help="Segmentation: pixel size in mm of the prepared arrays, for areas in cm^2.", min=0),
+            typer.Option(
+                help="Segmentation: pixel size in mm of the prepared arrays, for areas in cm^2. "
+                "\\[default: the spacing columns of DATA_DIR/SPLIT_index.csv, else areas in pixels]",
+                min=0,
+                show_default=False,
+            ),
         ] = None,
         overwrite: OverwriteOption = False,
         gpus: GpusOption = None,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bodycomp_cli.commands.common import LevelsOption, OverwriteOption, console, report_user_errors
+from bodycomp_cli.commands.common import OverwriteOption, console, levels_option, report_user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--architecture",
-                help="The architecture.json of a weights-only file (default: beside it).",
+                help="The architecture.json of a weights-only file \\[default: beside it]",
                 show_default=False,
             ),
         ] = None,
@@ -38,17 +38,17 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--args",
-                help="The args.json the original wrote (levels, threshold) (default: beside it, if there).",
+                help="The args.json the original wrote (levels, threshold) \\[default: beside it, if there]",
                 show_default=False,
             ),
         ] = None,
-        levels: LevelsOption = None,
+        levels: levels_option("args.json's, else L3 for one output") = None,
         threshold: Annotated[
             float | None,
             typer.Option(
                 "-t",
                 "--threshold",
-                help="Slice selection: the sigmoid scale in mm (default: args.json's, else 10).",
+                help="Slice selection: the sigmoid scale in mm \\[default: args.json's, else 10]",
                 show_default=False,
             ),
         ] = None,

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bodycomp_cli.commands.common import MODEL_PANEL, ORIGINAL_PANEL
 from bodycomp_cli.errors import BodycompError
 
 
@@ -20,7 +21,7 @@ def original_option(*flags: str, help: str) -> Any:  # noqa: A002 - typer.Option
     """typer.Option for an architecture option of the original network: FLAGS, plus the original's
     --under_scored spelling of each --dashed-flag; None (its default) means not given."""
     underscored = [f"--{flag[2:].replace('-', '_')}" for flag in flags if flag.startswith("--") and "-" in flag[2:]]
-    return typer.Option(*flags, *underscored, help=help, show_default=False)
+    return typer.Option(*flags, *underscored, help=help, show_default=False, rich_help_panel=ORIGINAL_PANEL)
 
 
 InitWeightsOption = Annotated[
@@ -31,8 +32,9 @@ InitWeightsOption = Annotated[
         "--load-weights",
         "--load_weights",
         help="Start from these weights: a run folder, or a Keras .hdf5 model of the original toolkit (its -w). "
-        "Unlike --resume, the optimizer, epochs and history start anew.",
+        "Unlike --resume, the optimizer, epochs and history start anew. \\[default: none, a new model]",
         show_default=False,
+        rich_help_panel=MODEL_PANEL,
     ),
 ]
 ActivationOption = Annotated[
@@ -40,8 +42,9 @@ ActivationOption = Annotated[
     typer.Option(
         "-A",
         "--activation",
-        help="bridge-unet / bridge-densenet: Keras activation name (relu, elu, selu, tanh, ...) (default: relu).",
+        help="bridge-unet / bridge-densenet: Keras activation name (relu, elu, selu, tanh, ...). \\[default: relu]",
         show_default=False,
+        rich_help_panel=ORIGINAL_PANEL,
     ),
 ]
 ApplyWindowOption = Annotated[
@@ -52,6 +55,7 @@ ApplyWindowOption = Annotated[
         "--apply_window_function",
         help="The arrays hold raw HU, to be windowed (the original's -p). This is the default here; see "
         "--input-windowed for arrays that are already windowed.",
+        rich_help_panel=ORIGINAL_PANEL,
     ),
 ]
 InputWindowedOption = Annotated[
@@ -59,6 +63,7 @@ InputWindowedOption = Annotated[
     typer.Option(
         "--input-windowed",
         help="The arrays are already windowed to 0-255 (the original without -p): use them as they are.",
+        rich_help_panel=ORIGINAL_PANEL,
     ),
 ]
 DecayHalfTimeOption = Annotated[
@@ -79,6 +84,7 @@ InitialEpochOption = Annotated[
         "--initial-epoch",
         "--initial_epoch",
         help="Count this many epochs as done: train epochs I+1..E, with the learning rate the schedule gives them.",
+        rich_help_panel=ORIGINAL_PANEL,
     ),
 ]
 
@@ -91,18 +97,18 @@ class UNetFlags:
         list[int] | None,
         original_option(
             "-C", "--compression-channels",
-            help="bridge-unet: channels of each compression module, space-separated (default: 16 32 64 128 256 512).",
+            help="bridge-unet: channels of each compression module, space-separated. \\[default: 16 32 64 128 256 512]",
         ),
     ] = None  # fmt: skip
     decompression_channels: Annotated[
         list[int] | None,
         original_option(
             "-M", "--decompression-channels",
-            help="bridge-unet: channels of each decompression module, one fewer than -C (default: 256 128 64 32 16).",
+            help="bridge-unet: channels of each decompression module, one fewer than -C. \\[default: 256 128 64 32 16]",
         ),
     ] = None  # fmt: skip
     num_convs: Annotated[
-        int | None, original_option("-N", "--num-convs", help="bridge-unet: convolutions per module (default: 1).")
+        int | None, original_option("-N", "--num-convs", help="bridge-unet: convolutions per module. \\[default: 1]")
     ] = None
     activation_name: ActivationOption = None
 
@@ -117,33 +123,39 @@ class DenseNetFlags:
 
     layers_per_block: Annotated[
         int | None,
-        original_option("--nb-layers-per-block", help="bridge-densenet: layers per dense block (default: 12)."),
+        original_option("--nb-layers-per-block", help="bridge-densenet: layers per dense block. \\[default: 12]"),
     ] = None
     blocks: Annotated[
-        int | None, original_option("--nb-blocks", help="bridge-densenet: dense blocks (default: 4).")
+        int | None, original_option("--nb-blocks", help="bridge-densenet: dense blocks. \\[default: 4]")
     ] = None
     initial_filters: Annotated[
         int | None,
-        original_option("--nb-initial-filters", help="bridge-densenet: filters of the first conv (default: 16)."),
+        original_option("--nb-initial-filters", help="bridge-densenet: filters of the first conv. \\[default: 16]"),
     ] = None
     growth_rate: Annotated[
-        int | None, original_option("--growth-rate", help="bridge-densenet: growth rate k (default: 12).")
+        int | None, original_option("--growth-rate", help="bridge-densenet: growth rate k. \\[default: 12]")
     ] = None
     compression_rate: Annotated[
         float | None,
-        original_option("--compression-rate", help="bridge-densenet: transition compression (default: 0.5)."),
+        original_option("--compression-rate", help="bridge-densenet: transition compression. \\[default: 0.5]"),
     ] = None
     initializer: Annotated[
         str | None,
         original_option(
             "-I", "--initializer",
-            help="bridge-densenet: Keras initializer of conv kernels and biases (default: glorot_uniform).",
+            help="bridge-densenet: Keras initializer of conv kernels and biases. \\[default: glorot_uniform]",
         ),
     ] = None  # fmt: skip
     activation_name: ActivationOption = None
     omit_batch_norm: Annotated[
         bool,
-        typer.Option("-B", "--omit-batch-norm", "--omit_batch_norm", help="bridge-densenet: no batch normalization."),
+        typer.Option(
+            "-B",
+            "--omit-batch-norm",
+            "--omit_batch_norm",
+            help="bridge-densenet: no batch normalization.",
+            rich_help_panel=ORIGINAL_PANEL,
+        ),
     ] = False
 
     def given(self) -> dict[str, Any]:

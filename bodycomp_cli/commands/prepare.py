@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bodycomp_cli.commands.common import LevelsOption, OverwriteOption, report_user_errors
+from bodycomp_cli.commands.common import OverwriteOption, levels_option, report_user_errors
 from bodycomp_cli.core.runconfig import Window
 
 ManifestArg = Annotated[Path, typer.Argument(help="CSV manifest (see docs/data-format.md).", show_default=False)]
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
     def prepare_slices_command(
         manifest: ManifestArg,
         output_dir: OutputArg,
-        levels: LevelsOption = None,
+        levels: levels_option("every z_<LEVEL> column of the manifest") = None,
         val_frac: Annotated[float, typer.Option(help="Fraction of series for val (no split column).")] = 0.1,
         test_frac: Annotated[float, typer.Option(help="Fraction of series for test (no split column).")] = 0.1,
         seed: SeedOption = 0,
@@ -48,7 +48,10 @@ def register(app: typer.Typer) -> None:
             float, typer.Option(help="Window width (HU) of the 8-bit PNGs, recorded in OUTPUT_DIR/dataset.json.")
         ] = Window().width,
         workers: Annotated[
-            int | None, typer.Option(help="Worker processes (default: all cores); output is the same for any N.")
+            int | None,
+            typer.Option(
+                help="Worker processes; output is the same for any N. \\[default: all cores]", show_default=False
+            ),
         ] = None,
         overwrite: OverwriteOption = False,
     ) -> None:

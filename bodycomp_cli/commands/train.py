@@ -12,7 +12,14 @@ from typing import Annotated
 import typer
 
 from bodycomp_cli.commands import original_options as original
-from bodycomp_cli.commands.common import LevelsOption, option_group, report_user_errors, set_malloc_policy
+from bodycomp_cli.commands.common import (
+    DATA_PANEL,
+    MODEL_PANEL,
+    levels_option,
+    option_group,
+    report_user_errors,
+    set_malloc_policy,
+)
 from bodycomp_cli.commands.train_options import TrainOptions
 
 DataDir = Annotated[
@@ -47,7 +54,8 @@ def register(app: typer.Typer) -> None:
                 "--thoracic",
                 "--thoracic-model",
                 "--thoracic_model",
-                help="Thoracic model: labels 0-2, no visceral fat.",
+                help="Thoracic model: labels 0-2, no visceral fat (the levels T1-T12 in estimate).",
+                rich_help_panel=DATA_PANEL,
             ),
         ] = False,
         arch: Annotated[
@@ -55,13 +63,19 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--arch",
                 help="smp architecture (unet, fpn, deeplabv3plus, ...), or bridge-unet (the original's U-Net; "
-                "-C/-M/-N/-A imply it). Default: unet.",
+                "-C/-M/-N/-A imply it). \\[default: unet]",
                 show_default=False,
+                rich_help_panel=MODEL_PANEL,
             ),
         ] = None,
-        encoder: Annotated[str, typer.Option("--encoder", help="smp encoder, randomly initialised.")] = "resnet34",
+        encoder: Annotated[
+            str, typer.Option("--encoder", help="smp encoder, randomly initialised.", rich_help_panel=MODEL_PANEL)
+        ] = "resnet34",
         image_size: Annotated[
-            int, typer.Option("--image-size", help="Slices are resized to S x S (multiple of 32).")
+            int,
+            typer.Option(
+                "--image-size", help="Slices are resized to S x S (multiple of 32).", rich_help_panel=DATA_PANEL
+            ),
         ] = 512,
         apply_window_function: original.ApplyWindowOption = False,
         input_windowed: original.InputWindowedOption = False,
@@ -91,12 +105,16 @@ def register(app: typer.Typer) -> None:
     def train_select(
         data_dir: DataDir,
         models_dir: ModelsDir,
-        levels: LevelsOption = None,
+        levels: levels_option("L3") = None,
         threshold: Annotated[
-            float, typer.Option("-t", "--threshold", help="Target = sigmoid(offset_mm / THRESHOLD).")
+            float,
+            typer.Option(
+                "-t", "--threshold", help="Target = sigmoid(offset_mm / THRESHOLD).", rich_help_panel=MODEL_PANEL
+            ),
         ] = 10.0,
         image_size: Annotated[
-            int, typer.Option("--image-size", help="PNGs are resized to S x S with antialias.")
+            int,
+            typer.Option("--image-size", help="PNGs are resized to S x S with antialias.", rich_help_panel=DATA_PANEL),
         ] = 256,
         arch: Annotated[
             str | None,
@@ -104,8 +122,9 @@ def register(app: typer.Typer) -> None:
                 "--arch",
                 help="timm model (densenet121, resnet18, ...; 3 input channels with --context-mm, else 1), or "
                 "bridge-densenet (the original's DenseNet; --nb_*, --growth_rate, --compression_rate, -I, -A, -B "
-                "imply it). Default: densenet121.",
+                "imply it). \\[default: densenet121]",
                 show_default=False,
+                rich_help_panel=MODEL_PANEL,
             ),
         ] = None,
         context_mm: Annotated[
@@ -113,8 +132,9 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--context-mm",
                 help="Also feed the slices nearest z - D and z + D mm as channels (needs series and z_mm in the "
-                "meta CSVs). 0: the slice alone, as the original toolkit. Default: 10 with the series head, else 0.",
+                "meta CSVs). 0: the slice alone, as the original toolkit. \\[default: 10 with the series head, else 0]",
                 show_default=False,
+                rich_help_panel=MODEL_PANEL,
             ),
         ] = None,
         series_head: Annotated[
@@ -122,9 +142,11 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--series-head/--no-series-head",
                 help="After the per-slice CNN, train a 1-D convolution over its features along each whole series, "
-                "which reads the level from anatomy along z (needs series and z_mm in the meta CSVs). Default: on "
-                "when they are there; --no-series-head: the per-slice model alone, as the original toolkit.",
+                "which reads the level from anatomy along z (needs series and z_mm in the meta CSVs); "
+                "--no-series-head: the per-slice model alone, as the original toolkit. "
+                "\\[default: on when the meta CSVs have series and z_mm]",
                 show_default=False,
+                rich_help_panel=MODEL_PANEL,
             ),
         ] = None,
         initial_epoch: original.InitialEpochOption = 0,

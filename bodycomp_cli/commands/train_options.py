@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bodycomp_cli.commands import original_options as original
-from bodycomp_cli.commands.common import AmpOption, GpusOption
+from bodycomp_cli.commands.common import (
+    DATA_PANEL,
+    DEVICES_PANEL,
+    OPTIMISATION_PANEL,
+    AmpOption,
+    GpusOption,
+)
 
 if TYPE_CHECKING:
     from bodycomp_cli.engine.config import EngineConfig
@@ -28,34 +34,71 @@ class Schedule(str, Enum):
 NameOption = Annotated[
     str | None,
     typer.Option(
-        "-a", "--name", help="Run folder name \\[default: untitled_model_YYYY_MM_DD_HH_MM_SS].", show_default=False
+        "-a", "--name", help="Run folder name. \\[default: untitled_model_ + the date and time]", show_default=False
     ),
 ]
 LearningRateOption = Annotated[
-    float, typer.Option("-l", "--learning-rate", "--learning_rate", help="Initial learning rate (Adam).")
+    float,
+    typer.Option(
+        "-l",
+        "--learning-rate",
+        "--learning_rate",
+        help="Initial learning rate (Adam).",
+        rich_help_panel=OPTIMISATION_PANEL,
+    ),
 ]
 BatchOption = Annotated[
-    int, typer.Option("-b", "--batch-size", "--batch_size", help="Global batch size (split over GPUs/ranks).")
+    int,
+    typer.Option(
+        "-b",
+        "--batch-size",
+        "--batch_size",
+        help="Global batch size (split over GPUs/ranks).",
+        rich_help_panel=OPTIMISATION_PANEL,
+    ),
 ]
-EpochsOption = Annotated[int, typer.Option("-e", "--epochs", help="Total epochs (also with --resume).")]
+EpochsOption = Annotated[
+    int, typer.Option("-e", "--epochs", help="Total epochs (also with --resume).", rich_help_panel=OPTIMISATION_PANEL)
+]
 ScheduleOption = Annotated[
-    Schedule, typer.Option("--schedule", help="cosine, or step (x0.1 at 50% and x0.01 at 75% of the epochs).")
+    Schedule,
+    typer.Option(
+        "--schedule",
+        help="cosine, or step (x0.1 at 50% and x0.01 at 75% of the epochs).",
+        rich_help_panel=OPTIMISATION_PANEL,
+    ),
 ]
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed of model init, sampling order and augmentation.")]
+SeedOption = Annotated[
+    int,
+    typer.Option(
+        "--seed", help="Seed of model init, sampling order and augmentation.", rich_help_panel=OPTIMISATION_PANEL
+    ),
+]
 DeterministicOption = Annotated[
-    bool, typer.Option("--deterministic", help="Deterministic algorithms too: identical history.csv on the CPU.")
+    bool,
+    typer.Option(
+        "--deterministic",
+        help="Deterministic algorithms too: identical history.csv on the CPU.",
+        rich_help_panel=OPTIMISATION_PANEL,
+    ),
 ]
 WorkersOption = Annotated[
     int,
     typer.Option(
         "--workers",
-        help="DataLoader worker processes per rank \\[default: half the rank's share of the usable cores, 1 to 8].",
+        help="DataLoader worker processes per rank. \\[default: half the rank's share of the usable cores, 1 to 8]",
         show_default=False,
+        rich_help_panel=DEVICES_PANEL,
     ),
 ]
 StepsOption = Annotated[
     int | None,
-    typer.Option("--steps-per-epoch", help="Sample K batches per epoch instead of one full pass.", show_default=False),
+    typer.Option(
+        "--steps-per-epoch",
+        help="Sample K batches per epoch instead of one full pass. \\[default: one full pass]",
+        show_default=False,
+        rich_help_panel=OPTIMISATION_PANEL,
+    ),
 ]
 LowMemoryOption = Annotated[
     bool,
@@ -63,6 +106,7 @@ LowMemoryOption = Annotated[
         "--low-memory",
         help="Recompute activations in the backward pass (activation checkpointing) and return freed buffers "
         "to the OS: much less memory, slower steps (figures in docs/performance.md).",
+        rich_help_panel=DEVICES_PANEL,
     ),
 ]
 SaveEveryOption = Annotated[
@@ -72,6 +116,7 @@ SaveEveryOption = Annotated[
         help="Write checkpoint_last.pt every N epochs (the final epoch and each new best always); "
         "--resume redoes the epochs since.",
         min=1,
+        rich_help_panel=OPTIMISATION_PANEL,
     ),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar or epoch lines.")]
@@ -81,16 +126,18 @@ WindowLevelOption = Annotated[
     float | None,
     typer.Option(
         "--window-level",
-        help="HU window level of the model input \\[default: from DATA_DIR/dataset.json, else 40]",
+        help="HU window level of the model input. \\[default: DATA_DIR/dataset.json's, else 40]",
         show_default=False,
+        rich_help_panel=DATA_PANEL,
     ),
 ]
 WindowWidthOption = Annotated[
     float | None,
     typer.Option(
         "--window-width",
-        help="HU window width of the model input \\[default: from DATA_DIR/dataset.json, else 400]",
+        help="HU window width of the model input. \\[default: DATA_DIR/dataset.json's, else 400]",
         show_default=False,
+        rich_help_panel=DATA_PANEL,
     ),
 ]
 
