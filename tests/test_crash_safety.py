@@ -197,7 +197,8 @@ def test_ctrl_c_keeps_the_last_epoch_says_how_to_resume_and_exits_130(tmp_path):
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "Traceback" not in out + err
-    assert "-a stopped --resume" in out
+    assert "-a stopped --resume" in err  # the hint, printed once with the exit (not a second `interrupted`)
+    assert (out + err).count("interrupted") == 1, out + err
     checkpoint = load_checkpoint(models / "stopped" / "checkpoint_last.pt")
     rows = pd.read_csv(models / "stopped" / "history.csv")
     assert checkpoint["epoch"] == len(rows) == rows["epoch"].iloc[-1] >= 1

@@ -88,3 +88,17 @@ def test_a_guessed_abbreviation_points_to_the_option(cli, tmp_path):
     result = cli(["train-select", tmp_path, tmp_path, "--lr", "0.1"])
     assert result.exit_code == 2
     assert "No such option: --lr. Did you mean -l/--learning-rate?" in result.output + result.stderr
+
+
+def test_ctrl_c_prints_the_stages_resume_hint_once(capsys):
+    from bodycomp_cli.commands.common import report_user_errors
+
+    @report_user_errors
+    def stage() -> None:
+        raise KeyboardInterrupt("interrupted: run/checkpoint_last.pt holds epoch 3. To resume, ... --resume")
+
+    with pytest.raises(Exception) as stopped:
+        stage()
+    assert stopped.value.exit_code == 130
+    err = capsys.readouterr().err
+    assert err.count("interrupted") == 1 and "--resume" in err

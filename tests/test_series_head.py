@@ -199,3 +199,25 @@ def test_a_run_killed_before_its_head_is_refused_then_finished_by_resume(tmp_pat
 def test_head_settings_round_trip_through_config_json():
     settings = replace(HeadSettings(), feature_levels=["L3", "L1"], dilations=(1, 3))
     assert HeadSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+
+
+def test_head_training_reports_its_progress_to_the_end():
+    entry = _landmark_series(np.random.default_rng(2), 2.0)
+    seen: list[tuple[int, int]] = []
+    train_heads(
+        [entry], HeadSettings(feature_levels=["L3"], steps=3, members=2), seed=1, progress=lambda *a: seen.append(a)
+    )
+    total = seen[-1][1]
+    assert seen[-1] == (total, total) and [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert len(seen) == total + 1 and total >= 2  # every step of every member, then the end
+
+
+def test_ctrl_c_in_the_head_stage_says_how_to_finish(tmp_path, monkeypatch):
+    from bodycomp_cli.tasks.slice_selection import head_fit
+
+    def interrupted(*args):  # noqa: ANN002
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(head_fit, "_fit_series_head", interrupted)
+    with pytest.raises(KeyboardInterrupt, match=r"series head.*-a run --resume"):
+        head_fit.fit_series_head(tmp_path / "run", HeadSettings(), {}, seed=0, quiet=True)

@@ -35,7 +35,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def report_user_errors(func: F) -> F:
     """Turn a BodycompError into one line on stderr and exit code 2, with no traceback.
 
-    Ctrl-C becomes exit 130 (the shell's convention) without a traceback either.
+    Ctrl-C becomes exit 130 (the shell's convention) without a traceback either, and one line: the stage's
+    own message (how to resume) where it gives one, else `interrupted`.
     """
 
     @functools.wraps(func)
@@ -48,8 +49,8 @@ def report_user_errors(func: F) -> F:
             message = " ".join(str(error).split("\n"))
             err_console.print(f"error: {message}", markup=False, highlight=False)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted", markup=False, highlight=False)
+        except KeyboardInterrupt as interrupt:  # its message, where a stage gives one, says how to resume
+            err_console.print(str(interrupt) or "interrupted", markup=False, highlight=False)
             sys.stderr.flush()
             raise typer.Exit(130) from None
 

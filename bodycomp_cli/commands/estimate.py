@@ -174,7 +174,13 @@ def register(app: typer.Typer) -> None:
                 dicom_seg=dicom_seg,
                 workers=default_loader_workers() if workers is None else workers,
             )
-            summary = run_estimate(series, models, output_dir, options, ranks)
+            try:
+                summary = run_estimate(series, models, output_dir, options, ranks)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(
+                    f"interrupted: {output_dir / 'results.csv'} keeps the series finished so far. "
+                    "To continue, run the same command with --resume"
+                ) from None
         if not ranks.is_main:
             return
         rate = summary.slices / summary.seconds if summary.seconds > 0 else 0.0

@@ -150,8 +150,8 @@ class Trainer:
         except KeyboardInterrupt:
             if writer is not None:
                 writer.close()  # the epoch files already handed over are finished, not cut short
-            self._say_how_to_resume()
-            raise
+            # The hint travels as the interrupt's message: the CLI prints it, once (commands/common.py).
+            raise KeyboardInterrupt(self._how_to_resume()) from None
         except BaseException:
             if writer is not None:
                 with contextlib.suppress(Exception):  # the error on its way up says what went wrong
@@ -333,18 +333,14 @@ class Trainer:
             return contextlib.nullcontext((None, None))
         return _EpochBar(self.console, f"epoch {epoch}/{self.engine.epochs}", self.steps)
 
-    def _say_how_to_resume(self) -> None:
-        if not self.setup.is_main:
-            return
+    def _how_to_resume(self) -> str:
         name, completed = self.run_dir.name, self.writer.saved_epoch if self.writer else 0
         if completed >= 1:
-            self.console.print(
+            return (
                 f"interrupted: {self.run_dir / LAST} holds epoch {completed}. "
-                f"To resume, run the same command with: -a {name} --resume",
-                highlight=False,
+                f"To resume, run the same command with: -a {name} --resume"
             )
-        else:
-            self.console.print("interrupted before the first epoch finished: nothing to resume", highlight=False)
+        return "interrupted before the first epoch finished: nothing to resume"
 
 
 @contextlib.contextmanager

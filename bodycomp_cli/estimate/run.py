@@ -57,6 +57,11 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
         if output_dir.exists() and not output_dir.is_dir():
             raise BodycompError(f"{output_dir}: exists and is not a folder")
         return
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:  # an earlier estimate, to continue?
+        raise BodycompError(
+            f"{output_dir}: output folder exists and is not empty "
+            "(--resume continues the estimate in it, --overwrite replaces it)"
+        )
     refuse_existing_output(output_dir, overwrite)
 
 

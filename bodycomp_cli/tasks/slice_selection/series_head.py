@@ -15,6 +15,7 @@ vertebra, the phase tells where in it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,8 +182,14 @@ def _training_crops(
     )
 
 
-def train_heads(series: list[SeriesFeatures], settings: HeadSettings, seed: int) -> list[SeriesHead]:
-    """Train settings.members heads on whole training series (their level_z_mm set); on the CPU, in seconds."""
+def train_heads(
+    series: list[SeriesFeatures],
+    settings: HeadSettings,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[SeriesHead]:
+    """Train settings.members heads on whole training series (their level_z_mm set), on the CPU: seconds on an
+    idle machine, minutes on a loaded one. PROGRESS(done, total) is called after every step of every member."""
     if not series:
         raise BodycompError("the series head needs training series with `series` and `z_mm` columns")
     all_features = np.concatenate([s.features for s in series])
@@ -203,7 +210,9 @@ def train_heads(series: list[SeriesFeatures], settings: HeadSettings, seed: int)
         optimizer = torch.optim.AdamW(head.parameters(), settings.learning_rate, weight_decay=1e-2)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=steps)
         head.train()
-        for _ in range(steps):
+        for step in range(steps):
+            if progress is not None:
+                progress(member * steps + step, settings.members * steps)
             features, mask, targets, known = _training_crops(series, on_grid, settings, rng)
             noise = torch.randn(features.shape, generator=generator) * settings.feature_noise
             predicted = head(features + noise * head.std[:, None] * mask, mask)
@@ -215,6 +224,8 @@ def train_heads(series: list[SeriesFeatures], settings: HeadSettings, seed: int)
             optimizer.step()
             schedule.step()
         heads.append(head.eval())
+    if progress is not None:
+        progress(settings.members * steps, settings.members * steps)
     if all(s.phase is not None for s in series):
         phases = torch.from_numpy(_level_phases(series))
         for head in heads:
