@@ -157,12 +157,35 @@ def test_curves_fixed_margins_keep_every_label_inside_the_image():
     figure.canvas.draw()  # places the axis labels beside their tick labels
     renderer = figure.canvas.get_renderer()
     shown = {t.get_text() for axes in figure.axes for t in axes.findobj(matplotlib.text.Text)}
-    assert {"loss", "validation metrics", "epoch", "val_dice_subcutaneous_fat", "val_mae_mm"} <= shown
+    assert {"loss", "validation Dice", "validation error", "epoch", "dice_subcutaneous_fat", "mae_mm"} <= shown
     for axes in figure.axes:  # everything drawn for the axes: ticks, labels, title, legend
         drawn = axes.get_tightbbox(renderer)
         assert figure.bbox.x0 <= drawn.x0 and drawn.x1 <= figure.bbox.x1, drawn
         assert figure.bbox.y0 <= drawn.y0 and drawn.y1 <= figure.bbox.y1, drawn
-    assert (figure.get_figwidth() * figure.dpi, figure.get_figheight() * figure.dpi) == (800, 320)
+    assert len(figure.axes) == 3  # loss, Dice, millimetres: one unit per axis
+    assert figure.get_figheight() * figure.dpi == pytest.approx(336)
+
+
+def test_slice_selection_curves_put_each_unit_on_its_own_axis_in_distinct_colours():
+    levels = ["T5", "T8", "T10", "L1", "L3"]
+    rows = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 2 / e, "val_phase_mae": 0.3 / e,
+         **{f"val_mae_mm_{level}": 10.0 + i / e for i, level in enumerate(levels)}, "val_mae_mm": 11.0 / e,
+         **{f"val_selection_error_mm_{level}": 5.0 + i / e for i, level in enumerate(levels[:3])},
+         "val_error_mm": 6.0 / e, "lr": 0.1, "seconds": 1.0}
+        for e in range(1, 6)
+    ]  # fmt: skip
+    figure = curves_figure(rows)
+    figure.canvas.draw()
+    by_title = {axes.get_title(): axes for axes in figure.axes}
+    assert set(by_title) == {"loss", "validation error", "validation phase error"}
+    millimetres = by_title["validation error"]
+    assert millimetres.get_ylabel() == "millimetres" and len(millimetres.lines) == 10
+    assert len({line.get_color() for line in millimetres.lines}) == 10  # no colour drawn twice
+    assert [line.get_label() for line in by_title["validation phase error"].lines] == ["phase_mae"]
+    for axes in figure.axes:  # whole epochs only: 1, 2, ... never 1.5
+        ticks = [t for t in axes.get_xticks() if 1 <= t <= 5]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
 def test_no_library_module_calls_matplotlib_use_or_pyplot():
