@@ -222,6 +222,21 @@ def test_seg_model_level_mapping() -> None:
         parse_seg_model_specs(["a", "b"], levels)
 
 
+def test_a_seg_run_outside_its_region_gets_one_warning_line_each() -> None:
+    from bodycomp_cli.estimate.models import seg_region_warnings
+
+    four, thoracic = ["muscle", "subcutaneous_fat", "visceral_fat"], ["muscle", "subcutaneous_fat"]
+    abdomen, thorax = Path("runs/abdomen"), Path("runs/thorax")
+    # The README walk-through's mistake: the 4-class L3 run measuring T10.
+    (line,) = seg_region_warnings({"T10": abdomen, "L3": abdomen}, {abdomen: four})
+    assert "runs/abdomen" in line and "at T10," in line and "--seg-model T10=THORACIC_RUN" in line
+    # Each run at the levels of its own region: nothing to say.
+    levels = {"T5": thorax, "T8": thorax, "T10": thorax, "L3": abdomen}
+    assert seg_region_warnings(levels, {abdomen: four, thorax: thoracic}) == []
+    (line,) = seg_region_warnings({"T12": thorax, "L1": thorax}, {thorax: thoracic})
+    assert "thoracic run" in line and "at L1:" in line
+
+
 def test_cli_end_to_end_on_phantom_series(trained: dict[str, Path], tmp_path: Path) -> None:
     from conftest import invoke
 
@@ -232,6 +247,7 @@ def test_cli_end_to_end_on_phantom_series(trained: dict[str, Path], tmp_path: Pa
     result = invoke(args)
     assert result.exit_code == 0, result.output + (result.stderr or "")
     assert "too_short" in result.stderr  # the QC skip is reported as it happens
+    assert "warning:" not in result.stderr  # the 4-class run at L3: its own region
     phantoms = pd.read_csv(trained["series_csv"], dtype={"series": str})
     results = pd.read_csv(out / "results.csv", dtype={"series": str})
     assert list(results["series"]) == list(phantoms["series"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.errors import BodycompError, BodycompWarning
 from bodycomp_cli.inference.placement import Placement, choose_placement
 from bodycomp_cli.inference.run import check_run_folder
 from bodycomp_cli.tasks import load_predictor
@@ -52,6 +53,40 @@ def parse_seg_model_specs(specs: Sequence[str], levels: Sequence[str]) -> dict[s
             f"map it ({missing[0]}=RUN_DIR), or leave the level out with -L"
         )
     return {level: mapped.get(level, default) for level in levels}  # type: ignore[misc]
+
+
+def is_thoracic_level(level: str) -> bool:
+    """T1 to T12: the levels a thoracic segmentation run (config.json `thoracic`, no visceral fat) is for."""
+    return re.fullmatch(r"T(?:[1-9]|1[0-2])", level) is not None
+
+
+def seg_region_warnings(seg_paths: dict[str, Path], classes: dict[Path, list[str]]) -> list[str]:
+    """One line per segmentation run applied outside the region it was trained for.
+
+    A run's region follows from its classes: with visceral fat it is an abdominal (lumbar) run, whose visceral
+    fat at a thoracic level is meaningless; without, a thoracic run (train-seg -t), which measures no visceral fat
+    at a lumbar level. SEG_PATHS: level -> run (parse_seg_model_specs); CLASSES: run -> its class names.
+    """
+    lines = []
+    for path, names in classes.items():
+        levels = [level for level, run in seg_paths.items() if run == path]
+        abdominal = "visceral_fat" in names
+        outside = [level for level in levels if is_thoracic_level(level) == abdominal]
+        if not outside:
+            continue
+        where = ", ".join(outside)
+        if abdominal:
+            lines.append(
+                f"--seg-model {path} was trained with visceral fat (an abdominal run) and is applied at {where}, "
+                f"where its visceral fat means nothing; map a thoracic run there: --seg-model {where.replace(' ', '')}"
+                "=THORACIC_RUN"
+            )
+        else:
+            lines.append(
+                f"--seg-model {path} is a thoracic run (no visceral fat) applied at {where}: no visceral fat is "
+                f"measured there; map an abdominal run: --seg-model {where.replace(' ', '')}=ABDOMINAL_RUN"
+            )
+    return lines
 
 
 @dataclass(frozen=True)
@@ -117,6 +152,8 @@ def load_estimator_models(
     loaded: dict[Path, Any] = {}
     for path in dict.fromkeys(seg_paths.values()):
         loaded[path] = load_predictor(path, placement, "--seg-model", "segmentation", batch_size=batch_size)
+    for line in seg_region_warnings(seg_paths, {path: predictor.classes for path, predictor in loaded.items()}):
+        warnings.warn(line, BodycompWarning, stacklevel=2)
     return EstimatorModels(
         selector=selector,
         segmenters={level: loaded[path] for level, path in seg_paths.items()},
