@@ -121,7 +121,7 @@ def test_estimate_a_dicom_tree_with_fake_models(tmp_path: Path) -> None:
     assert results.loc["pacs/P2/export_S7", "L3_subcutaneous_fat_touches_edge"] == "False"
     headings = check_report(out, results, qc)
     assert headings[0] == "pacs/P2/export_S8"  # the only flagged series comes first
-    assert "L3: subcutaneous fat touch the edge of the image" in (out / "report.html").read_text()
+    assert "L3: subcutaneous fat touches the edge of the image" in (out / "report.html").read_text()
 
 
 def test_npz_rows_leave_the_dicom_columns_blank(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ def test_qc_passes_a_one_slice_volume_when_allowed(tmp_path: Path) -> None:
     write_series(tmp_path / "one.npz", n_slices=1)
     volume = read_volume(tmp_path / "one.npz")
     assert qc_failure(volume, QcSettings(min_slices=1)) is None
-    assert qc_failure(volume, QcSettings(min_slices=2)) == "1 slices, fewer than the minimum 2"
+    assert qc_failure(volume, QcSettings(min_slices=2)) == "1 slice, fewer than the minimum 2"
 
 
 def test_one_slice_is_segmented_with_selection_skipped(tmp_path: Path) -> None:

@@ -47,7 +47,9 @@ def evaluate_run(run_dir: Path, data_dir: Path, output_dir: Path | None, options
     predictor = load_predictor(run_dir, placement, "RUN_DIR", batch_size=options.batch_size)
     config = predictor.run.config
     report: dict = {"task": config.task, "run": str(run_dir), "data": str(data_dir), "split": options.split}
-    report["device"] = placement.description
+    # Machine-readable: "cpu", "cuda:0" or "cuda:0..N-1" (DataParallel), and the autocast dtype or null.
+    report["device"] = placement.device if placement.n_gpus <= 1 else f"cuda:0..{placement.n_gpus - 1}"
+    report["autocast"] = str(placement.amp.dtype).removeprefix("torch.") if placement.amp.enabled else None
     report["versions"] = versions()  # as the run folder and `bodycomp --version` report them
     with atomic_output_dir(output_dir, options.overwrite) as tmp, progress_bar(options.show_progress) as progress:
         report |= predictor.score(data_dir, options.split, tmp, options, progress)

@@ -50,7 +50,8 @@ def series_flags(row: dict[str, object], layout: Layout) -> list[str]:
             flags.append(f"{level}: {int(crossings)} zero crossings")
         touching = [tissue for tissue in tissues if _is_true(row.get(f"{level}_{tissue}_touches_edge"))]
         if touching:
-            flags.append(f"{level}: {', '.join(t.replace('_', ' ') for t in touching)} touch the edge of the image")
+            verb = "touches" if len(touching) == 1 else "touch"
+            flags.append(f"{level}: {', '.join(t.replace('_', ' ') for t in touching)} {verb} the edge of the image")
     return flags
 
 
@@ -69,9 +70,10 @@ def _figures(row: dict[str, object], level: str, tissues: Sequence[str]) -> str:
         ),
         "</table>",
     ]
+    crossings = cell(row.get(f"{level}_zero_crossings"), 0) or "-"
     where = (
         f"slice {cell(row.get(f'{level}_slice_index'), 0)}, z = {cell(row.get(f'{level}_z_mm'), 1)} mm, "
-        f"{cell(row.get(f'{level}_zero_crossings'), 0) or '-'} zero crossing(s)"
+        f"zero crossings: {crossings}"
     )
     return f"<div><b>{html.escape(level)}</b>: {html.escape(where)}" + "".join(lines) + "</div>"
 

@@ -32,7 +32,8 @@ def read_manifest(path: Path, required: Sequence[str]) -> pd.DataFrame:
     missing = [column for column in required if column not in table.columns]
     if missing:
         raise BodycompError(
-            f"{path}: missing column {', '.join(repr(c) for c in missing)} (found: {', '.join(table.columns)})"
+            f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)} "
+            f"(found: {', '.join(table.columns)})"
         )
     if table.empty:
         raise BodycompError(f"{path}: manifest is empty (no rows under the header)")

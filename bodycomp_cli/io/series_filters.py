@@ -55,7 +55,7 @@ def axial_failure(orientation: Sequence[float]) -> str | None:
 
 def slice_count_failure(n_slices: int, min_slices: int) -> str | None:
     if n_slices < min_slices:
-        return f"{n_slices} slices, fewer than the minimum {min_slices}"
+        return f"{n_slices} slice{'' if n_slices == 1 else 's'}, fewer than the minimum {min_slices}"
     return None
 
 
