@@ -245,3 +245,16 @@ def test_benchmark_runs_in_tiny_mode():
     )
     assert done.returncode == 0, done.stderr
     assert "ratio" in done.stdout and "identical pixels: yes" in done.stdout
+
+
+def test_meta_csv_values_have_at_most_four_decimals(tmp_path):
+    make_series(tmp_path, float_hu=False)
+    rows = [{"series": "S0", "path": "s0.npz", "z_L3": 90.123456789, "split": "train"}]
+    out = tmp_path / "out"
+    result = invoke(["prepare-slices", write_manifest(tmp_path / "series.csv", rows), out, "--workers", "1"])
+    assert result.exit_code == 0, result.output + result.stderr
+    text = (out / "meta" / "train.csv").read_text()
+    decimals = [len(field.split(".")[1]) for line in text.splitlines()[1:] for field in line.split(",") if "." in field]
+    assert decimals and max(decimals) <= 4, text[:300]
+    train = pd.read_csv(out / "meta" / "train.csv", index_col=0)
+    assert np.allclose(train["ZOffset_L3"], train["z_mm"] - 90.123456789, atol=1e-4)

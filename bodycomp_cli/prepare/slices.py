@@ -261,11 +261,15 @@ def _assemble(
             series_dir = work_dir / f"{job.index:06d}"
             for slice_index, z in enumerate(result.z_mm):
                 os.replace(series_dir / f"{slice_index:06d}.png", image_dir / f"{len(rows):06d}.png")
+                # In 0.1 um steps (4 decimals): -205.881, not the float difference's -205.88100000000003.
                 offsets = {
-                    f"ZOffset_{level}": (np.nan if job.level_z[level] is None else float(z) - job.level_z[level])
+                    f"ZOffset_{level}": (
+                        np.nan if job.level_z[level] is None else round(float(z) - job.level_z[level], 4)
+                    )
                     for level in levels
                 }
-                rows.append({"series": job.series, "slice_index": slice_index, "z_mm": float(z), **offsets})
+                row = {"series": job.series, "slice_index": slice_index, "z_mm": round(float(z), 4), **offsets}
+                rows.append(row)
             series_dir.rmdir()
             summary.series[split] += 1
         columns = ["series", "slice_index", "z_mm", *(f"ZOffset_{level}" for level in levels)]
