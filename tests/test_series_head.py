@@ -189,8 +189,11 @@ def test_a_run_killed_before_its_head_is_refused_then_finished_by_resume(tmp_pat
 
     with pytest.raises(Exception, match="series head was never trained"):
         load_predictor(run)
-    result = invoke(["train-select", data, tmp_path / "models", "-a", "sel", "-e", "1", "--quiet", *FAST, "--resume"])
+    result = invoke(["train-select", data, tmp_path / "models", "-a", "sel", "-e", "1", *FAST, "--resume"])
     assert result.exit_code == 0, result.output + str(result.exception)
+    # The stage shows its progress (minutes on a loaded CPU), then its summary line.
+    assert "series head: CNN features" in result.stderr and "series head: training" in result.stderr
+    assert "series head: val selection L3 median" in result.stdout
     assert (run / "series_head.pt").read_bytes() != b""
     assert len((run / "series_head.pt").read_bytes()) == pytest.approx(len(head_bytes), rel=0.05)
     assert load_predictor(run).heads is not None

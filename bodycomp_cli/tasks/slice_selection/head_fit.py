@@ -89,12 +89,18 @@ def fit_series_head(
     """
     try:
         with _stage_progress(quiet) as bar:
-            return _fit_series_head(run_dir, head, datasets, seed, quiet, bar)
+            report = _fit_series_head(run_dir, head, datasets, seed, bar)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(
             f"interrupted while training the series head; the CNN's epochs are saved in {run_dir}. "
             f"To finish the run, run the same command with: -a {run_dir.name} --resume"
         ) from None
+    if not quiet:  # after the bars are done, so that the line stands below them
+        parts = [f"{level} median {r['median_mm']:.1f} mm" for level, r in report["levels"].items() if r]
+        Console(soft_wrap=True).print(
+            f"series head: val selection {', '.join(parts) or 'n/a'} -> {run_dir / HEAD_FILE}"
+        )
+    return report
 
 
 class _StageBar:
@@ -130,7 +136,6 @@ def _fit_series_head(
     head: HeadSettings,
     datasets: dict[str, tuple[Any, SliceMeta]],
     seed: int,
-    quiet: bool,
     make_bar: Callable[[int], _StageBar],
 ) -> dict:
     config = read_run_config(run_dir)
@@ -157,9 +162,4 @@ def _fit_series_head(
         report["levels"][level] = summarise_errors(errors)
     save_heads(run_dir / HEAD_FILE, heads, head)
     atomic_write_text(run_dir / HEAD_REPORT, json.dumps(report, indent=1) + "\n")
-    if not quiet:
-        parts = [f"{level} median {r['median_mm']:.1f} mm" for level, r in report["levels"].items() if r]
-        Console(soft_wrap=True).print(
-            f"series head: val selection {', '.join(parts) or 'n/a'} -> {run_dir / HEAD_FILE}"
-        )
     return report
