@@ -59,7 +59,12 @@ def test_segmentation_report_with_area_error_in_cm2_or_pixels(tmp_path: Path) ->
         labels[:, 6:8, :] = 2
         return labels
 
+    n_val = len(np.load(tmp_path / "data" / "val_masks.npy"))
+    ids = [f"pt{k}/L3 slice" for k in range(n_val)]  # prepare-seg's ids, as its val_index.csv keeps them
+    (tmp_path / "data" / "val_index.csv").write_text("row,id\n" + "".join(f"{k},{i}\n" for k, i in enumerate(ids)))
     report = evaluate_segmentation(CLASSES, predict, tmp_path / "data", "val", tmp_path, batch_size=2)
+    worst = report["worst_slices"][0]  # named by slice id, made safe for a file name
+    assert worst["id"] == ids[worst["slice"]] and worst["png"] == f"worst_1_pt{worst['slice']}_L3_slice.png"
     muscle = report["tissues"]["muscle"]
     assert muscle["dice_mean"] == pytest.approx(2 * 12 / 32) and muscle["dice_pooled"] == pytest.approx(0.75)
     assert report["area_unit"] == "px"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,12 +93,29 @@ def evaluate_segmentation(
             f"area_error_abs_{unit}": float(np.abs(difference[:, k]).mean()),
             f"area_error_signed_{unit}": float(difference[:, k].mean()),
         }
-    worst = _write_worst_cases(per_slice, images, masks, predict, classes, output_dir)
+    ids = _slice_ids(data_dir, split, len(images))
+    worst = _write_worst_cases(per_slice, images, masks, predict, classes, output_dir, ids)
     return {"slices": len(images), "area_unit": unit, "tissues": tissues, "worst_slices": worst}
 
 
-def _write_worst_cases(per_slice, images, masks, predict, classes, output_dir: Path) -> list[dict]:
-    """Overlay PNGs of the slices with the lowest mean Dice over the tissues they hold."""
+def _slice_ids(data_dir: Path, split: str, n: int) -> list[str] | None:
+    """The slices' ids (prepare-seg's manifest `id`) from SPLIT_index.csv, in array order; None without."""
+    index_csv = data_dir / f"{split}_index.csv"
+    if not index_csv.is_file():
+        return None
+    import pandas as pd
+
+    table = pd.read_csv(index_csv, dtype={"id": str})
+    return [str(value) for value in table["id"]] if "id" in table.columns and len(table) == n else None
+
+
+def _file_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "slice"
+
+
+def _write_worst_cases(per_slice, images, masks, predict, classes, output_dir: Path, ids=None) -> list[dict]:
+    """Overlay PNGs of the slices with the lowest mean Dice over the tissues they hold, named by slice id
+    (IDS, in array order) where the data has them, else by index."""
     counted = np.isfinite(per_slice)
     # A slice with no tissue at all, in truth or prediction, is perfect (score 1).
     sums = np.where(counted, per_slice, 0.0).sum(1)
@@ -106,9 +124,10 @@ def _write_worst_cases(per_slice, images, masks, predict, classes, output_dir: P
     for rank, index in enumerate(np.argsort(slice_score, kind="stable")[:WORST_CASES], start=1):
         index = int(index)
         prediction = predict(np.asarray(images[index : index + 1]))[0]
-        name = f"worst_{rank}_slice_{index:06d}.png"
+        slice_id = ids[index] if ids is not None else None
+        name = f"worst_{rank}_{_file_safe(slice_id)}.png" if slice_id else f"worst_{rank}_slice_{index:06d}.png"
         _save_comparison(output_dir / name, images[index], masks[index], prediction, classes, index, slice_score[index])
-        entries.append({"slice": index, "mean_dice": float(slice_score[index]), "png": name})
+        entries.append({"slice": index, "id": slice_id, "mean_dice": float(slice_score[index]), "png": name})
     return entries
 
 
