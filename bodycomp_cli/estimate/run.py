@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.estimate.clinical import clinical_row
 from bodycomp_cli.estimate.inputs import SeriesInput
 from bodycomp_cli.estimate.prefetch import read_ahead
 from bodycomp_cli.estimate.qa_page import write_qa_page
@@ -133,6 +134,7 @@ def run_estimate(
             row, details = estimate_series(volume, models, options)
             identifiers = dicom.identifiers if dicom is not None else dict.fromkeys(IDENTIFIER_COLUMNS, "")
             row = {"series": entry.series, "n_slices": volume.hu.shape[0], **identifiers, **row}
+            row |= clinical_row(row, entry.manifest_facts, dicom, models.levels, options.hu_ranges, options.cutoffs)
             for note in write_series_files(folder, file_stem(entry.series), volume, details, options, dicom):
                 progress.console.print(note, markup=False, highlight=False, soft_wrap=True)
             files.add_result(row)  # the series is done once its row is in: --resume skips it
