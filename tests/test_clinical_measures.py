@@ -13,6 +13,7 @@ from dicom_export import write_ct_series
 from test_estimate_cli import FakeModels, write_series
 
 from bodycomp_cli.estimate.cutoffs import CITATIONS, cutoff_flags, low_attenuation, sarcopenia
+from bodycomp_cli.estimate.follow_up import patient_rows
 from bodycomp_cli.estimate.indices import level_indices
 from bodycomp_cli.estimate.inputs import collect_inputs
 from bodycomp_cli.estimate.muscle_quality import gate_labels, muscle_quality
@@ -209,6 +210,7 @@ def test_estimate_writes_facts_indices_and_flags_from_dicom_headers(tmp_path: Pa
     assert row["hu_ranges"] == "none" and row["cutoffs"] == "martin2013"
     assert row["sarcopenia"] == "1"  # 19.6 cm2/m2 < 53 (BMI >= 25)
     assert float(row["L3_nama_area_cm2"]) == pytest.approx(area) and float(row["L3_imat_area_cm2"]) == 0.0
+    assert (out / "patients.csv").read_text().startswith("patient_id,measure,study_date")  # one study: no rows
     page = (out / "report.html").read_text()
     assert (out / "cohort" / "smi_by_sex.png").stat().st_size > 0 and 'src="cohort/smi_by_sex.png"' in page
     assert "Cut-offs: martin2013 (Martin L et al." in page and "<tr><td>sarcopenia</td><td>1</td><td>0</td>" in page
@@ -226,3 +228,39 @@ def test_manifest_facts_and_an_implausible_height_through_estimate(tmp_path: Pat
     assert "manifest height_m 175 m implausible" in row["facts_note"]
     assert row["sarcopenia"] == "" and row["sarcopenia_note"] == "missing SMI"
     assert row["hu_ranges"] == "alberta" and row["weight_kg"] == 60.0
+
+
+# --- follow-up -----------------------------------------------------------------------------------------------
+
+
+def follow_up_row(series: str, patient: str, study: str, when: str, muscle: float | None) -> dict[str, object]:
+    return {
+        "series": series,
+        "patient_id": patient,
+        "study_instance_uid": study,
+        "study_date": when,
+        "n_slices": 40,
+        "slice_thickness_mm": 2.5,
+        "L3_zero_crossings": 1,
+        "L3_muscle_area_cm2": muscle,
+        "L3_z_mm": 10.0,
+    }
+
+
+def test_patients_table_gives_change_per_year_between_consecutive_studies() -> None:
+    rows = [
+        follow_up_row("b", "P1", "S2", "20210101", 140.0),
+        follow_up_row("a", "P1", "S1", "20200101", 150.0),
+        follow_up_row("c", "P1", "S3", "20210701", None),
+        follow_up_row("d", "P2", "S4", "20200101", 100.0),  # one study: not followed up
+    ]
+    table = patient_rows(rows, ["series", "L3_z_mm", "L3_muscle_area_cm2"], ["L3"])
+    assert [(r["series"], r["measure"]) for r in table] == [("a", "L3_muscle_area_cm2")] * 1 + [
+        ("b", "L3_muscle_area_cm2"),
+        ("c", "L3_muscle_area_cm2"),
+    ]
+    first, second, third = table
+    assert first["change_per_year"] is None and first["years_since_previous"] is None
+    assert second["years_since_previous"] == pytest.approx(366 / 365.25)
+    assert second["change_per_year"] == pytest.approx(-10.0 / (366 / 365.25))
+    assert third["value"] is None and third["change_per_year"] is None  # a blank value gives a blank change

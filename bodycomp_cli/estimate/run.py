@@ -12,11 +12,12 @@ from pathlib import Path
 
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.clinical import clinical_row
+from bodycomp_cli.estimate.follow_up import patient_rows, write_patients
 from bodycomp_cli.estimate.inputs import SeriesInput
 from bodycomp_cli.estimate.prefetch import read_ahead
 from bodycomp_cli.estimate.qa_page import write_qa_page
 from bodycomp_cli.estimate.ranks import Ranks
-from bodycomp_cli.estimate.report import Layout, write_qc, write_results
+from bodycomp_cli.estimate.report import Layout, result_columns, write_qc, write_results
 from bodycomp_cli.estimate.row_files import (
     EarlierRows,
     RowFiles,
@@ -193,6 +194,7 @@ def _write_outputs(
     write_results(folder, rows, layout)
     write_qc(folder, qc_rows)
     write_studies(folder, study_table(rows, qc_rows, levels))
+    write_patients(folder, patient_rows(rows, result_columns(layout), levels))
     write_qa_page(folder, rows, qc_rows, layout, _preview_paths(folder, rows, levels))
     remove_rank_files(folder)
     if not summary.estimated and not summary.already_done:
