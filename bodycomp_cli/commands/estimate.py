@@ -122,6 +122,18 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        hu_ranges: Annotated[
+            str,
+            typer.Option(
+                "--hu-ranges",
+                help="alberta: count only muscle pixels of -29..150 HU and fat pixels of -190..-30 HU; "
+                "none: the mask as the model drew it.",
+            ),
+        ] = "none",
+        cutoffs: Annotated[
+            str,
+            typer.Option("--cutoffs", help="L3 cut-off flags: martin2013, prado2008 or none (docs/estimate.md)."),
+        ] = "martin2013",
         shard: Annotated[
             str | None,
             typer.Option(
@@ -147,6 +159,8 @@ def register(app: typer.Typer) -> None:
         out = Console()
         set_malloc_policy()
         # Everything that can be refused is checked before the output folder exists.
+        _check_choice("--hu-ranges", hu_ranges, ("none", "alberta"))
+        _check_choice("--cutoffs", cutoffs, ("martin2013", "prado2008", "none"))
         series = collect_inputs(inputs)
         if shard is not None and overwrite:
             raise BodycompError("--shard and --overwrite: a shard adds to OUTPUT; remove an old folder first")
@@ -173,6 +187,8 @@ def register(app: typer.Typer) -> None:
                 qc=QcSettings(min_slices=min_slices, spacing_tolerance_mm=spacing_tolerance, min_matrix=min_matrix),
                 dicom_seg=dicom_seg,
                 workers=default_loader_workers() if workers is None else workers,
+                hu_ranges=hu_ranges,
+                cutoffs=cutoffs,
             )
             try:
                 summary = run_estimate(series, models, output_dir, options, ranks)
@@ -235,6 +251,11 @@ def register(app: typer.Typer) -> None:
         )
         report = evaluate_run(run_dir, data_dir, output_dir, options)
         Console().print(evaluation_table(report))
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise BodycompError(f"{option} {value!r}: choose one of {', '.join(choices)}")
 
 
 def _cell(value: float | None, digits: int = 3) -> str:

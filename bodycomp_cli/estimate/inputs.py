@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.estimate.patient_facts import MANIFEST_FACT_COLUMNS
 from bodycomp_cli.estimate.qc import QcSettings
 from bodycomp_cli.io.dicom_tree import DicomSeries, only_series, scan_tree
 from bodycomp_cli.io.series_filters import header_failure
@@ -21,6 +22,7 @@ class SeriesInput:
     path: Path  # a DICOM series folder, a NIfTI file or an .npz volume
     origin: str  # where it was named, for error messages
     dicom: DicomSeries | None = None  # the series found in a DICOM tree (headers only)
+    manifest_facts: tuple[tuple[str, str], ...] = ()  # (column, cell) of the manifest's patient-fact columns
 
 
 def series_id_for(path: Path) -> str:
@@ -40,7 +42,8 @@ def _check_volume_path(path: Path, origin: str) -> None:
 
 
 def _read_manifest(manifest: Path) -> list[SeriesInput]:
-    """The series of a prepare-slices manifest (`series`, `path`; `z_<LEVEL>` and `split` are ignored)."""
+    """The series of a prepare-slices manifest (`series`, `path`; `z_<LEVEL>` and `split` are ignored; the
+    optional patient-fact columns `sex`, `age`, `height_m` or `height_cm`, `weight_kg` override the DICOM header)."""
     from bodycomp_cli.io.manifests import read_manifest, refuse_blank_or_duplicate, resolve_path, row_label
 
     table = read_manifest(manifest, ["series", "path"])
@@ -50,7 +53,8 @@ def _read_manifest(manifest: Path) -> list[SeriesInput]:
         path = resolve_path(manifest, index, "path", value)
         origin = row_label(manifest, index)
         _check_volume_path(path, origin)
-        entries.append(SeriesInput(series, path, origin))
+        facts = tuple((name, table[name][index]) for name in MANIFEST_FACT_COLUMNS if name in table.columns)
+        entries.append(SeriesInput(series, path, origin, manifest_facts=facts))
     return entries
 
 

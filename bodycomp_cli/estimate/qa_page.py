@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from bodycomp_cli.estimate.cohort_page import cohort_section
 from bodycomp_cli.io.atomic import atomic_write_text
 
 Layout = list[tuple[str, list[str]]]
@@ -107,6 +108,7 @@ def write_qa_page(
     body = [
         "<h1>bodycomp estimate: QA</h1>",
         f"<p>{len(rows)} series estimated, {n_flagged} flagged, {len(qc_rows)} skipped by QC.</p>",
+        cohort_section(rows, output_dir),
         "<h2>Flagged series</h2>" if n_flagged else "",
     ]
     for index, (row, flags) in enumerate(order):

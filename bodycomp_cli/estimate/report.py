@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bodycomp_cli.core.versions import versions
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.estimate.clinical import CLINICAL_TEXT_COLUMNS, clinical_columns
 from bodycomp_cli.estimate.measure import STATISTICS
 from bodycomp_cli.io.atomic import atomic_write_text
 from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS
@@ -35,7 +36,7 @@ def result_columns(layout: Layout) -> list[str]:
     for level, tissues in layout:
         columns += [f"{level}_{name}" for name in LEVEL_FIELDS]
         columns += [f"{level}_{tissue}_{stat}" for tissue in tissues for stat in TISSUE_FIELDS]
-    return columns
+    return columns + clinical_columns([level for level, _ in layout])
 
 
 def _cell(value: object) -> object:
@@ -95,7 +96,9 @@ def read_results(path: Path, layout: Layout) -> list[dict[str, object]]:
         text = read_complete_text(path)
         if not text:  # killed before its first record was complete: nothing was done
             return []
-        columns = dict.fromkeys(TEXT_COLUMNS, str) | {f"{level}_sop_instance_uid": str for level, _ in layout}
+        columns = dict.fromkeys((*TEXT_COLUMNS, *CLINICAL_TEXT_COLUMNS), str) | {
+            f"{level}_sop_instance_uid": str for level, _ in layout
+        }
         table = pd.read_csv(io.StringIO(text), dtype=columns, keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise BodycompError(f"{path}: cannot read the earlier results ({str(error).splitlines()[0]})") from None

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bodycomp_cli.errors import BodycompError
+from bodycomp_cli.estimate.clinical import clinical_row
+from bodycomp_cli.estimate.follow_up import patient_rows, write_patients
 from bodycomp_cli.estimate.inputs import SeriesInput
 from bodycomp_cli.estimate.prefetch import read_ahead
 from bodycomp_cli.estimate.qa_page import write_qa_page
 from bodycomp_cli.estimate.ranks import Ranks
-from bodycomp_cli.estimate.report import Layout, write_qc, write_results
+from bodycomp_cli.estimate.report import Layout, result_columns, write_qc, write_results
 from bodycomp_cli.estimate.row_files import (
     EarlierRows,
     RowFiles,
@@ -138,6 +140,7 @@ def run_estimate(
             row, details = estimate_series(volume, models, options)
             identifiers = dicom.identifiers if dicom is not None else dict.fromkeys(IDENTIFIER_COLUMNS, "")
             row = {"series": entry.series, "n_slices": volume.hu.shape[0], **identifiers, **row}
+            row |= clinical_row(row, entry.manifest_facts, dicom, models.levels, options.hu_ranges, options.cutoffs)
             for note in write_series_files(folder, file_stem(entry.series), volume, details, options, dicom):
                 progress.console.print(note, markup=False, highlight=False, soft_wrap=True)
             files.add_result(row)  # the series is done once its row is in: --resume skips it
@@ -196,6 +199,7 @@ def _write_outputs(
     write_results(folder, rows, layout)
     write_qc(folder, qc_rows)
     write_studies(folder, study_table(rows, qc_rows, levels))
+    write_patients(folder, patient_rows(rows, result_columns(layout), levels))
     write_qa_page(folder, rows, qc_rows, layout, _preview_paths(folder, rows, levels))
     remove_rank_files(folder)
     if not summary.estimated and not summary.already_done:

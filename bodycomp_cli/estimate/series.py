@@ -15,6 +15,7 @@ from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.dicom_seg import write_dicom_seg
 from bodycomp_cli.estimate.field_of_view import tissues_touching_edge
 from bodycomp_cli.estimate.measure import STATISTICS, measure_tissues
+from bodycomp_cli.estimate.muscle_quality import DEFAULT_HU_RANGES, gate_labels, muscle_quality
 from bodycomp_cli.estimate.preview import save_preview
 from bodycomp_cli.estimate.qc import QcSettings
 from bodycomp_cli.estimate.report import SELECTION_BY_MODEL, SELECTION_SKIPPED, Layout
@@ -51,6 +52,8 @@ class EstimateOptions:
     show_progress: bool = True
     dicom_seg: bool = False  # write dicom_seg/<series>_<LEVEL>.dcm for DICOM inputs
     workers: int = 0  # processes reading the next series ahead (0: each series read here, when its turn comes)
+    hu_ranges: str = DEFAULT_HU_RANGES  # "alberta": count only pixels in each tissue's HU range (muscle_quality.py)
+    cutoffs: str = "martin2013"  # sarcopenia / myosteatosis cut-offs flagged at L3 (cutoffs.py)
 
 
 def file_stem(series: str) -> str:
@@ -85,7 +88,10 @@ def estimate_series(
         indices = near if choice.index in near else np.array([choice.index])
         labels = models.segment(level, np.asarray(volume.hu[indices]))
         classes = models.classes(level)
-        stats = measure_tissues(volume.hu[indices], labels, classes, volume.pixel_spacing)
+        quality = muscle_quality(volume.hu[indices], labels, classes, volume.pixel_spacing)  # before any gating
+        row.update({f"{level}_{name}": value for name, value in quality.items()})
+        gated = gate_labels(volume.hu[indices], labels, classes, options.hu_ranges)
+        stats = measure_tissues(volume.hu[indices], gated, classes, volume.pixel_spacing)
         row[f"{level}_slice_index"] = int(choice.index)
         row[f"{level}_z_mm"] = z_chosen
         row[f"{level}_zero_crossings"] = None if choice.zero_crossings is None else int(choice.zero_crossings)

@@ -1,0 +1,78 @@
+"""The cohort section of report.html: which cut-offs and HU ranges were used, and how many series they flag."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+from bodycomp_cli.estimate.indices import number_or_none
+from bodycomp_cli.io.atomic import atomic_path
+
+SMI_PICTURE = "cohort/smi_by_sex.png"
+# scheme -> [(sex, threshold, what it applies to)] drawn on the SMI picture
+SMI_LINES = {
+    "martin2013": [("M", 43.0, "men, BMI < 25"), ("M", 53.0, "men, BMI >= 25"), ("F", 41.0, "women")],
+    "prado2008": [("M", 52.4, "men"), ("F", 38.5, "women")],
+}
+
+
+def cohort_section(rows: Sequence[dict[str, object]], output_dir: Path | None = None) -> str:
+    """HTML: the --cutoffs choice with its citation, the --hu-ranges choice, the flag counts (flagged / not
+    flagged / blank for a missing input) and, in output_dir, a picture of L3 SMI by sex with the cut-offs."""
+    if not rows:
+        return ""
+    scheme = str(rows[0].get("cutoffs") or "none")
+    citation = str(rows[0].get("cutoffs_citation") or "")
+    hu_ranges = str(rows[0].get("hu_ranges") or "none")
+    parts = [
+        "<h2>Cohort</h2>",
+        f"<p>HU ranges: {html.escape(hu_ranges)}. Cut-offs: {html.escape(scheme)}"
+        + (f" ({html.escape(citation)})" if citation else "")
+        + ".</p>",
+    ]
+    if scheme != "none":
+        parts.append(
+            "<table><tr><th>flag</th><th>1 (under the cut-off)</th><th>0</th><th>blank (input missing)</th></tr>"
+        )
+        for flag in ("sarcopenia", "low_muscle_attenuation"):
+            values = [str(row.get(flag) or "") for row in rows]
+            counts = (values.count("1"), values.count("0"), sum(1 for v in values if v not in ("0", "1")))
+            parts.append(f"<tr><td>{flag}</td>" + "".join(f"<td>{n}</td>" for n in counts) + "</tr>")
+        parts.append("</table>")
+    if output_dir is not None and save_smi_picture(Path(output_dir) / SMI_PICTURE, rows, scheme):
+        parts.append(f'<p><img src="{SMI_PICTURE}" alt="L3 SMI by sex with the {html.escape(scheme)} cut-offs"></p>')
+    return "\n".join(parts)
+
+
+def save_smi_picture(path: Path, rows: Sequence[dict[str, object]], scheme: str) -> bool:
+    """A strip plot of L3 SMI for men and women, the scheme's thresholds drawn; False when no row has SMI and sex."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    points = {sex: [] for sex in ("M", "F")}
+    for row in rows:
+        smi = number_or_none(row.get("L3_smi_cm2_m2"))
+        if smi is not None and row.get("sex") in points:
+            points[str(row["sex"])].append(smi)
+    if not any(points.values()):
+        return False
+    figure = Figure(figsize=(6, 4.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for position, (sex, values) in enumerate(points.items()):
+        jitter = [((index * 0.618) % 1.0 - 0.5) * 0.3 for index in range(len(values))]  # spread, reproducibly
+        axes.plot([position + j for j in jitter], values, "o", alpha=0.7, label=f"{sex} (n = {len(values)})")
+    colours = ("tab:red", "tab:purple", "tab:red")
+    for (sex, threshold, what), colour in zip(SMI_LINES.get(scheme, []), colours, strict=False):
+        x = 0 if sex == "M" else 1
+        axes.hlines(threshold, x - 0.35, x + 0.35, colors=colour, linestyles="--")
+        axes.text(x + 0.37, threshold, f"{threshold:g} ({what})", va="center", fontsize=8)
+    axes.set_xticks([0, 1], ["men", "women"])
+    axes.set_xlim(-0.5, 2.0)
+    axes.set_ylabel("L3 SMI (cm²/m²)")
+    axes.set_title(f"L3 skeletal muscle index by sex; cut-offs: {scheme}")
+    axes.legend(loc="upper right", fontsize=8)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return True
