@@ -160,6 +160,7 @@ def test_overwrite_replaces_an_earlier_run_only_after_success(tmp_path: Path) ->
         EstimateOptions(overwrite=True, previews=False, show_progress=False),
     )
     assert sorted(p.name for p in out.iterdir()) == [
+        "patients.csv",
         "qc.csv",
         "report.html",
         "results.csv",
