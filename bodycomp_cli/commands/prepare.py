@@ -102,6 +102,17 @@ def register(app: typer.Typer) -> None:
                 help="Window width (HU) training applies to the raw-HU arrays, recorded in OUTPUT_DIR/dataset.json."
             ),
         ] = Window().width,
+        label_map: Annotated[
+            str | None,
+            typer.Option(
+                help="Source labels -> classes, e.g. 'muscle=1,2 subcutaneous_fat=5 visceral_fat=7' (values or"
+                " segment/file names), or the preset 'totalsegmentator' (tissue_types file names). Default: the"
+                " mask's values are already 0 background, 1 muscle, 2 subcutaneous fat, 3 visceral fat."
+            ),
+        ] = None,
+        unmapped: Annotated[
+            str, typer.Option(help="A present label missing from --label-map: 'refuse' (exit 2) or 'background'.")
+        ] = "refuse",
         overwrite: OverwriteOption = False,
     ) -> None:
         """Build the segmentation training arrays (train/val images and masks .npy, N x S x S x 1).
@@ -123,6 +134,8 @@ def register(app: typer.Typer) -> None:
             progress=ProgressReporter(err, "prepare-seg", "slices"),
             window_level=window_level,
             window_width=window_width,
+            label_map=label_map,
+            unmapped=unmapped,
         )
         rows = [[split, count, f"{size}x{size}"] for split, count in summary.items()]
         _print_table(out, str(output_dir), ["split", "slices", "size"], rows)

@@ -29,6 +29,7 @@ class Volume:
     modality: str | None  # DICOM Modality, None for npz/NIfTI
     source: Path
     sop_instance_uids: tuple[str, ...] | None = None  # DICOM: each slice's SOPInstanceUID, z ascending
+    affine: np.ndarray | None = None  # NIfTI: 4 x 4, array index (z, row, col) -> RAS+ world mm
 
 
 def read_volume(path: Path) -> Volume:
@@ -256,36 +257,14 @@ def read_dicom_files(files: list[Path], source: Path) -> Volume:
 
 def read_nifti(path: Path) -> Volume:
     """Read a NIfTI volume (or a 2-D slice, returned as Z=1) in display orientation, z ascending."""
-    import nibabel as nib
-    from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+    from nibabel.orientations import apply_orientation
 
-    try:
-        image = nib.load(str(path))
-        proxy = image.dataobj
-        # Scale slice by slice (see stack_scaled_hu) rather than let nibabel make a float64 volume.
-        slope, intercept = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
-        data = proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else np.asanyarray(proxy)
-    except Exception as error:  # nibabel raises many types for truncated or foreign files
-        raise BodycompError(f"{path}: cannot read NIfTI ({reason(error)})") from None
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim == 2:
-        data = data[:, :, np.newaxis]
-    if data.ndim != 3:
-        raise BodycompError(f"{path}: volume is not 3-D (shape {data.shape})")
+    image, data, slope, intercept = load_nifti_3d(path)
     if (slope, intercept) == (1.0, 0.0):
         data = hu_array(data, path)
     elif data.dtype.kind not in "iuf":
         raise BodycompError(f"{path}: dtype {data.dtype} is not numeric HU")
-    # nibabel world space is RAS+. Array axes (0, 1, 2) must run to Superior (z ascending),
-    # Posterior (rows anterior -> posterior) and Left (columns from the patient's right to left).
-    transform = ornt_transform(io_orientation(image.affine), axcodes2ornt(("S", "P", "L")))
-    affine = image.affine @ inv_ornt_aff(transform, data.shape)  # of the reoriented array
-    normal = np.cross(affine[:3, 1], affine[:3, 2])
-    tilt_cosine = abs(normal[2]) / max(float(np.linalg.norm(normal)), 1e-12)
-    if tilt_cosine < MIN_AXIAL_COSINE:  # the same limit as for DICOM, rather than snapping to the nearest axes
-        tilt = np.degrees(np.arccos(min(tilt_cosine, 1.0)))
-        raise BodycompError(f"{path}: not an axial volume (slices tilted {tilt:.0f} degrees from axial)")
+    transform, affine = nifti_display_transform(image.affine, data.shape, path)
     hu = apply_orientation(data, transform)
     if (slope, intercept) == (1.0, 0.0):
         hu = np.ascontiguousarray(hu)
@@ -297,4 +276,44 @@ def read_nifti(path: Path) -> Volume:
     centre = np.array([0.0, (hu.shape[1] - 1) / 2.0, (hu.shape[2] - 1) / 2.0, 1.0])
     z_mm = np.array([(affine @ (centre + [k, 0, 0, 0]))[2] for k in range(hu.shape[0])], dtype=np.float64)
     spacing = (float(np.linalg.norm(affine[:3, 1])), float(np.linalg.norm(affine[:3, 2])))
-    return Volume(hu=hu, z_mm=z_mm, pixel_spacing=spacing, modality=None, source=path)
+    return Volume(hu=hu, z_mm=z_mm, pixel_spacing=spacing, modality=None, source=path, affine=affine)
+
+
+def load_nifti_3d(path: Path, unscaled: bool = True):
+    """(nibabel image, data as X x Y x Z with 2-D as Z=1, slope, intercept); unscaled data unless unscaled=False."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        proxy = image.dataobj
+        # Scale slice by slice (see stack_scaled_hu) rather than let nibabel make a float64 volume.
+        slope, intercept = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
+        if unscaled and hasattr(proxy, "get_unscaled"):
+            data = proxy.get_unscaled()
+        else:
+            data, slope, intercept = np.asanyarray(proxy), 1.0, 0.0
+    except Exception as error:  # nibabel raises many types for truncated or foreign files
+        raise BodycompError(f"{path}: cannot read NIfTI ({reason(error)})") from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, np.newaxis]
+    if data.ndim != 3 or 0 in data.shape:
+        raise BodycompError(f"{path}: volume is not 3-D (shape {data.shape})")
+    return image, data, slope, intercept
+
+
+def nifti_display_transform(stored_affine: np.ndarray, shape: tuple[int, ...], path: Path):
+    """(nibabel orientation transform to display order, affine of the reoriented array); refuses non-axial."""
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+    # nibabel world space is RAS+. Array axes (0, 1, 2) must run to Superior (z ascending),
+    # Posterior (rows anterior -> posterior) and Left (columns from the patient's right to left).
+    transform = ornt_transform(io_orientation(stored_affine), axcodes2ornt(("S", "P", "L")))
+    affine = stored_affine @ inv_ornt_aff(transform, shape)  # of the reoriented array
+    normal = np.cross(affine[:3, 1], affine[:3, 2])
+    tilt_cosine = abs(normal[2]) / max(float(np.linalg.norm(normal)), 1e-12)
+    if tilt_cosine < MIN_AXIAL_COSINE:  # the same limit as for DICOM, rather than snapping to the nearest axes
+        tilt = np.degrees(np.arccos(min(tilt_cosine, 1.0)))
+        raise BodycompError(f"{path}: not an axial volume (slices tilted {tilt:.0f} degrees from axial)")
+    return transform, affine

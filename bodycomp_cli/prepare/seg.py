@@ -17,14 +17,18 @@ from bodycomp_cli.core.runconfig import Window
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.arrays import read_gray8_png, read_npy
 from bodycomp_cli.io.atomic import atomic_output_dir
+from bodycomp_cli.io.labels import is_geometric_source, read_labels
+from bodycomp_cli.io.labels.geometry import labels_on_slice
+from bodycomp_cli.io.labels.label_map import LabelMap, check_integer_labels, parse_label_map
 from bodycomp_cli.io.manifests import (
+    parse_float,
     read_manifest,
     refuse_blank_or_duplicate,
     resolve_path,
     row_label,
     splits_for_rows,
 )
-from bodycomp_cli.io.volumes import NIFTI_SUFFIXES, hu_array, read_dicom_files, read_nifti
+from bodycomp_cli.io.volumes import NIFTI_SUFFIXES, Volume, hu_array, read_dicom_files, read_nifti
 from bodycomp_cli.prepare.description import checked_window, write_dataset_description
 from bodycomp_cli.prepare.progress import ProgressReporter
 
@@ -40,6 +44,8 @@ class SegRow:
     image: Path
     mask: Path
     split: str
+    z_mm: float | None = None  # a 3-D image's slice: world z in mm ...
+    slice_index: int | None = None  # ... or its index in the z-ascending volume
 
 
 def _two_d(array: np.ndarray, where: str, what: str) -> np.ndarray:
@@ -59,29 +65,89 @@ def _load_npy(path: Path, where: str) -> np.ndarray:
 
 def load_image(path: Path, where: str) -> np.ndarray:
     """A 2-D HU slice from .npy, a single-slice DICOM file or a 2-D NIfTI, in display orientation."""
-    name = path.name.lower()
-    if name.endswith(".npy"):
+    if path.name.lower().endswith(".npy"):
         image = _two_d(_load_npy(path, where), f"{where}: {path}", "image")
         try:
             return hu_array(image, path)
         except BodycompError as error:
             raise BodycompError(f"{where}: {error}") from None
-    try:
-        if name.endswith(NIFTI_SUFFIXES):
-            volume = read_nifti(path)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a non-DICOM file is reported as the error below
-                volume = read_dicom_files([path], path)
-    except BodycompError as error:
-        raise BodycompError(f"{where}: {error}") from None
+    volume = load_image_volume(path, where)
     if volume.hu.shape[0] != 1:
         raise BodycompError(f"{where}: {path}: image is not 2-D (shape {volume.hu.shape})")
     return volume.hu[0]
 
 
-def load_mask(path: Path, where: str, allowed: tuple[int, ...]) -> np.ndarray:
-    """A 2-D uint8 label mask from .npy or an 8-bit grayscale .png, with labels in `allowed`."""
+def load_image_volume(path: Path, where: str) -> Volume:
+    """A DICOM file or a NIfTI (2-D or 3-D) in display orientation, z ascending."""
+    try:
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            return read_nifti(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a non-DICOM file is reported as the error below
+            return read_dicom_files([path], path)
+    except BodycompError as error:
+        raise BodycompError(f"{where}: {error}") from None
+
+
+def pick_slice(volume: Volume, row: SegRow, where: str) -> int:
+    """The image slice a row names: slice_index, or the slice whose centre is within half a spacing of z_mm."""
+    depth = volume.hu.shape[0]
+    if row.slice_index is not None:
+        if not 0 <= row.slice_index < depth:
+            raise BodycompError(f"{where}: slice_index {row.slice_index} outside the image's 0..{depth - 1}")
+        return row.slice_index
+    if row.z_mm is not None:
+        nearest = int(np.argmin(np.abs(volume.z_mm - row.z_mm)))
+        spacing = float(np.median(np.diff(volume.z_mm))) if depth > 1 else 0.0
+        if abs(volume.z_mm[nearest] - row.z_mm) > max(spacing / 2, 1e-3):
+            raise BodycompError(
+                f"{where}: z_mm {row.z_mm:g} is outside {row.image.name}"
+                f" (slices {volume.z_mm[0]:.1f} to {volume.z_mm[-1]:.1f} mm)"
+            )
+        return nearest
+    if depth != 1:
+        raise BodycompError(f"{where}: {row.image.name} is 3-D ({depth} slices): give z_mm or slice_index")
+    return 0
+
+
+def load_pair(row: SegRow, where: str, allowed: tuple[int, ...], label_map: LabelMap) -> tuple[np.ndarray, np.ndarray]:
+    """The row's image slice and its mask, in display orientation, the mask matched through world coordinates."""
+    if not is_geometric_source(row.mask):
+        if row.z_mm is not None or row.slice_index is not None:
+            volume = load_image_volume(row.image, where)
+            image = volume.hu[pick_slice(volume, row, where)]
+        else:
+            image = load_image(row.image, where)
+        if label_map.mapping is None:
+            return image, load_mask(row.mask, where, allowed)
+        mask = label_map.apply(load_mask(row.mask, where, None), f"{where}: {row.mask}")
+        return image, _allowed_classes(mask, where, row.mask, allowed)
+    if row.image.name.lower().endswith(".npy"):
+        raise BodycompError(f"{where}: {row.image.name}: a NIfTI or folder mask needs an image with geometry (NIfTI)")
+    volume = load_image_volume(row.image, where)
+    if volume.affine is None:
+        raise BodycompError(f"{where}: {row.image.name}: NIfTI and folder masks are matched to NIfTI images only")
+    index = pick_slice(volume, row, where)
+    labels, mapped = read_labels(row.mask, label_map, where)
+    on_slice = labels_on_slice(labels, volume.affine, index, volume.hu.shape[1:], where)
+    mask = on_slice.astype(np.uint8) if mapped else label_map.apply(on_slice, f"{where}: {row.mask}")
+    return volume.hu[index], _allowed_classes(mask, where, row.mask, allowed)
+
+
+def _allowed_classes(mask: np.ndarray, where: str, path: Path, allowed: tuple[int, ...]) -> np.ndarray:
+    found = np.unique(mask)
+    bad = [value for value in found.tolist() if value not in allowed]
+    if bad:
+        shown = ", ".join(str(int(value)) for value in bad)
+        raise BodycompError(
+            f"{where}: {path}: labels {shown} outside the allowed {', '.join(map(str, allowed))}"
+            f" (found {', '.join(str(int(v)) for v in found)})"
+        )
+    return mask.astype(np.uint8)
+
+
+def load_mask(path: Path, where: str, allowed: tuple[int, ...] | None) -> np.ndarray:
+    """A 2-D uint8 label mask from .npy or an 8-bit grayscale .png, with labels in `allowed` (None: any)."""
     name = path.name.lower()
     if name.endswith(".png"):
         try:
@@ -94,20 +160,10 @@ def load_mask(path: Path, where: str, allowed: tuple[int, ...]) -> np.ndarray:
         raise BodycompError(f"{where}: {path}: mask must be .npy or .png")
     if mask.ndim != 2:
         raise BodycompError(f"{where}: {path}: mask is not 2-D (shape {mask.shape})")
-    if mask.dtype.kind == "f":
-        if not np.isfinite(mask).all() or not np.array_equal(mask, np.rint(mask)):
-            raise BodycompError(f"{where}: {path}: float mask has fractional, NaN or inf values")
-    elif mask.dtype.kind not in "iub":
-        raise BodycompError(f"{where}: {path}: mask dtype {mask.dtype} is not integer labels")
-    found = np.unique(mask)
-    bad = [value for value in found.tolist() if value not in allowed]
-    if bad:
-        shown = ", ".join(str(int(value)) for value in bad)
-        raise BodycompError(
-            f"{where}: {path}: labels {shown} outside the allowed {', '.join(map(str, allowed))}"
-            f" (found {', '.join(str(int(v)) for v in found)})"
-        )
-    return mask.astype(np.uint8)
+    check_integer_labels(mask, f"{where}: {path}: mask")
+    if allowed is None:
+        return mask.astype(np.int64)
+    return _allowed_classes(mask, where, path, allowed)
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,9 +222,26 @@ def read_seg_manifest(manifest: Path, val_frac: float, seed: int) -> list[SegRow
             image=resolve_path(manifest, index, "image", table.at[index, "image"]),
             mask=resolve_path(manifest, index, "mask", table.at[index, "mask"]),
             split=splits[index],
+            z_mm=_cell_float(manifest, table, index, "z_mm"),
+            slice_index=_cell_index(manifest, table, index),
         )
         for index in range(len(table))
     ]
+
+
+def _cell_float(manifest: Path, table: pd.DataFrame, index: int, column: str) -> float | None:
+    if column not in table.columns:
+        return None
+    return parse_float(manifest, index, column, table.at[index, column])
+
+
+def _cell_index(manifest: Path, table: pd.DataFrame, index: int) -> int | None:
+    value = _cell_float(manifest, table, index, "slice_index")
+    if value is None:
+        return None
+    if value != int(value):
+        raise BodycompError(f"{row_label(manifest, index)}: slice_index {value:g} is not a whole number")
+    return int(value)
 
 
 def prepare_seg(
@@ -182,6 +255,8 @@ def prepare_seg(
     progress: ProgressReporter | None = None,
     window_level: float = Window().level,
     window_width: float = Window().width,
+    label_map: str | None = None,
+    unmapped: str = "refuse",
 ) -> dict[str, int]:
     """Build train/val image (int16 HU) and mask (uint8) arrays plus index CSVs; returns rows per split.
 
@@ -193,6 +268,7 @@ def prepare_seg(
         raise BodycompError(f"--size must be positive, got {size}")
     window = checked_window(window_level, window_width)
     manifest = Path(manifest)
+    labels = parse_label_map(label_map, unmapped)
     rows = read_seg_manifest(manifest, val_frac, seed)
     allowed = LABELS[thoracic]
     progress = progress or ProgressReporter(None)
@@ -210,8 +286,7 @@ def prepare_seg(
             progress.update("total", len(rows))
             for row in rows:
                 where = row_label(manifest, row.index)
-                image = load_image(row.image, where)
-                mask = load_mask(row.mask, where, allowed)
+                image, mask = load_pair(row, where, allowed, labels)
                 if image.shape != mask.shape:
                     raise BodycompError(
                         f"{where}: image {row.image.name} is {image.shape} but mask {row.mask.name} is {mask.shape}"
