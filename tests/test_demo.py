@@ -27,7 +27,8 @@ def test_fast_demo_writes_every_stage_and_the_summary(fast_demo):
         assert value is None or 0.0 <= value <= 1.0
     l3 = summary["slice_error_mm"]["L3"]
     # One selection code path: estimate on the held-out volumes chooses the slices evaluate chose on their PNGs.
-    assert summary["estimate"]["l3_error_mm_median"] == l3["median"]
+    # (evaluate reads z from the meta CSV, written to 4 decimals, so the two agree to 1e-4 mm, not to the bit.)
+    assert summary["estimate"]["l3_error_mm_median"] == pytest.approx(l3["median"], abs=1e-4)
     assert set(l3) == {"median", "mean", "within_5mm", "within_10mm", "series"}
     assert l3["median"] >= 0.0 and 0.0 <= l3["within_10mm"] <= 1.0
     assert set(summary["seconds"]) == {
