@@ -46,6 +46,9 @@ def series_flags(row: dict[str, object], layout: Layout) -> list[str]:
     """Why a reader should look at this series first (empty when nothing stands out)."""
     flags = []
     for level, tissues in layout:
+        reason = row.get(f"{level}_reason")
+        if isinstance(reason, str) and reason:
+            flags.append(f"{level}: {reason}")
         crossings = _number(row.get(f"{level}_zero_crossings"))
         if crossings is not None and crossings != 1:
             flags.append(f"{level}: {int(crossings)} zero crossings")

@@ -16,7 +16,7 @@ from bodycomp_cli.io.atomic import atomic_write_text
 from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS
 from bodycomp_cli.io.journal import read_complete_text
 
-LEVEL_FIELDS = ("slice_index", "z_mm", "zero_crossings", "sop_instance_uid")
+LEVEL_FIELDS = ("slice_index", "z_mm", "zero_crossings", "sop_instance_uid", "reason")  # reason: blank, or why no slice
 TISSUE_FIELDS = (*STATISTICS, "touches_edge")
 # The `slice_selection` column: how each series' slices were chosen.
 SELECTION_BY_MODEL = "model"
@@ -97,7 +97,7 @@ def read_results(path: Path, layout: Layout) -> list[dict[str, object]]:
         if not text:  # killed before its first record was complete: nothing was done
             return []
         columns = dict.fromkeys((*TEXT_COLUMNS, *CLINICAL_TEXT_COLUMNS), str) | {
-            f"{level}_sop_instance_uid": str for level, _ in layout
+            f"{level}_{name}": str for level, _ in layout for name in ("sop_instance_uid", "reason")
         }
         table = pd.read_csv(io.StringIO(text), dtype=columns, keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:

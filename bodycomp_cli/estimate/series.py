@@ -14,11 +14,12 @@ from bodycomp_cli.core.selection import SliceChoice, select_level_slice
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.dicom_seg import write_dicom_seg
 from bodycomp_cli.estimate.field_of_view import tissues_touching_edge
+from bodycomp_cli.estimate.level_presence import level_presence
 from bodycomp_cli.estimate.measure import STATISTICS, measure_tissues
 from bodycomp_cli.estimate.muscle_quality import DEFAULT_HU_RANGES, gate_labels, muscle_quality
 from bodycomp_cli.estimate.preview import save_preview
 from bodycomp_cli.estimate.qc import QcSettings
-from bodycomp_cli.estimate.report import SELECTION_BY_MODEL, SELECTION_SKIPPED, Layout
+from bodycomp_cli.estimate.report import SELECTION_BY_MODEL, SELECTION_SKIPPED, TISSUE_FIELDS, Layout
 from bodycomp_cli.io.atomic import atomic_write_bytes
 from bodycomp_cli.io.dicom_tree import DicomSeries
 
@@ -72,6 +73,8 @@ def estimate_series(
 
     A one-slice volume (allowed by --min-slices 1) has nothing to choose from: the selection model is not
     run, its slice is measured for every level, and the row says so (as the original's --no_slice_selection).
+    A level the model places outside the scanned z-range gets blank measures, `{level}_reason` = `not in scan`,
+    and no slice, preview, mask or SEG (estimate/level_presence.py).
     """
     skip_selection = volume.hu.shape[0] == 1
     outputs = None if skip_selection else models.slice_outputs(volume.hu, volume.z_mm)
@@ -81,6 +84,10 @@ def estimate_series(
         if outputs is None:
             choice = SliceChoice(index=0, zero_crossings=None, smoothed=None)
         else:
+            presence = level_presence(outputs[:, column], volume.z_mm, models.threshold_mm)
+            if not presence.in_scan:
+                row.update(_absent_level(level, models.classes(level)[1:], presence.reason))
+                continue
             choice = select_level_slice(outputs[:, column], volume.z_mm, models.threshold_mm)
         z_chosen = float(volume.z_mm[choice.index])
         # --range: every slice within +-MM of the chosen one; the chosen slice always counts.
@@ -96,6 +103,7 @@ def estimate_series(
         row[f"{level}_z_mm"] = z_chosen
         row[f"{level}_zero_crossings"] = None if choice.zero_crossings is None else int(choice.zero_crossings)
         row[f"{level}_sop_instance_uid"] = volume.sop_instance_uids[choice.index] if volume.sop_instance_uids else ""
+        row[f"{level}_reason"] = ""
         touching = tissues_touching_edge(volume.hu[indices], labels, classes)
         for tissue, values in stats.items():
             for stat in STATISTICS:
@@ -110,6 +118,16 @@ def estimate_series(
             "range_labels": labels,
         }
     return row, details
+
+
+def _absent_level(level: str, tissues: list[str], reason: str) -> dict[str, object]:
+    """A level's cells when it has no slice: every measure blank, and why."""
+    cells: dict[str, object] = {f"{level}_{name}": None for name in ("slice_index", "z_mm", "zero_crossings")}
+    cells[f"{level}_sop_instance_uid"] = ""
+    cells[f"{level}_reason"] = reason
+    for tissue in tissues:
+        cells |= dict.fromkeys((f"{level}_{tissue}_{stat}" for stat in TISSUE_FIELDS), None)
+    return cells
 
 
 def write_series_files(
