@@ -20,6 +20,13 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable)
 
+
+def computed_default(panel: str) -> dict[str, Any]:
+    """typer.Option settings for a default that is computed or read from the data: the help text states it
+    (as `\\[default: ...]`), so Typer must not print the placeholder default (None) too."""
+    return {"show_default": False, "rich_help_panel": panel}
+
+
 # The rich help panels that group a long command's options (typer.Option(rich_help_panel=...)).
 DATA_PANEL, MODEL_PANEL, OPTIMISATION_PANEL = "Data", "Model", "Optimisation"
 DEVICES_PANEL, ORIGINAL_PANEL = "Devices", "Original toolkit (its networks and options)"
@@ -92,8 +99,7 @@ GpusOption = Annotated[
         "-g",
         "--gpus",
         help="GPUs: 0 = CPU, 1 = cuda:0, N > 1 = DataParallel. \\[default: 1 if CUDA else 0]",
-        show_default=False,
-        rich_help_panel=DEVICES_PANEL,
+        **computed_default(DEVICES_PANEL),
     ),
 ]
 # One AMP policy for training and inference (core/amp.py), passed down as it is: None leaves the choice to it.
@@ -104,8 +110,7 @@ AmpOption = Annotated[
         help="Mixed precision: bf16 autocast on GPUs from Ampere on, else fp16 (with a GradScaler in training); "
         "--amp also on CPUs with bf16 instructions (AVX512-BF16, AMX); --no-amp: full precision everywhere. "
         "\\[default: on CUDA, off on the CPU]",
-        show_default=False,
-        rich_help_panel=DEVICES_PANEL,
+        **computed_default(DEVICES_PANEL),
     ),
 ]
 OverwriteOption = Annotated[

@@ -15,6 +15,7 @@ from bodycomp_cli.commands.common import (
     AmpOption,
     GpusOption,
     OverwriteOption,
+    computed_default,
     levels_option,
     report_user_errors,
     set_malloc_policy,
@@ -140,8 +141,7 @@ def register(app: typer.Typer) -> None:
                 "--shard",
                 help="K/N: estimate only shard K (0 to N-1) of N, alone (a Slurm array task); a later --resume "
                 "without --shard merges the shards. \\[default: every series]",
-                show_default=False,
-                rich_help_panel=DEVICES_PANEL,
+                **computed_default(DEVICES_PANEL),
             ),
         ] = None,
     ) -> None:

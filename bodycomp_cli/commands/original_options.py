@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bodycomp_cli.commands.common import MODEL_PANEL, ORIGINAL_PANEL
+from bodycomp_cli.commands.common import MODEL_PANEL, ORIGINAL_PANEL, computed_default
 from bodycomp_cli.errors import BodycompError
 
 
@@ -33,8 +33,7 @@ InitWeightsOption = Annotated[
         "--load_weights",
         help="Start from these weights: a run folder, or a Keras .hdf5 model of the original toolkit (its -w). "
         "Unlike --resume, the optimizer, epochs and history start anew. \\[default: none, a new model]",
-        show_default=False,
-        rich_help_panel=MODEL_PANEL,
+        **computed_default(MODEL_PANEL),
     ),
 ]
 ActivationOption = Annotated[
@@ -43,8 +42,7 @@ ActivationOption = Annotated[
         "-A",
         "--activation",
         help="bridge-unet / bridge-densenet: Keras activation name (relu, elu, selu, tanh, ...). \\[default: relu]",
-        show_default=False,
-        rich_help_panel=ORIGINAL_PANEL,
+        **computed_default(ORIGINAL_PANEL),
     ),
 ]
 ApplyWindowOption = Annotated[

@@ -106,8 +106,9 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 help="Source labels -> classes, e.g. 'muscle=1,2 subcutaneous_fat=5 visceral_fat=7' (values or"
-                " segment/file names), or the preset 'totalsegmentator' (tissue_types file names). Default: the"
-                " mask's values are already 0 background, 1 muscle, 2 subcutaneous fat, 3 visceral fat."
+                " segment/file names), or the preset 'totalsegmentator' (tissue_types file names)."
+                " \\[default: none: the mask's values are already 0-3, background, muscle, subcutaneous, visceral fat]",
+                show_default=False,
             ),
         ] = None,
         unmapped: Annotated[

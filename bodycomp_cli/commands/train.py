@@ -15,6 +15,7 @@ from bodycomp_cli.commands import original_options as original
 from bodycomp_cli.commands.common import (
     DATA_PANEL,
     MODEL_PANEL,
+    computed_default,
     levels_option,
     option_group,
     report_user_errors,
@@ -64,8 +65,7 @@ def register(app: typer.Typer) -> None:
                 "--arch",
                 help="smp architecture (unet, fpn, deeplabv3plus, ...), or bridge-unet (the original's U-Net; "
                 "-C/-M/-N/-A imply it). \\[default: unet]",
-                show_default=False,
-                rich_help_panel=MODEL_PANEL,
+                **computed_default(MODEL_PANEL),
             ),
         ] = None,
         encoder: Annotated[
@@ -123,8 +123,7 @@ def register(app: typer.Typer) -> None:
                 help="timm model (densenet121, resnet18, ...; 3 input channels with --context-mm, else 1), or "
                 "bridge-densenet (the original's DenseNet; --nb_*, --growth_rate, --compression_rate, -I, -A, -B "
                 "imply it). \\[default: densenet121]",
-                show_default=False,
-                rich_help_panel=MODEL_PANEL,
+                **computed_default(MODEL_PANEL),
             ),
         ] = None,
         context_mm: Annotated[
@@ -133,8 +132,7 @@ def register(app: typer.Typer) -> None:
                 "--context-mm",
                 help="Also feed the slices nearest z - D and z + D mm as channels (needs series and z_mm in the "
                 "meta CSVs). 0: the slice alone, as the original toolkit. \\[default: 10 with the series head, else 0]",
-                show_default=False,
-                rich_help_panel=MODEL_PANEL,
+                **computed_default(MODEL_PANEL),
             ),
         ] = None,
         series_head: Annotated[
@@ -145,8 +143,7 @@ def register(app: typer.Typer) -> None:
                 "which reads the level from anatomy along z (needs series and z_mm in the meta CSVs); "
                 "--no-series-head: the per-slice model alone, as the original toolkit. "
                 "\\[default: on when the meta CSVs have series and z_mm]",
-                show_default=False,
-                rich_help_panel=MODEL_PANEL,
+                **computed_default(MODEL_PANEL),
             ),
         ] = None,
         initial_epoch: original.InitialEpochOption = 0,

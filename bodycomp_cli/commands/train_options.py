@@ -19,6 +19,7 @@ from bodycomp_cli.commands.common import (
     OPTIMISATION_PANEL,
     AmpOption,
     GpusOption,
+    computed_default,
 )
 
 if TYPE_CHECKING:
@@ -87,8 +88,7 @@ WorkersOption = Annotated[
     typer.Option(
         "--workers",
         help="DataLoader worker processes per rank. \\[default: half the rank's share of the usable cores, 1 to 8]",
-        show_default=False,
-        rich_help_panel=DEVICES_PANEL,
+        **computed_default(DEVICES_PANEL),
     ),
 ]
 StepsOption = Annotated[
@@ -96,8 +96,7 @@ StepsOption = Annotated[
     typer.Option(
         "--steps-per-epoch",
         help="Sample K batches per epoch instead of one full pass. \\[default: one full pass]",
-        show_default=False,
-        rich_help_panel=OPTIMISATION_PANEL,
+        **computed_default(OPTIMISATION_PANEL),
     ),
 ]
 LowMemoryOption = Annotated[
@@ -127,8 +126,7 @@ WindowLevelOption = Annotated[
     typer.Option(
         "--window-level",
         help="HU window level of the model input. \\[default: DATA_DIR/dataset.json's, else 40]",
-        show_default=False,
-        rich_help_panel=DATA_PANEL,
+        **computed_default(DATA_PANEL),
     ),
 ]
 WindowWidthOption = Annotated[
@@ -136,8 +134,7 @@ WindowWidthOption = Annotated[
     typer.Option(
         "--window-width",
         help="HU window width of the model input. \\[default: DATA_DIR/dataset.json's, else 400]",
-        show_default=False,
-        rich_help_panel=DATA_PANEL,
+        **computed_default(DATA_PANEL),
     ),
 ]
 
