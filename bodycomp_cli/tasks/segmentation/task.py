@@ -11,7 +11,7 @@ import torch
 
 from bodycomp_cli.core.dataset import resolve_window
 from bodycomp_cli.core.metrics import dice_summary, segmentation_counts
-from bodycomp_cli.core.runconfig import RunConfig, Window
+from bodycomp_cli.core.runconfig import RunConfig
 from bodycomp_cli.data.augment import AffineRanges
 from bodycomp_cli.data.segmentation import PREWINDOWED_AS_WINDOW, SegmentationDataset, validate_segmentation_data
 from bodycomp_cli.engine.config import EngineConfig
@@ -79,18 +79,14 @@ class SegmentationTask:
         self.ce_loss = torch.nn.CrossEntropyLoss()
         self._splits = None
         self.notes: list[str] = []
-        self.window = Window(
-            Window().level if settings.window_level is None else settings.window_level,
-            Window().width if settings.window_width is None else settings.window_width,
-        )
         if data_dir is not None:
             self._splits = validate_segmentation_data(
                 Path(data_dir), len(self.classes), settings.thoracic, settings.input_windowed
             )
-            # The arrays hold raw HU: the window is applied here, so an explicit option may override the data's.
-            self.window, note = resolve_window(
-                Path(data_dir), settings.window_level, settings.window_width, images_windowed=False
-            )
+        # The arrays hold raw HU: the window is applied here, so an explicit option may override the data's.
+        level, width = settings.window_level, settings.window_width
+        self.window, note = resolve_window(data_dir, level, width, images_windowed=False)
+        if data_dir is not None:
             self.notes.append(note)
 
     @classmethod

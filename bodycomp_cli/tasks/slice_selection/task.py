@@ -16,7 +16,7 @@ import torch
 from bodycomp_cli.core.dataset import resolve_window
 from bodycomp_cli.core.metacsv import csv_columns, offset_levels
 from bodycomp_cli.core.metrics import near_level_mae, series_selection_errors, summarise_errors
-from bodycomp_cli.core.runconfig import RunConfig, Window
+from bodycomp_cli.core.runconfig import RunConfig
 from bodycomp_cli.core.vertebrae import spine_levels
 from bodycomp_cli.data.augment import AffineRanges
 from bodycomp_cli.data.slices import SliceSelectionDataset, split_context_rows, validate_slice_data
@@ -83,14 +83,8 @@ class SliceSelectionTask:
         self._splits = None
         self._neighbours: dict[str, np.ndarray | None] = {"train": None, "val": None}  # context_rows per split
         self.notes: list[str] = []
-        self.window = Window(
-            Window().level if settings.window_level is None else settings.window_level,
-            Window().width if settings.window_width is None else settings.window_width,
-        )
+        self.window, note = resolve_window(data_dir, settings.window_level, settings.window_width, images_windowed=True)
         if data_dir is not None:
-            self.window, note = resolve_window(
-                Path(data_dir), settings.window_level, settings.window_width, images_windowed=True
-            )
             self.notes.append(note)
             self.head = self._head_for(Path(data_dir))
             self._splits = validate_slice_data(Path(data_dir), self.output_levels)
