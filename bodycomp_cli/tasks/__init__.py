@@ -43,7 +43,5 @@ def load_predictor(
     if task is not None and config.task != task:
         raise BodycompError(f"{option} {run_dir}: a {config.task} run, but this option needs a {task} run")
     run = load_run(run_dir, MODEL_BUILDERS[config.task], placement, which, config)
-    predictor = PREDICTORS[config.task](run)
-    if batch_size is not None:
-        predictor.batch_size = batch_size
-    return predictor
+    # Each predictor keeps its own default batch size unless the caller gives one.
+    return PREDICTORS[config.task](run, **({} if batch_size is None else {"batch_size": batch_size}))
