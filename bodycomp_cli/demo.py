@@ -7,6 +7,7 @@ renamed into place at the end), with OUTPUT_DIR/summary.json holding the figures
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import time
@@ -101,7 +102,16 @@ def run_demo(
     clock = StageClock(console)
     started = time.perf_counter()
     with atomic_output_dir(Path(output_dir), overwrite=overwrite) as root:
-        summary = _run_stages(root, settings, clock, console)
+        console.print(
+            f"building in a temporary folder that becomes {output_dir} when the demo ends; "
+            "the paths below are relative to it",
+            highlight=False,
+            markup=False,
+        )
+        # Every stage runs inside the temporary folder on relative paths, so what the stages print and record
+        # (index CSVs, config.json's data_dir, evaluation.json) names files as they lie after the rename.
+        with contextlib.chdir(root):
+            summary = _run_stages(Path(), settings, clock, console)
         summary["seconds"] = {**clock.seconds, "total": round(time.perf_counter() - started, 1)}
         summary["mode"] = _mode(settings)
         summary["settings"] = asdict(settings)

@@ -76,3 +76,19 @@ def test_demo_defaults_to_bodycomp_demo_in_the_current_folder(tmp_path, monkeypa
 def test_full_settings_are_larger_than_fast():
     assert FULL.series > FAST.series and FULL.seg_steps * FULL.seg_epochs > FAST.seg_steps * FAST.seg_epochs
     assert FULL.seg_size % 32 == 0 and FAST.seg_size % 32 == 0
+
+
+def test_demo_names_files_as_they_lie_after_the_rename(fast_demo):
+    """The demo builds in a temporary folder; neither its output nor its records may name that folder."""
+    from bodycomp_cli.io.atomic import TEMP_PREFIX
+
+    out, result = fast_demo
+    assert TEMP_PREFIX not in result.output
+    assert "into models/seg" in result.output and f"becomes {out} when the demo ends" in result.output
+    records = [p for p in out.rglob("*") if p.suffix in (".csv", ".json", ".html", ".txt")]
+    assert any(p.name == "train_index.csv" for p in records) and any(p.name == "config.json" for p in records)
+    assert [p for p in records if TEMP_PREFIX in p.read_text()] == []
+    index = (out / "data/seg/train_index.csv").read_text().splitlines()[1].split(",")
+    assert (out / index[2]).is_file()  # the index's image path resolves from the output folder
+    config = json.loads((out / "models/seg/config.json").read_text())
+    assert (out / config["data_dir"] / "dataset.json").is_file()

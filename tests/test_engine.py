@@ -160,3 +160,18 @@ def test_progress_bar_redraws_only_as_often_as_the_loss_is_read():
             assert progress.live.auto_refresh and progress.live.refresh_per_second == 1 / PROGRESS_REFRESH_S == 2
             progress.update(task, advance=3)
         assert progress.finished
+
+
+def test_epoch_line_says_n_a_for_a_metric_no_val_series_has():
+    from types import SimpleNamespace
+
+    from bodycomp_cli.engine.trainer import Trainer
+
+    trainer = SimpleNamespace(
+        engine=SimpleNamespace(epochs=3), train_speed=12.0, setup=SimpleNamespace(device=torch.device("cpu"))
+    )
+    row = {"epoch": 2, "val_mae_mm_L3": 1.23456, "val_mae_mm_L5": float("nan"), "lr": 1e-3, "seconds": 2.5}
+    line = Trainer._summary(trainer, row, improved=True)
+    assert line == (
+        "epoch 2/3  val_mae_mm_L3 1.2346  val_mae_mm_L5 n/a  lr 1.00e-03  2.5 s  train 12.0 samples/s  (best)"
+    )

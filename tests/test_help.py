@@ -102,3 +102,26 @@ def test_ctrl_c_prints_the_stages_resume_hint_once(capsys):
     assert stopped.value.exit_code == 130
     err = capsys.readouterr().err
     assert err.count("interrupted") == 1 and "--resume" in err
+
+
+def test_estimate_ctrl_c_says_how_to_resume_once(cli, tmp_path, monkeypatch):
+    """Ctrl-C in estimate names what results.csv keeps and the --resume that continues it, once."""
+    import numpy as np
+
+    import bodycomp_cli.estimate.models as models
+    import bodycomp_cli.estimate.run as run
+
+    z = np.arange(30, dtype=float) * 4.0
+    np.savez(tmp_path / "a.npz", hu=np.zeros((30, 8, 8), dtype=np.int16), z_mm=z)
+    monkeypatch.setattr(models, "load_estimator_models", lambda *args, **kwargs: object())
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "run_estimate", interrupted)
+    out = tmp_path / "out"
+    result = cli(["estimate", tmp_path / "a.npz", "--select-model", tmp_path, "--seg-model", tmp_path, "-o", out])
+    err = result.output if result.stderr in result.output else result.stderr + result.output  # click >= 8.2 mixes
+    assert result.exit_code == 130, err
+    assert err.count("interrupted") == 1
+    assert f"{out / 'results.csv'} keeps the series finished so far" in err and "--resume" in err

@@ -322,7 +322,8 @@ class Trainer:
         parts = [f"epoch {row['epoch']}/{self.engine.epochs}"]
         for key, value in row.items():
             if key not in ("epoch", "lr", "seconds"):
-                parts.append(f"{key} {value:.4f}")
+                # nan: no val series has what this metric scores (a level they don't cover), not a failure
+                parts.append(f"{key} {value:.4f}" if math.isfinite(value) else f"{key} n/a")
         parts += [f"lr {row['lr']:.2e}", f"{row['seconds']:.1f} s", f"train {self.train_speed:.1f} samples/s"]
         if self.setup.device.type == "cuda":  # rank 0's GPU (DataParallel gathers on it, so it holds the most)
             parts.append(f"peak GPU memory {torch.cuda.max_memory_allocated(self.setup.device) / 2**30:.2f} GiB")
