@@ -17,10 +17,9 @@ import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 import pytest
-
-from tests.conftest import assert_user_error, invoke
-from tests.helpers_train import make_seg_data, make_select_data
-from tests.test_volumes import write_dicom_series
+from conftest import assert_user_error, invoke
+from helpers_train import make_seg_data, make_select_data
+from test_volumes import write_dicom_series
 
 S = 16  # pixels of the prepare-* slices
 TRAIN_FAST = ["--encoder", "resnet18", "--image-size", "32", "-e", "1", "-b", "2", "--workers", "0", "--quiet"]

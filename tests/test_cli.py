@@ -2,9 +2,9 @@ import subprocess
 import sys
 
 import typer
+from conftest import invoke
 
 from bodycomp_cli.commands.common import levels_option, report_user_errors
-from tests.conftest import invoke
 
 SUBCOMMANDS = [
     "prepare-seg",

@@ -8,6 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import assert_user_error, invoke
+from test_prepare_slices import make_series, no_output_left, write_manifest
 
 from bodycomp_cli import __version__
 from bodycomp_cli.core.dataset import (
@@ -19,8 +21,6 @@ from bodycomp_cli.core.dataset import (
 )
 from bodycomp_cli.core.runconfig import Window
 from bodycomp_cli.errors import BodycompError
-from tests.conftest import assert_user_error, invoke
-from tests.test_prepare_slices import make_series, no_output_left, write_manifest
 
 SLICES = DatasetDescription(
     kind="slice_selection",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import assert_user_error, invoke
 
 from bodycomp_cli.demo import FAST, FULL, TISSUES
-from tests.conftest import assert_user_error, invoke
 
 
 @pytest.fixture(scope="module")

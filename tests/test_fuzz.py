@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import invoke
+from helpers_train import body_slice
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-
-from tests.conftest import invoke
-from tests.helpers_train import body_slice
-from tests.test_volumes import write_dicom_series
+from test_volumes import write_dicom_series
 
 S = 32  # pixels of every slice
 EXAMPLES = 8  # generated cases per scenario (the scenarios below times this is the case count)

@@ -9,10 +9,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_user_error, invoke
 
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.labels.label_map import parse_label_map
-from tests.conftest import assert_user_error, invoke
 
 REALCT = Path(__file__).resolve().parents[2] / "shared" / "realct"
 TS = REALCT / "totalsegmentator"

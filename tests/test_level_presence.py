@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_estimate_cli import THRESHOLD_MM, FakeModels, write_series
 
 from bodycomp_cli.core.metrics import outputs_from_offsets
 from bodycomp_cli.estimate.inputs import collect_inputs
 from bodycomp_cli.estimate.level_presence import NOT_IN_SCAN, level_presence, predicted_level_z_mm
 from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
-from tests.test_estimate_cli import THRESHOLD_MM, FakeModels, write_series
 
 Z = np.arange(30) * 4.0  # 0..116 mm
 

@@ -9,12 +9,12 @@ import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 import pytest
+from test_estimate_cli import FakeModels, write_series
 
 from bodycomp_cli.estimate.inputs import collect_inputs
 from bodycomp_cli.estimate.qc import QcSettings, qc_failure
 from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
 from bodycomp_cli.io.volumes import read_volume
-from tests.test_estimate_cli import FakeModels, write_series
 
 
 class CountingModels(FakeModels):

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_user_error, invoke
 
 from bodycomp_cli.phantoms import LEVELS, SeriesRenderer, generate_phantoms, series_params
 from bodycomp_cli.phantoms import tissues as T
 from bodycomp_cli.phantoms.anatomy import vertebra_index
 from bodycomp_cli.phantoms.writer import slice_positions
-from tests.conftest import assert_user_error, invoke
 
 SIZE = 64
 

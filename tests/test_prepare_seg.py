@@ -9,11 +9,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_user_error, invoke
+from test_volumes import write_dicom_series
 
 import bodycomp_cli.prepare.seg as seg
 from bodycomp_cli.io.atomic import TEMP_PREFIX
-from tests.conftest import assert_user_error, invoke
-from tests.test_volumes import write_dicom_series
 
 S = 16
 

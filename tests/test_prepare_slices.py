@@ -10,13 +10,13 @@ import imageio.v3 as iio
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_user_error, invoke
+from helpers_atomic import dead_temp_name
+from test_volumes import make_display_volume, write_dicom_series
 
 from bodycomp_cli.core.preprocess import window_hu
 from bodycomp_cli.io.atomic import TEMP_PREFIX
 from bodycomp_cli.prepare.slices import window_volume
-from tests.conftest import assert_user_error, invoke
-from tests.helpers_atomic import dead_temp_name
-from tests.test_volumes import make_display_volume, write_dicom_series
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -60,8 +60,9 @@ def test_one_labelled_level_gives_a_phase_within_one_nominal_step_of_it():
 
 @pytest.mark.parametrize(("levels", "phase_outputs"), [(("L3",), 2), (("carina",), 0)])
 def test_a_single_vertebral_level_is_enough_for_phase_outputs(tmp_path, levels, phase_outputs):
+    from helpers_train import make_select_data
+
     from bodycomp_cli.tasks.slice_selection import SliceSelectionSettings, SliceSelectionTask
-    from tests.helpers_train import make_select_data
 
     data = make_select_data(tmp_path / "data", levels=levels, n_series=(1, 1), slices=3, size=32)
     task = SliceSelectionTask(SliceSelectionSettings(levels=list(levels)))

@@ -11,11 +11,11 @@ import json
 import imageio.v3 as iio
 import numpy as np
 import pandas as pd
+from conftest import assert_user_error, invoke
+from test_prepare_slices import make_series, write_manifest
 
 from bodycomp_cli.core.preprocess import window_hu
 from bodycomp_cli.tasks import load_predictor
-from tests.conftest import assert_user_error, invoke
-from tests.test_prepare_slices import make_series, write_manifest
 
 TRAIN = ["--arch", "resnet18", "--image-size", "32", "-e", "1", "--steps-per-epoch", "1", "-b", "4"]
 TRAIN += ["--no-series-head", "--workers", "0", "--quiet", "-L", "L3"]
