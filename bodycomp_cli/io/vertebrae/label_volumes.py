@@ -13,18 +13,25 @@ import numpy as np
 
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.labels.geometry import LabelVolume
-from bodycomp_cli.io.labels.nifti import read_nifti_labels
+from bodycomp_cli.io.labels.label_map import check_integer_labels
 from bodycomp_cli.io.vertebrae.grid import CtGrid, box_of, world_z
-from bodycomp_cli.io.volumes import NIFTI_SUFFIXES
+from bodycomp_cli.io.volumes import NIFTI_SUFFIXES, load_nifti_3d, nifti_display_transform
 
 FOLDER_PREFIX = "vertebrae_"
 
 
 def read_vertebra_labels(path: Path, where: str) -> LabelVolume:
+    """The labels in display orientation, in their stored dtype (a view: a whole-body uint8 map stays 1 byte a voxel,
+    where prepare-seg's reader widens its slices to int64)."""
+    from nibabel.orientations import apply_orientation
+
     try:
-        return read_nifti_labels(path)
+        image, data, _, _ = load_nifti_3d(path, unscaled=False)
+        check_integer_labels(data, f"{path}: label volume")
+        transform, affine = nifti_display_transform(image.affine, data.shape, path)
     except BodycompError as error:
         raise BodycompError(f"{where}: {error}") from None
+    return LabelVolume(labels=apply_orientation(data, transform), affine=affine, source=path)
 
 
 def check_overlap(volume: LabelVolume, grid: CtGrid, where: str) -> None:
