@@ -274,3 +274,43 @@ def test_verse_masks_in_pir_place_l3_inside_l3(tmp_path):
     for row in rows:
         labels = level_slice_labels(tmp_path, row["series"], row["vertebrae"], "L3")
         assert (labels == VERSE["L3"]).sum() > 100, row["series"]
+
+
+def test_verse_centroid_json_agrees_with_its_mask_on_real_pir_scans(tmp_path):
+    # A VerSe-style JSON as VerSe's tools write it: each label's centre of mass in stored (P, I, R) voxels. verse008:
+    # 2 x 1 x 1 mm voxels on slightly sheared axes.
+    folder = realct("verse")
+    rows = []
+    for subject in ("verse008",):
+        mask = nib.load(str(folder / f"sub-{subject}_seg-vert_msk.nii.gz"))
+        assert nib.aff2axcodes(mask.affine) == ("P", "I", "R")
+        data = np.asanyarray(mask.dataobj)
+        centroids = [{"direction": ["P", "I", "R"]}]
+        for label in (VERSE["L3"], VERSE["L4"]):
+            x, y, z = (float(np.mean(axis)) for axis in np.nonzero(data == label))
+            centroids.append({"label": label, "X": x, "Y": y, "Z": z})
+        (tmp_path / f"{subject}.json").write_text(json.dumps(centroids))
+        ct, vertebrae = folder / f"sub-{subject}_ct.nii.gz", mask.get_filename()
+        rows.append({"series": f"{subject}_mask", "path": ct, "vertebrae": vertebrae, "split": "train"})
+        rows.append(
+            {"series": f"{subject}_json", "path": ct, "vertebrae": tmp_path / f"{subject}.json", "split": "train"}
+        )
+    result = run(tmp_path, rows, "-L", "L3", "L4", "--vertebra-labels", "verse")
+    assert result.exit_code == 0, result.output + result.stderr
+    table = meta(tmp_path).groupby("series").first()
+    for subject in ("verse008",):
+        for level in ("L3", "L4"):
+            by_mask, by_json = (table.loc[f"{subject}_{kind}", f"ZOffset_{level}"] for kind in ("mask", "json"))
+            assert abs(by_mask - by_json) < 1e-3, (subject, level, by_mask, by_json)
+
+
+def test_dicom_series_with_a_nifti_multilabel_blanks_both_cut_vertebrae(tmp_path):
+    # 20 JPEG 2000 slices at T11/T12: both vertebrae run off the series, one at each end.
+    folder = realct("totalsegmentator")
+    rows = [{"series": "d", "path": folder / "dicom_series", "vertebrae": folder / "example_seg_dicom.nii.gz"}]
+    rows[0]["split"] = "train"
+    result = run(tmp_path, rows, "-L", "T11", "T12", "--vertebra-labels", "totalsegmentator")
+    assert result.exit_code == 0, result.output + result.stderr
+    assert meta(tmp_path)[["ZOffset_T11", "ZOffset_T12"]].isna().all().all()
+    assert "T11 (label 33 of example_seg_dicom.nii.gz) reaches the last slice" in result.stderr
+    assert "T12 (label 32 of example_seg_dicom.nii.gz) reaches the first slice" in result.stderr
