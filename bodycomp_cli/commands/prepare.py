@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
     def prepare_slices_command(
         manifest: ManifestArg,
         output_dir: OutputArg,
-        levels: levels_option("every z_<LEVEL> column of the manifest") = None,
+        levels: levels_option("every z_<LEVEL> and slice_<LEVEL> column of the manifest") = None,
         val_frac: Annotated[float, typer.Option(help="Fraction of series for val (no split column).")] = 0.1,
         test_frac: Annotated[float, typer.Option(help="Fraction of series for test (no split column).")] = 0.1,
         seed: SeedOption = 0,
@@ -53,6 +53,21 @@ def register(app: typer.Typer) -> None:
                 help="Worker processes; output is the same for any N. \\[default: all cores]", show_default=False
             ),
         ] = None,
+        vertebra_labels: Annotated[
+            str | None,
+            typer.Option(
+                help="How a 'vertebrae' label volume is numbered: 'totalsegmentator' (v2 total task: 29 L3),"
+                " 'verse' (22 L3) or pairs such as 'L3=29,L4=28'. \\[default: none; a centroid JSON is read as verse]",
+                show_default=False,
+            ),
+        ] = None,
+        slice_numbers: Annotated[
+            str,
+            typer.Option(
+                help="What a slice_<LEVEL> cell counts: 'index' (0 = the lowest slice, z ascending) or 'instance'"
+                " (DICOM InstanceNumber)."
+            ),
+        ] = "index",
         overwrite: OverwriteOption = False,
     ) -> None:
         """Turn CT series into the slice-selection training layout (images/<split>/*.png, meta/<split>.csv).
@@ -75,6 +90,8 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             overwrite=overwrite,
             progress=ProgressReporter(err, "prepare-slices", "slices"),
+            vertebra_labels=vertebra_labels,
+            slice_numbers=slice_numbers,
         )
         rows = [[split, summary.series[split], summary.slices[split]] for split in summary.series]
         _print_table(out, f"{output_dir} ({summary.workers} workers)", ["split", "series", "slices"], rows)

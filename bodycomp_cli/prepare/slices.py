@@ -28,17 +28,13 @@ from bodycomp_cli.core.runconfig import Window
 from bodycomp_cli.core.workers import cores_per_rank
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.atomic import atomic_output_dir
-from bodycomp_cli.io.manifests import (
-    parse_float,
-    read_manifest,
-    refuse_blank_or_duplicate,
-    resolve_path,
-    splits_for_rows,
-)
+from bodycomp_cli.io.manifests import read_manifest, refuse_blank_or_duplicate, resolve_path, splits_for_rows
+from bodycomp_cli.io.vertebrae import LevelRequest, resolve_levels
 from bodycomp_cli.io.volumes import read_volume
 from bodycomp_cli.prepare.description import checked_window, write_dataset_description
 from bodycomp_cli.prepare.png import encode_gray8_png
 from bodycomp_cli.prepare.progress import ProgressReporter
+from bodycomp_cli.prepare.slice_levels import level_requests
 
 SPLITS = ("train", "val", "test")
 WORK_DIR = ".work"
@@ -51,13 +47,14 @@ class SeriesJob:
     series: str
     path: Path
     split: str
-    level_z: dict[str, float | None]
+    levels: LevelRequest  # where the row's levels come from; read beside the volume
 
 
 @dataclass
 class SeriesResult:
     index: int
     z_mm: np.ndarray
+    level_z: dict[str, float | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -104,6 +101,7 @@ def write_series_slices(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         volume = read_volume(job.path)
+    level_z, level_warnings = resolve_levels(job.levels, volume)
     n_slices = volume.hu.shape[0]
     report("total", n_slices)
     target = work_dir / f"{job.index:06d}"
@@ -120,7 +118,7 @@ def write_series_slices(
             for _ in run(write_slice, chunk):
                 pass
             report("done", len(chunk))
-    return SeriesResult(job.index, volume.z_mm, [str(w.message) for w in caught])
+    return SeriesResult(job.index, volume.z_mm, level_z, [str(w.message) for w in caught] + level_warnings)
 
 
 # Set in each worker process by the pool initializer: where progress messages go.
@@ -179,29 +177,24 @@ def _drain(messages, progress: ProgressReporter) -> None:  # noqa: ANN001
 
 
 def read_series_manifest(
-    manifest: Path, levels: Sequence[str] | None, val_frac: float, test_frac: float, seed: int
+    manifest: Path,
+    levels: Sequence[str] | None,
+    val_frac: float,
+    test_frac: float,
+    seed: int,
+    vertebra_labels: str | None = None,
+    slice_numbers: str = "index",
 ) -> tuple[list[SeriesJob], list[str]]:
     """Validate the whole manifest before any image work; return the jobs and the levels used."""
     table = read_manifest(manifest, ["series", "path"])
-    z_columns = [column for column in table.columns if column.startswith("z_") and len(column) > 2]
-    if levels:
-        levels = list(dict.fromkeys(levels))
-        for level in levels:
-            if f"z_{level}" not in z_columns:
-                found = ", ".join(column[2:] for column in z_columns) or "none"
-                raise BodycompError(f"{manifest}: -L {level} has no column 'z_{level}' (levels in manifest: {found})")
-    else:
-        levels = [column[2:] for column in z_columns]
-        if not levels:
-            raise BodycompError(f"{manifest}: no z_<LEVEL> columns (e.g. z_L3) giving the z (mm) of each level")
+    requests, levels = level_requests(manifest, table, levels, vertebra_labels, slice_numbers)
     series_ids = list(table["series"])
     refuse_blank_or_duplicate(manifest, series_ids, "series")
     splits = splits_for_rows(manifest, table, SPLITS, series_ids, {"val": val_frac, "test": test_frac}, seed)
     jobs = []
     for index, row in table.iterrows():
-        level_z = {level: parse_float(manifest, index, f"z_{level}", row[f"z_{level}"]) for level in levels}
         path = resolve_path(manifest, index, "path", row["path"])
-        jobs.append(SeriesJob(index, row["series"], path, splits[index], level_z))
+        jobs.append(SeriesJob(index, row["series"], path, splits[index], requests[index]))
     return jobs, levels
 
 
@@ -217,16 +210,22 @@ def prepare_slices(
     workers: int | None = None,
     overwrite: bool = False,
     progress: ProgressReporter | None = None,
+    vertebra_labels: str | None = None,
+    slice_numbers: str = "index",
 ) -> SlicesSummary:
     """Build the slice-selection layout (images/<split>/*.png, meta/<split>.csv) from a series manifest.
 
     OUTPUT/dataset.json records the window, the levels and the counts, so training reads the window from the data.
+    Levels come from z_<LEVEL> (mm), slice_<LEVEL> (a slice number, read as `slice_numbers` says: "index" or
+    "instance") or a `vertebrae` cell (labels numbered by `vertebra_labels`, see bodycomp_cli.io.vertebrae).
     Example: `prepare_slices(Path("series.csv"), Path("slices"), levels=["L3"], workers=2)`
     """
     window = checked_window(window_level, window_width)
     if workers is not None and workers < 1:
         raise BodycompError(f"--workers must be at least 1, got {workers}")
-    jobs, levels = read_series_manifest(Path(manifest), levels, val_frac, test_frac, seed)
+    jobs, levels = read_series_manifest(
+        Path(manifest), levels, val_frac, test_frac, seed, vertebra_labels, slice_numbers
+    )
     workers = workers or default_workers()
     progress = progress or ProgressReporter(None)
     with atomic_output_dir(Path(output_dir), overwrite) as tmp:
@@ -264,7 +263,7 @@ def _assemble(
                 # In 0.1 um steps (4 decimals): -205.881, not the float difference's -205.88100000000003.
                 offsets = {
                     f"ZOffset_{level}": (
-                        np.nan if job.level_z[level] is None else round(float(z) - job.level_z[level], 4)
+                        np.nan if result.level_z[level] is None else round(float(z) - result.level_z[level], 4)
                     )
                     for level in levels
                 }
