@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from enum import Enum
 
 import pytest
@@ -125,3 +126,16 @@ def test_estimate_ctrl_c_says_how_to_resume_once(cli, tmp_path, monkeypatch):
     assert result.exit_code == 130, err
     assert err.count("interrupted") == 1
     assert f"{out / 'results.csv'} keeps the series finished so far" in err and "--resume" in err
+
+
+def test_evaluate_table_never_cuts_a_tissue_name_at_80_columns():
+    from rich.console import Console
+
+    from bodycomp_cli.commands.estimate import _table
+
+    console = Console(width=80, record=True, file=io.StringIO())
+    columns = ("tissue", "Dice (mean)", "Dice (pooled)", "|area error| px", "area error px")
+    console.print(
+        _table("evaluate models/seg_demo on seg_data (val)", [("subcutaneous_fat", "0.4", "0.4", "2", "-2")], columns)
+    )
+    assert "│ subcutaneous_fat │" in console.export_text()

@@ -31,7 +31,8 @@ QC_PANEL, OUTPUT_PANEL = "Quality control (qc.csv)", "Output"
 def _table(title: str, rows: list[tuple[str, ...]], columns: tuple[str, ...]) -> Table:
     table = Table(title=title)
     for index, column in enumerate(columns):
-        table.add_column(column, justify="left" if index == 0 else "right")
+        # the row names (tissue, level) are never cut; the numbers' headers wrap instead
+        table.add_column(column, justify="left" if index == 0 else "right", no_wrap=index == 0)
     for row in rows:
         table.add_row(*row)
     return table
