@@ -148,9 +148,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--volume",
                 help="FROM:TO levels (L1:L5): each tissue's volume in cm³ between their slices, into volumes.csv; "
-                "repeatable or comma-separated.",
-                rich_help_panel=OUTPUT_PANEL,
-                show_default=False,
+                "repeatable or comma-separated. \\[default: none]",
+                **computed_default(OUTPUT_PANEL),
             ),
         ] = None,
         dicom_sr: Annotated[
