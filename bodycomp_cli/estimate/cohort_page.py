@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from bodycomp_cli.estimate.follow_up import patient_rows, study_date
@@ -110,6 +110,9 @@ def save_over_time_picture(path: Path, rows: Sequence[dict[str, object]]) -> boo
     axes = figure.subplots()
     for patient, points in sorted(series.items()):
         axes.plot([when for when, _ in points], [value for _, value in points], "o-", label=patient)
+    dates = [when for points in series.values() for when, _ in points]
+    if min(dates) == max(dates):  # studies of one day (several series): give the axis a span to put ticks on
+        axes.set_xlim(min(dates) - timedelta(days=30), max(dates) + timedelta(days=30))
     locator = AutoDateLocator(maxticks=8)
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
