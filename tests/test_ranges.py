@@ -3,6 +3,7 @@ the neighbouring levels or the nominal height, and blanks with their reason when
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,28 @@ def test_volume_specs() -> None:
             parse_volume_specs([bad])
     with pytest.raises(BodycompError, match=r"--volume L1:L5: level L5 is not estimated \(levels: L1, L3\)"):
         check_volume_levels([("L1", "L5")], ["L1", "L3"])
+
+
+REAL_SEG = (
+    Path(__file__).resolve().parent.parent.parent / "shared/realct/totalsegmentator/example_seg_fast_force_split.nii.gz"
+)
+
+
+@pytest.mark.skipif(
+    not REAL_SEG.is_file() and not os.environ.get("CI"), reason="../shared/realct is absent (a user's clone)"
+)
+def test_vertebra_bounds_hold_the_real_l3_and_little_of_its_neighbours() -> None:
+    """On TotalSegmentator's vertebra labels of a real abdominal CT (3 mm): the slices within L3's bounds hold
+    most of L3's voxels and few of L2's or L4's, from the neighbours' centres and from the nominal 28 mm alike."""
+    import nibabel as nib
+
+    image = nib.load(REAL_SEG)
+    labels = np.asarray(image.dataobj)
+    z = image.affine[2, 2] * np.arange(labels.shape[2]) + image.affine[2, 3]  # RAS, no rotation: +z to the head
+    per_slice = {level: (labels == code).sum(axis=(0, 1)) for level, code in (("L2", 30), ("L3", 29), ("L4", 28))}
+    centres = {level: float((counts * z).sum() / counts.sum()) for level, counts in per_slice.items()}
+    for given, l3_share in ((centres, 0.95), ({"L3": centres["L3"]}, 0.9)):
+        low, high, _ = vertebra_bounds("L3", given)
+        inside = (z >= low) & (z <= high)
+        share = {level: counts[inside].sum() / counts.sum() for level, counts in per_slice.items()}
+        assert share["L3"] >= l3_share and share["L2"] <= 0.1 and share["L4"] <= 0.1, (given, share)
