@@ -17,6 +17,7 @@ from test_ranges import SpineModels
 from bodycomp_cli.estimate.inputs import collect_inputs
 from bodycomp_cli.estimate.qc import QcSettings
 from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
+from tests.conftest import invoke
 from tests.test_bad_inputs import refused
 
 # (patient, study date, sex, height m, weight kg, muscle rows): P1 is seen twice, and loses muscle
@@ -101,3 +102,38 @@ def test_a_bad_clinical_option_is_refused_with_one_line(tmp_path: Path, option, 
     (tmp_path / "models").mkdir()
     args = ["estimate", tmp_path / "models", "--select-model", tmp_path / "models", "--seg-model"]
     refused(tmp_path, [*args, tmp_path / "models", "-o", tmp_path / "out", option, value], message)
+
+
+@pytest.fixture
+def spine_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bodycomp estimate` with SpineModels in place of the loaded runs (the CLI imports the loader when run)."""
+    import bodycomp_cli.estimate.models as loader
+
+    monkeypatch.setattr(loader, "load_estimator_models", lambda *args, **kwargs: SpineModels())
+
+
+def test_the_cli_passes_the_clinical_options_through(tmp_path: Path, spine_models) -> None:
+    write_tree(tmp_path / "tree")
+    out = tmp_path / "out"
+    args = ["estimate", tmp_path / "tree", "--select-model", tmp_path, "--seg-model", tmp_path, "-o", out]
+    options = ["--min-matrix", "64", "--no-previews", "--workers", "0", "--cutoffs", "prado2008"]
+    clinical = ["--hu-ranges", "alberta", "--per-vertebra", "--volume", "L2:L4,L3:L4", "--dicom-sr"]
+    result = invoke([*args, *options, *clinical])
+    assert result.exit_code == 0, (result.stderr or "") + result.output
+    results = pd.read_csv(out / "results.csv", keep_default_na=False)
+    assert set(results["hu_ranges"]) == {"alberta"} and set(results["cutoffs"]) == {"prado2008"}
+    assert list(results["L3_vertebra_n_slices"]) == [10] * 3  # L2's and L4's midpoints, as in test_ranges
+    volumes = pd.read_csv(out / "volumes.csv")
+    assert list(volumes["volume"]) == ["L2:L4", "L3:L4"] * 3 and set(volumes["hu_ranges"]) == {"alberta"}
+    assert sorted(path.name for path in (out / "dicom_sr").iterdir()) == [
+        "tree_P1_20200115.dcm",
+        "tree_P1_20210115.dcm",
+        "tree_P2_20200601.dcm",
+    ]
+
+
+def test_a_volume_level_the_run_does_not_estimate_is_refused(tmp_path: Path, spine_models) -> None:
+    write_tree(tmp_path / "tree")
+    args = ["estimate", tmp_path / "tree", "--select-model", tmp_path, "--seg-model", tmp_path]
+    message = "--volume L1:L5: level L1 is not estimated (levels: L2, L3, L4); add it with -L"
+    refused(tmp_path, [*args, "-o", tmp_path / "out", "--volume", "L1:L5", "--min-matrix", "64"], message)
