@@ -119,8 +119,9 @@ def save_over_time_picture(path: Path, rows: Sequence[dict[str, object]]) -> boo
     axes.grid(alpha=0.3)
     axes.set_ylabel(label)
     axes.set_xlabel("study date")
-    axes.set_title(f"{label.split(' (')[0]} per study, patients with more than one ({len(series)})")
-    if len(series) <= 15:  # beyond that the legend is longer than the plot
+    patients = f"{len(series)} patient{'s' if len(series) != 1 else ''} with two studies or more"
+    axes.set_title(f"{label.split(' (')[0]} per study date: {patients}")
+    if len(series) <= 10:  # beyond that colours repeat (matplotlib cycles 10) and a legend would mislead
         axes.legend(title="patient", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
