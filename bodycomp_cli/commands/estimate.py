@@ -136,6 +136,31 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option("--cutoffs", help="L3 cut-off flags: martin2013, prado2008 or none (docs/estimate.md)."),
         ] = "martin2013",
+        per_vertebra: Annotated[
+            bool,
+            typer.Option(
+                "--per-vertebra",
+                help="Also average each level's areas and HU over every slice of its vertebra (docs/estimate.md).",
+                rich_help_panel=OUTPUT_PANEL,
+            ),
+        ] = False,
+        volume: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--volume",
+                help="FROM:TO levels (L1:L5): each tissue's volume in cm³ between their slices, into volumes.csv; "
+                "repeatable or comma-separated. \\[default: none]",
+                **computed_default(OUTPUT_PANEL),
+            ),
+        ] = None,
+        dicom_sr: Annotated[
+            bool,
+            typer.Option(
+                "--dicom-sr",
+                help="Write a DICOM SR measurement report (TID 1500) per series into dicom_sr/ (DICOM inputs).",
+                rich_help_panel=OUTPUT_PANEL,
+            ),
+        ] = False,
         shard: Annotated[
             str | None,
             typer.Option(
@@ -156,12 +181,14 @@ def register(app: typer.Typer) -> None:
         from bodycomp_cli.estimate.qc import QcSettings
         from bodycomp_cli.estimate.ranks import joined_ranks, shard_ranks
         from bodycomp_cli.estimate.run import EstimateOptions, check_output_dir, run_estimate
+        from bodycomp_cli.estimate.volumes import check_volume_levels, parse_volume_specs
 
         out = Console()
         set_malloc_policy()
         # Everything that can be refused is checked before the output folder exists.
         _check_choice("--hu-ranges", hu_ranges, ("none", "alberta"))
         _check_choice("--cutoffs", cutoffs, ("martin2013", "prado2008", "none"))
+        volume_ranges = parse_volume_specs(volume or [])
         series = collect_inputs(inputs)
         if shard is not None and overwrite:
             raise BodycompError("--shard and --overwrite: a shard adds to OUTPUT; remove an old folder first")
@@ -179,6 +206,7 @@ def register(app: typer.Typer) -> None:
                 amp=amp,
                 distributed=ranks.joined,
             )
+            check_volume_levels(volume_ranges, models.levels)
             options = EstimateOptions(
                 range_mm=range_mm,
                 save_masks=save_masks,
@@ -190,6 +218,9 @@ def register(app: typer.Typer) -> None:
                 workers=default_loader_workers() if workers is None else workers,
                 hu_ranges=hu_ranges,
                 cutoffs=cutoffs,
+                per_vertebra=per_vertebra,
+                volumes=tuple(volume_ranges),
+                dicom_sr=dicom_sr,
             )
             try:
                 summary = run_estimate(series, models, output_dir, options, ranks)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from datetime import date, timedelta
 from pathlib import Path
 
+from bodycomp_cli.estimate.follow_up import patient_rows, study_date
 from bodycomp_cli.estimate.indices import number_or_none
 from bodycomp_cli.io.atomic import atomic_path
 
 SMI_PICTURE = "cohort/smi_by_sex.png"
+OVER_TIME_PICTURE = "cohort/over_time.png"
+# what the over-time picture shows: L3 SMI where any followed-up study has it, else L3 muscle area
+OVER_TIME_MEASURES = (("L3_smi_cm2_m2", "L3 SMI (cm²/m²)"), ("L3_muscle_area_cm2", "L3 muscle area (cm²)"))
 # scheme -> [(sex, threshold, what it applies to)] drawn on the SMI picture
 SMI_LINES = {
     "martin2013": [("M", 43.0, "men, BMI < 25"), ("M", 53.0, "men, BMI >= 25"), ("F", 41.0, "women")],
@@ -40,9 +45,19 @@ def cohort_section(rows: Sequence[dict[str, object]], output_dir: Path | None = 
             counts = (values.count("1"), values.count("0"), sum(1 for v in values if v not in ("0", "1")))
             parts.append(f"<tr><td>{flag}</td>" + "".join(f"<td>{n}</td>" for n in counts) + "</tr>")
         parts.append("</table>")
+    pictures = []
     if output_dir is not None and save_smi_picture(Path(output_dir) / SMI_PICTURE, rows, scheme):
-        parts.append(f'<p><img src="{SMI_PICTURE}" alt="L3 SMI by sex with the {html.escape(scheme)} cut-offs"></p>')
+        pictures.append(_image(SMI_PICTURE, f"L3 SMI by sex with the {scheme} cut-offs"))
+    if output_dir is not None and save_over_time_picture(Path(output_dir) / OVER_TIME_PICTURE, rows):
+        pictures.append(_image(OVER_TIME_PICTURE, "each followed-up patient's L3 measure per study date"))
+    if pictures:
+        side_by_side = '<div style="display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start">'
+        parts.append(side_by_side + "".join(pictures) + "</div>")
     return "\n".join(parts)
+
+
+def _image(source: str, text: str) -> str:
+    return f'<img style="max-width: 49%" src="{source}" alt="{html.escape(text)}">'  # two side by side
 
 
 def save_smi_picture(path: Path, rows: Sequence[dict[str, object]], scheme: str) -> bool:
@@ -76,3 +91,53 @@ def save_smi_picture(path: Path, rows: Sequence[dict[str, object]], scheme: str)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
     return True
+
+
+def save_over_time_picture(path: Path, rows: Sequence[dict[str, object]]) -> bool:
+    """One line per patient with more than one dated study: L3 SMI (else L3 muscle area) per study date, one
+    series per study as patients.csv chooses it. False when no patient has two studies with the measure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    found = _followed_up_points(rows)
+    if found is None:
+        return False
+    label, series = found
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    figure = Figure(figsize=(7, 4.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for patient, points in sorted(series.items()):
+        axes.plot([when for when, _ in points], [value for _, value in points], "o-", label=patient)
+    dates = [when for points in series.values() for when, _ in points]
+    if min(dates) == max(dates):  # studies of one day (several series): give the axis a span to put ticks on
+        axes.set_xlim(min(dates) - timedelta(days=30), max(dates) + timedelta(days=30))
+    locator = AutoDateLocator(maxticks=8)
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    axes.grid(alpha=0.3)
+    axes.set_ylabel(label)
+    axes.set_xlabel("study date")
+    patients = f"{len(series)} patient{'s' if len(series) != 1 else ''} with two studies or more"
+    axes.set_title(f"{label.split(' (')[0]} per study date: {patients}")
+    if len(series) <= 10:  # beyond that colours repeat (matplotlib cycles 10) and a legend would mislead
+        axes.legend(title="patient", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return True
+
+
+def _followed_up_points(rows: Sequence[dict[str, object]]) -> tuple[str, dict[str, list[tuple[date, float]]]] | None:
+    """(axis label, patient -> [(study date, value)]) of the first OVER_TIME_MEASURES that any patient has at
+    two study dates or more; None when none has."""
+    for measure, label in OVER_TIME_MEASURES:
+        series: dict[str, list[tuple[date, float]]] = {}
+        for entry in patient_rows(rows, [measure], ["L3"]):
+            when = study_date(entry["study_date"])
+            if entry["value"] is not None and when is not None:
+                series.setdefault(str(entry["patient_id"]), []).append((when, float(entry["value"])))
+        series = {patient: points for patient, points in series.items() if len(points) > 1}
+        if series:
+            return label, series
+    return None

@@ -34,7 +34,7 @@ PATIENT_STUDY_TYPE2 = (
 )
 
 
-def _tissue_code(tissue: str):
+def tissue_code(tissue: str):
     from pydicom.sr.codedict import codes
 
     # SNOMED CT concepts: skeletal muscle; subcutaneous tissue; fat (visceral fat has no concept of its own
@@ -83,7 +83,7 @@ def write_dicom_seg(
             segment_number=number,
             segment_label=tissue.replace("_", " "),
             segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=_tissue_code(tissue),
+            segmented_property_type=tissue_code(tissue),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
         )

@@ -26,7 +26,8 @@ PATIENT_COLUMNS = (
 _NOT_MEASURES = ("slice_index", "z_mm", "zero_crossings", "n_slices", "slice_thickness_mm", "kvp", "age_years")
 
 
-def _date(text: object) -> date | None:
+def study_date(text: object) -> date | None:
+    """A DICOM StudyDate (YYYYMMDD) as a date; None when blank or not a date."""
     text = str(text or "")
     try:
         return date(int(text[:4]), int(text[4:6]), int(text[6:8])) if len(text) == 8 else None
@@ -46,18 +47,18 @@ def patient_rows(rows: Sequence[dict[str, object]], columns: Sequence[str], leve
     studies: dict[str, dict[str, list[dict[str, object]]]] = {}
     for row in rows:
         patient, study = str(row.get("patient_id") or ""), str(row.get("study_instance_uid") or "")
-        if patient and study and _date(row.get("study_date")) is not None:
+        if patient and study and study_date(row.get("study_date")) is not None:
             studies.setdefault(patient, {}).setdefault(study, []).append(row)
     out: list[dict[str, object]] = []
     for patient, by_study in studies.items():
         chosen = [choose_series(series_rows, levels)[0] or series_rows[0] for series_rows in by_study.values()]
-        chosen.sort(key=lambda row: _date(row["study_date"]))  # type: ignore[arg-type, return-value]
+        chosen.sort(key=lambda row: study_date(row["study_date"]))  # type: ignore[arg-type, return-value]
         if len(chosen) < 2:
             continue
         for measure in measure_columns(columns):
             previous: tuple[date, float | None] | None = None
             for row in chosen:
-                when = _date(row["study_date"])
+                when = study_date(row["study_date"])
                 assert when is not None
                 value = number_or_none(row.get(measure))
                 years = change = None

@@ -12,6 +12,7 @@ from bodycomp_cli.core.versions import versions
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.clinical import CLINICAL_TEXT_COLUMNS, clinical_columns
 from bodycomp_cli.estimate.measure import STATISTICS
+from bodycomp_cli.estimate.vertebra import VERTEBRA_TEXT_FIELDS, vertebra_columns
 from bodycomp_cli.io.atomic import atomic_write_text
 from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS
 from bodycomp_cli.io.journal import read_complete_text
@@ -36,7 +37,7 @@ def result_columns(layout: Layout) -> list[str]:
     for level, tissues in layout:
         columns += [f"{level}_{name}" for name in LEVEL_FIELDS]
         columns += [f"{level}_{tissue}_{stat}" for tissue in tissues for stat in TISSUE_FIELDS]
-    return columns + clinical_columns([level for level, _ in layout])
+    return columns + clinical_columns([level for level, _ in layout]) + vertebra_columns(layout)
 
 
 def _cell(value: object) -> object:
@@ -97,7 +98,9 @@ def read_results(path: Path, layout: Layout) -> list[dict[str, object]]:
         if not text:  # killed before its first record was complete: nothing was done
             return []
         columns = dict.fromkeys((*TEXT_COLUMNS, *CLINICAL_TEXT_COLUMNS), str) | {
-            f"{level}_{name}": str for level, _ in layout for name in ("sop_instance_uid", "reason")
+            f"{level}_{name}": str
+            for level, _ in layout
+            for name in ("sop_instance_uid", "reason", *(f"vertebra_{f}" for f in VERTEBRA_TEXT_FIELDS))
         }
         table = pd.read_csv(io.StringIO(text), dtype=columns, keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:

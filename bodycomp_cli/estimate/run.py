@@ -12,8 +12,10 @@ from pathlib import Path
 
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.clinical import clinical_row
+from bodycomp_cli.estimate.dicom_sr import write_series_report
 from bodycomp_cli.estimate.follow_up import patient_rows, write_patients
 from bodycomp_cli.estimate.inputs import SeriesInput
+from bodycomp_cli.estimate.over_range import range_measures
 from bodycomp_cli.estimate.prefetch import read_ahead
 from bodycomp_cli.estimate.qa_page import write_qa_page
 from bodycomp_cli.estimate.ranks import Ranks
@@ -34,6 +36,7 @@ from bodycomp_cli.estimate.series import (
     write_series_files,
 )
 from bodycomp_cli.estimate.studies import study_table, write_studies
+from bodycomp_cli.estimate.volumes import gather_volumes, write_series_volumes
 from bodycomp_cli.io.atomic import atomic_output_dir, refuse_existing_output, remove_dead_temps
 from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS, DicomSeries
 
@@ -141,7 +144,13 @@ def run_estimate(
             identifiers = dicom.identifiers if dicom is not None else dict.fromkeys(IDENTIFIER_COLUMNS, "")
             row = {"series": entry.series, "n_slices": volume.hu.shape[0], **identifiers, **row}
             row |= clinical_row(row, entry.manifest_facts, dicom, models.levels, options.hu_ranges, options.cutoffs)
-            for note in write_series_files(folder, file_stem(entry.series), volume, details, options, dicom):
+            cells, volume_rows = range_measures(entry.series, volume, models, row, details, options, progress)
+            row |= cells
+            write_series_volumes(folder, file_stem(entry.series), volume_rows)
+            notes = write_series_files(folder, file_stem(entry.series), volume, details, options, dicom)
+            if options.dicom_sr and dicom is not None:
+                notes += write_series_report(folder, file_stem(entry.series), dicom, row, layout, options.dicom_seg)
+            for note in notes:
                 progress.console.print(note, markup=False, highlight=False, soft_wrap=True)
             files.add_result(row)  # the series is done once its row is in: --resume skips it
             summary.rows.append(row)
@@ -200,6 +209,7 @@ def _write_outputs(
     write_qc(folder, qc_rows)
     write_studies(folder, study_table(rows, qc_rows, levels))
     write_patients(folder, patient_rows(rows, result_columns(layout), levels))
+    gather_volumes(folder, [file_stem(str(row["series"])) for row in rows])
     write_qa_page(folder, rows, qc_rows, layout, _preview_paths(folder, rows, levels))
     remove_rank_files(folder)
     if not summary.estimated and not summary.already_done:

@@ -55,6 +55,9 @@ class EstimateOptions:
     workers: int = 0  # processes reading the next series ahead (0: each series read here, when its turn comes)
     hu_ranges: str = DEFAULT_HU_RANGES  # "alberta": count only pixels in each tissue's HU range (muscle_quality.py)
     cutoffs: str = "martin2013"  # sarcopenia / myosteatosis cut-offs flagged at L3 (cutoffs.py)
+    per_vertebra: bool = False  # also measure every slice of each level's vertebra (vertebra.py)
+    volumes: tuple[tuple[str, str], ...] = ()  # --volume ranges (volumes.py)
+    dicom_sr: bool = False  # write dicom_sr/<series>.dcm, a TID 1500 measurement report (dicom_sr.py)
 
 
 def file_stem(series: str) -> str:
@@ -81,6 +84,7 @@ def estimate_series(
     row: dict[str, object] = {"slice_selection": SELECTION_SKIPPED if skip_selection else SELECTION_BY_MODEL}
     details: dict[str, dict] = {}
     for column, level in enumerate(models.levels):
+        level_z_mm = None  # the model's predicted centre of the level (none without selection)
         if outputs is None:
             choice = SliceChoice(index=0, zero_crossings=None, smoothed=None)
         else:
@@ -89,6 +93,7 @@ def estimate_series(
                 row.update(_absent_level(level, models.classes(level)[1:], presence.reason))
                 continue
             choice = select_level_slice(outputs[:, column], volume.z_mm, models.threshold_mm)
+            level_z_mm = presence.level_z_mm
         z_chosen = float(volume.z_mm[choice.index])
         # --range: every slice within +-MM of the chosen one; the chosen slice always counts.
         near = np.flatnonzero(np.abs(volume.z_mm - z_chosen) <= options.range_mm)
@@ -116,6 +121,7 @@ def estimate_series(
             "classes": classes,
             "indices": indices,
             "range_labels": labels,
+            "level_z_mm": level_z_mm,
         }
     return row, details
 
