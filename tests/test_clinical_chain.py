@@ -17,8 +17,8 @@ from test_ranges import SpineModels
 from bodycomp_cli.estimate.inputs import collect_inputs
 from bodycomp_cli.estimate.qc import QcSettings
 from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
-from tests.conftest import invoke
-from tests.test_bad_inputs import refused
+from conftest import invoke
+from test_bad_inputs import refused
 
 # (patient, study date, sex, height m, weight kg, muscle rows): P1 is seen twice, and loses muscle
 STUDIES = [

@@ -107,6 +107,8 @@ def test_ctrl_c_prints_the_stages_resume_hint_once(capsys):
 
 def test_estimate_ctrl_c_says_how_to_resume_once(cli, tmp_path, monkeypatch):
     """Ctrl-C in estimate names what results.csv keeps and the --resume that continues it, once."""
+    from types import SimpleNamespace
+
     import numpy as np
 
     import bodycomp_cli.estimate.models as models
@@ -114,7 +116,7 @@ def test_estimate_ctrl_c_says_how_to_resume_once(cli, tmp_path, monkeypatch):
 
     z = np.arange(30, dtype=float) * 4.0
     np.savez(tmp_path / "a.npz", hu=np.zeros((30, 8, 8), dtype=np.int16), z_mm=z)
-    monkeypatch.setattr(models, "load_estimator_models", lambda *args, **kwargs: object())
+    monkeypatch.setattr(models, "load_estimator_models", lambda *args, **kwargs: SimpleNamespace(levels=["L3"]))
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
