@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from conftest import invoke
 from dicom_export import write_ct_series
+from test_bad_inputs import refused
 from test_ranges import SpineModels
 
 from bodycomp_cli.estimate.inputs import collect_inputs
 from bodycomp_cli.estimate.qc import QcSettings
 from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
-from conftest import invoke
-from test_bad_inputs import refused
 
 # (patient, study date, sex, height m, weight kg, muscle rows): P1 is seen twice, and loses muscle
 STUDIES = [
