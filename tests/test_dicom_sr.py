@@ -59,7 +59,7 @@ def test_sr_reads_back_with_values_units_and_segment_references(tmp_path: Path) 
     seg = hd.seg.segread(out / "dicom_seg" / "ct_L3.dcm")
     source_uid = row["L3_sop_instance_uid"]
     assert source_uid == uids[row["L3_slice_index"]]
-    rois = sr.content.get_planar_roi_measurement_groups()
+    rois = sr.content.get_volumetric_roi_measurement_groups()
     assert [group.tracking_identifier for group in rois] == ["L3 muscle", "L3 subcutaneous_fat"]  # visceral: no frame
     for number, group in enumerate(rois, start=1):
         tissue = TISSUES[number - 1]
@@ -68,9 +68,10 @@ def test_sr_reads_back_with_values_units_and_segment_references(tmp_path: Path) 
         hu = measurement(group, "Attenuation Coefficient")
         assert hu.value == row[f"L3_{tissue}_mean_hu"] and hu.unit.value == "[hnsf'U]"
         assert hu.derivation.meaning == "Mean"
-        segment_item, source_item = group.referenced_segmentation_frame  # the SEG frame, and its source image
+        segment_item, source_item = group.referenced_segment  # the SEG's segment, and its source image
         assert segment_item.referenced_sop_instance_uid == seg.SOPInstanceUID
         assert segment_item.referenced_segment_numbers == [number]
+        assert segment_item.get("ReferencedFrameNumber") is None
         assert source_item.referenced_sop_instance_uid == source_uid
         assert group.finding_sites[0].value.value == "36470004"  # SCT L3 vertebra
     plain = sr.content.get_image_measurement_groups()

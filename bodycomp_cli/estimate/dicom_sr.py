@@ -4,8 +4,9 @@ One file per series, dicom_sr/<series>.dcm (Comprehensive 3D SR), with per level
 - one measurement group per tissue: its area (SCT 42798000 Area, UCUM cm2) and mean HU (DCM 112031
   Attenuation Coefficient, derivation SCT 373098007 Mean, UCUM [hnsf'U]); finding type the tissue's SNOMED
   concept (as in the SEG), finding site the level's vertebra (SCT, e.g. 36470004 L3 vertebra). With
-  --dicom-seg the group is a planar ROI that references its SEG segment on the level's slice (TID 1410);
-  otherwise it references the level's source image (TID 1501);
+  --dicom-seg the group is an ROI group that references its SEG segment and the level's source image
+  (TID 1411: TID 1410's frame reference is refused by dciodvfy); otherwise it references the source image
+  (TID 1501);
 - one group of the indices and muscle quality (TID 1501, referencing the source image): SMI, SAT, VAT and
   total-fat indices (UCUM cm2/m2), VAT/SAT ratio (UCUM {ratio}), LAMA, NAMA and IMAT areas (cm2). DICOM and
   SNOMED have no concept for these, so they carry codes of bodycomp's own scheme 99BODYCOMP (docs/estimate.md).
@@ -125,9 +126,18 @@ def write_dicom_sr(
             }
             frame = _seg_frame(segmentation, uid, number) if segmentation is not None else None
             if frame is not None:
-                referenced = hd.sr.ReferencedSegmentationFrame.from_segmentation(segmentation, frame_number=frame)
+                # TID 1411 and the whole segment, not TID 1410 and a frame: TID 1410's Referenced Segmentation Frame
+                # item carries both ReferencedFrameNumber and ReferencedSegmentNumber, which dciodvfy refuses (two
+                # errors per group).
+                # With --range the segment spans several slices: its source image names the one measured here.
+                referenced = hd.sr.ReferencedSegment(
+                    sop_class_uid=segmentation.SOPClassUID,
+                    sop_instance_uid=segmentation.SOPInstanceUID,
+                    segment_number=number,
+                    source_images=[hd.sr.SourceImageForSegmentation.from_source_image(source)],
+                )
                 groups.append(
-                    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_segment=referenced, **common)
+                    hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=referenced, **common)
                 )
             else:
                 groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(source_images=[source_item], **common))
