@@ -1,0 +1,76 @@
+"""Write label sources the way real tools write them, for the prepare-seg reader tests.
+
+CT series with pydicom (any stored orientation), DICOM SEGs with highdicom. Every writer takes arrays in
+bodycomp's display orientation and a display world: pixel (row r, column c) of slice k lies at DICOM (LPS)
+x = X0 + c * SX, y = Y0 + r * SY, z = z_mm[k].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from dicom_export import ct_dataset
+from pydicom.uid import generate_uid
+
+X0, Y0, SX, SY = -100.0, -120.0, 0.7, 0.9
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def stored_pixels(display: np.ndarray, orientation: Sequence[float]) -> tuple[np.ndarray, list[float], list[float]]:
+    """(stored H x W, ImagePositionPatient x/y, PixelSpacing) of a display slice written with `orientation`.
+
+    Axis-aligned orientations only: the row direction is +-x or +-y, the column direction the other axis.
+    """
+    row_dir, col_dir = np.asarray(orientation[:3]), np.asarray(orientation[3:])
+    height, width = display.shape
+    by_y_x = display  # indexed (y index, x index)
+    spacing = {"x": SX, "y": SY}
+    if abs(row_dir[0]) > 0.5:  # columns run along x: stored is (y, x)
+        stored, along_cols, along_rows = by_y_x, "x", "y"
+    else:  # columns run along y: stored is (x, y)
+        stored, along_cols, along_rows = by_y_x.T, "y", "x"
+    corner = {"x": X0, "y": Y0}
+    extent = {"x": (width - 1) * SX, "y": (height - 1) * SY}
+    if row_dir.sum() < 0:  # columns run toward -axis: stored column 0 is the far end
+        stored = stored[:, ::-1]
+        corner[along_cols] += extent[along_cols]
+    if col_dir.sum() < 0:
+        stored = stored[::-1, :]
+        corner[along_rows] += extent[along_rows]
+    return np.ascontiguousarray(stored), [corner["x"], corner["y"]], [spacing[along_rows], spacing[along_cols]]
+
+
+def write_series(
+    folder: Path,
+    hu: np.ndarray,
+    z_mm: Sequence[float],
+    orientation: Sequence[float] = IDENTITY,
+    head_first: bool = True,
+    series_uid: str | None = None,
+) -> list[pydicom.Dataset]:
+    """One file per slice (display Z x H x W HU, z ascending); instance 1 is the head end when head_first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid, series_uid = generate_uid(), series_uid or generate_uid()
+    order = list(range(len(z_mm)))[::-1] if head_first else list(range(len(z_mm)))
+    datasets = []
+    for instance, k in enumerate(order, start=1):
+        stored, corner, spacing = stored_pixels(hu[k], orientation)
+        ds = ct_dataset(
+            stored, z_mm[k], study_uid=study_uid, series_uid=series_uid, instance=instance, orientation=orientation
+        )
+        ds.ImagePositionPatient = [corner[0], corner[1], float(z_mm[k])]
+        ds.PixelSpacing = spacing
+        ds.PatientPosition = "HFS" if head_first else "FFS"
+        ds.save_as(folder / f"IM{instance:04d}.dcm", enforce_file_format=True)
+        datasets.append(ds)
+    return sorted(datasets, key=lambda ds: float(ds.ImagePositionPatient[2]))
+
+
+def display_to_ras_affine(spacing_z: float, z0: float) -> np.ndarray:
+    """The NIfTI affine of a display array stored as (x = column, y = row, z) in the display world."""
+    affine = np.diag([-SX, -SY, spacing_z, 1.0])  # LPS +x, +y are RAS -x, -y
+    affine[:3, 3] = [-X0, -Y0, z0]
+    return affine
