@@ -74,3 +74,60 @@ def display_to_ras_affine(spacing_z: float, z0: float) -> np.ndarray:
     affine = np.diag([-SX, -SY, spacing_z, 1.0])  # LPS +x, +y are RAS -x, -y
     affine[:3, 3] = [-X0, -Y0, z0]
     return affine
+
+
+def write_seg(
+    path: Path,
+    sources: Sequence[pydicom.Dataset],
+    labels: np.ndarray,
+    names: Sequence[str] = ("muscle", "subcutaneous fat", "visceral fat"),
+    fractions: np.ndarray | None = None,
+) -> Path:
+    """A DICOM SEG written by highdicom on `sources` (one per labels slice), labels display N x H x W (k = segment k).
+
+    With `fractions` (N x H x W in 0..1) the SEG is FRACTIONAL: segment k holds `fractions` where labels == k.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from bodycomp_cli.io.volumes import stored_from_display
+
+    orientation = [float(v) for v in sources[0].ImageOrientationPatient]
+    stored = stored_from_display(np.asarray(labels, dtype=np.uint8), orientation, path)
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="test", version="1", family=codes.cid7162.ArtificialIntelligence
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=name,
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for number, name in enumerate(names, start=1)
+    ]
+    kind = hd.seg.SegmentationTypeValues.BINARY
+    pixels = np.ascontiguousarray(stored)
+    if fractions is not None:
+        kind = hd.seg.SegmentationTypeValues.FRACTIONAL
+        stored_fractions = stored_from_display(np.asarray(fractions, dtype=np.float32), orientation, path)
+        pixels = np.stack([np.where(stored == k, stored_fractions, 0.0) for k in range(1, len(names) + 1)], axis=-1)
+        pixels = np.ascontiguousarray(pixels.astype(np.float32))
+    seg = hd.seg.Segmentation(
+        source_images=list(sources),
+        pixel_array=pixels,
+        segmentation_type=kind,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=99,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="1",
+        device_serial_number="1",
+    )
+    seg.save_as(path)
+    return path

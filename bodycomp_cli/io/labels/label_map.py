@@ -2,6 +2,11 @@
 3 visceral fat).
 
 Written as "muscle=1,2 subcutaneous_fat=5 visceral_fat=7" (values or names, comma separated), or a preset name.
+Names (file names, SEG segment labels, RTSTRUCT ROI names) match whatever their case, with spaces, hyphens and
+underscores alike, so "muscle=Skeletal_muscle" maps the segment "Skeletal muscle"; with ";" between the parts,
+names may also keep their spaces ("muscle=Skeletal muscle; visceral_fat=VAT"). Without --label-map, names that
+are bodycomp's own class names ("muscle", "subcutaneous fat", "visceral fat", as estimate --dicom-seg writes its
+segments) map to those classes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ CLASSES = {"background": 0, "muscle": 1, "subcutaneous_fat": 2, "visceral_fat": 
 PRESETS = {
     # TotalSegmentator's tissue_types task: one file per tissue; torso_fat is fat inside the abdominal wall.
     "totalsegmentator": "muscle=skeletal_muscle subcutaneous_fat=subcutaneous_fat visceral_fat=torso_fat",
+    # SliceOmatic's Alberta protocol tags (TomoVision's Alberta Protocol help): 1 skeletal muscle, 2 IMAT
+    # (intermuscular fat), 5 visceral fat, 7 subcutaneous fat. The protocol's muscle area is TAG 1 alone, so IMAT
+    # is background here; "muscle=1,2 visceral_fat=5 subcutaneous_fat=7" counts it as muscle instead.
+    "sliceomatic-alberta": "muscle=1 background=2 visceral_fat=5 subcutaneous_fat=7",
 }
+
+
+def name_key(name: str) -> str:
+    """A label name as matched: lower case, runs of spaces, hyphens and underscores as one underscore."""
+    return "_".join(name.lower().replace("-", " ").replace("_", " ").split())
 
 
 @dataclass(frozen=True)
@@ -27,14 +41,25 @@ class LabelMap:
     unmapped_background: bool = False
 
     def class_of(self, key: int | str, where: str) -> int:
+        if isinstance(key, str):
+            key = name_key(key)
         if self.mapping is None:
             if isinstance(key, int) and key in CLASSES.values():
                 return key
+            if isinstance(key, str) and key in CLASSES and key != "background":
+                return CLASSES[key]
         elif key in self.mapping:
             return self.mapping[key]
         if self.unmapped_background:
             return 0
         raise BodycompError(f"{where}: label {key!r} is present but not in --label-map (or use --unmapped background)")
+
+    def class_of_named(self, name: str, number: int, where: str) -> int:
+        """A named label that also has a number (a SEG segment): by its name, or by its number when only that is
+        in --label-map."""
+        if self.mapping is not None and name_key(name) not in self.mapping and number in self.mapping:
+            return self.mapping[number]
+        return self.class_of(name, where)
 
     def apply(self, values: np.ndarray, where: str) -> np.ndarray:
         """Map an integer label array to uint8 classes; a present unmapped value is refused, naming it."""
@@ -67,8 +92,12 @@ def parse_label_map(text: str | None, unmapped: str = "refuse") -> LabelMap:
         return LabelMap(None, background)
     text = PRESETS.get(text.strip().lower(), text)
     mapping: dict[int | str, int] = {}
-    for part in text.split():
+    for part in text.split(";") if ";" in text else text.split():
+        part = part.strip()
+        if not part:
+            continue
         name, sep, keys = part.partition("=")
+        name = name.strip()
         if not sep or name not in CLASSES or not keys:
             raise BodycompError(
                 f"--label-map: {part!r} is not CLASS=LABEL[,LABEL] with CLASS one of {', '.join(CLASSES)}"
@@ -76,7 +105,7 @@ def parse_label_map(text: str | None, unmapped: str = "refuse") -> LabelMap:
             )
         for key in keys.split(","):
             key = key.strip()
-            label: int | str = int(key) if key.lstrip("-").isdigit() else key
+            label: int | str = int(key) if key.lstrip("-").isdigit() else name_key(key)
             if label in mapping and mapping[label] != CLASSES[name]:
                 raise BodycompError(f"--label-map: label {key!r} is mapped to two classes")
             mapping[label] = CLASSES[name]
