@@ -19,7 +19,9 @@ X0, Y0, SX, SY = -100.0, -120.0, 0.7, 0.9
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
-def stored_pixels(display: np.ndarray, orientation: Sequence[float]) -> tuple[np.ndarray, list[float], list[float]]:
+def stored_pixels(
+    display: np.ndarray, orientation: Sequence[float], sx: float = SX, sy: float = SY
+) -> tuple[np.ndarray, list[float], list[float]]:
     """(stored H x W, ImagePositionPatient x/y, PixelSpacing) of a display slice written with `orientation`.
 
     Axis-aligned orientations only: the row direction is +-x or +-y, the column direction the other axis.
@@ -27,13 +29,13 @@ def stored_pixels(display: np.ndarray, orientation: Sequence[float]) -> tuple[np
     row_dir, col_dir = np.asarray(orientation[:3]), np.asarray(orientation[3:])
     height, width = display.shape
     by_y_x = display  # indexed (y index, x index)
-    spacing = {"x": SX, "y": SY}
+    spacing = {"x": sx, "y": sy}
     if abs(row_dir[0]) > 0.5:  # columns run along x: stored is (y, x)
         stored, along_cols, along_rows = by_y_x, "x", "y"
     else:  # columns run along y: stored is (x, y)
         stored, along_cols, along_rows = by_y_x.T, "y", "x"
     corner = {"x": X0, "y": Y0}
-    extent = {"x": (width - 1) * SX, "y": (height - 1) * SY}
+    extent = {"x": (width - 1) * sx, "y": (height - 1) * sy}
     if row_dir.sum() < 0:  # columns run toward -axis: stored column 0 is the far end
         stored = stored[:, ::-1]
         corner[along_cols] += extent[along_cols]
@@ -50,14 +52,17 @@ def write_series(
     orientation: Sequence[float] = IDENTITY,
     head_first: bool = True,
     series_uid: str | None = None,
+    square_pixels: bool = False,
 ) -> list[pydicom.Dataset]:
-    """One file per slice (display Z x H x W HU, z ascending); instance 1 is the head end when head_first."""
+    """One file per slice (display Z x H x W HU, z ascending); instance 1 is the head end when head_first.
+
+    square_pixels: SX along both axes (rt-utils rasterises square pixels only), else SX by SY."""
     folder.mkdir(parents=True, exist_ok=True)
     study_uid, series_uid = generate_uid(), series_uid or generate_uid()
     order = list(range(len(z_mm)))[::-1] if head_first else list(range(len(z_mm)))
     datasets = []
     for instance, k in enumerate(order, start=1):
-        stored, corner, spacing = stored_pixels(hu[k], orientation)
+        stored, corner, spacing = stored_pixels(hu[k], orientation, SX, SX if square_pixels else SY)
         ds = ct_dataset(
             stored, z_mm[k], study_uid=study_uid, series_uid=series_uid, instance=instance, orientation=orientation
         )
@@ -130,4 +135,21 @@ def write_seg(
         device_serial_number="1",
     )
     seg.save_as(path)
+    return path
+
+
+def write_rtstruct(path: Path, folder: Path, rois: dict[str, np.ndarray], z_mm: Sequence[float]) -> Path:
+    """An RTSTRUCT written by rt-utils on the series in `folder`; each ROI a display Z x H x W bool mask."""
+    from rt_utils import RTStructBuilder
+
+    from bodycomp_cli.io.volumes import stored_from_display
+
+    structure = RTStructBuilder.create_new(dicom_series_path=str(folder))
+    for name, display in rois.items():
+        layers = []
+        for ds in structure.series_data:  # rt-utils' own slice order
+            k = list(z_mm).index(float(ds.ImagePositionPatient[2]))
+            layers.append(stored_from_display(display[k], [float(v) for v in ds.ImageOrientationPatient], path))
+        structure.add_roi(mask=np.stack(layers, axis=-1).astype(bool), name=name)
+    structure.save(str(path))
     return path
