@@ -67,7 +67,9 @@ def read_rtstruct(path: Path, label_map: LabelMap, where: str, image: ImageSourc
         except Exception as error:  # rt-utils and OpenCV raise many types for malformed contours
             raise BodycompError(f"{where}: cannot rasterise ROI {name!r} ({reason(error)})") from None
         if not mask.any():
-            warnings.warn(f"{where}: ROI {name!r} has no contour on this series: read as absent", BodycompWarning)
+            warnings.warn(
+                f"{where}: ROI {name!r} has no contour on this series: read as absent", BodycompWarning, stacklevel=2
+            )
             continue
         contoured |= mask.any(axis=(1, 2))
         label = label_map.class_of(str(name), where)
