@@ -153,3 +153,34 @@ def write_rtstruct(path: Path, folder: Path, rois: dict[str, np.ndarray], z_mm: 
         structure.add_roi(mask=np.stack(layers, axis=-1).astype(bool), name=name)
     structure.save(str(path))
     return path
+
+
+def write_tag(
+    path: Path, source: pydicom.Dataset, display_tags: np.ndarray, header_size: tuple[int, int] | None = None
+):
+    """A SliceOmatic .tag for `source`: its ASCII header (fields SliceOmatic writes, a form feed), then one byte
+    per pixel as the image is stored, rows from the top. header_size: (x, y) to write instead of the image's."""
+    from bodycomp_cli.io.volumes import stored_from_display
+
+    orientation = [float(v) for v in source.ImageOrientationPatient]
+    stored = stored_from_display(np.asarray(display_tags, dtype=np.uint8), orientation, path)
+    x, y = header_size or (stored.shape[1], stored.shape[0])
+    position = [float(v) for v in source.ImagePositionPatient]
+    fields = [
+        "* sliceOmatic tag file",
+        f"x:{x}",
+        f"y:{y}",
+        "z:1",
+        f"org_x:{position[0]:.6f}",
+        f"org_y:{position[1]:.6f}",
+        f"org_z:{position[2]:.6f}",
+        f"inc_x:{float(source.PixelSpacing[1]):.6f}",
+        f"inc_y:{float(source.PixelSpacing[0]):.6f}",
+        f"epais:{float(source.SliceThickness):.6f}",
+        *(f"dir_h_{axis}:{value:.6f}" for axis, value in zip("xyz", orientation[:3], strict=True)),
+        *(f"dir_v_{axis}:{value:.6f}" for axis, value in zip("xyz", orientation[3:], strict=True)),
+        "type:BYTE",
+        f"uid:{source.SOPInstanceUID}",
+    ]
+    path.write_bytes(("\n".join(fields) + "\n").encode("ascii") + b"\x0c" + np.ascontiguousarray(stored).tobytes())
+    return path

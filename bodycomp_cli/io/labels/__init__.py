@@ -71,6 +71,8 @@ def read_labels(path: Path, label_map: LabelMap, where: str, image: ImageSource)
     if name.endswith(TAG_SUFFIX):
         from bodycomp_cli.io.labels.sliceomatic import read_tag
 
+        if label_map.mapping is None:  # TAG numbers are never bodycomp's classes, though 1 and 2 look like them
+            raise BodycompError(f"{where}: {path}: a SliceOmatic tag needs --label-map (e.g. sliceomatic-alberta)")
         return [read_tag(path, image, where)], False
     kind = _dicom_kind(path, where)
     if kind == "seg":
