@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -77,3 +78,26 @@ def test_one_dicom_file_as_the_image_of_a_2d_nifti_mask(tmp_path):
     wrong = prepare(tmp_path, [{"image": "ct/IM0003.dcm", "mask": "m.nii"}], "--overwrite")
     assert_user_error(wrong, "row 1", "m.nii", "another slice")
     np.testing.assert_array_equal(arrays(tmp_path)[1][0], labels[3])  # the earlier output stands
+
+
+REALCT = Path(__file__).resolve().parents[2] / "shared" / "realct" / "totalsegmentator"
+
+
+def test_totalsegmentator_labels_land_on_the_real_jpeg2000_dicom_series(tmp_path):
+    """TotalSegmentator's multilabel (LAS NIfTI) for a real DICOM series: T11/T12 land on the series' bone."""
+    if not REALCT.is_dir():
+        if os.environ.get("CI"):
+            raise AssertionError(f"{REALCT} is missing and CI is set")
+        pytest.skip(f"{REALCT} absent (the repository's sibling shared/realct); outside CI this test skips")
+    seg = nib.load(str(REALCT / "example_seg_dicom.nii.gz"))
+    assert nib.aff2axcodes(seg.affine) == ("L", "A", "S") and seg.shape == (512, 512, 20)
+    k = 5
+    # LAS array: display rows (anterior -> posterior) reverse y, columns (right -> left) follow x.
+    vertebrae = np.isin(np.asanyarray(seg.dataobj)[:, ::-1, k].T, [32, 33])  # v2 `total`: 32 T12, 33 T11
+    rows = [{"image": str(REALCT / "dicom_series"), "mask": str(REALCT / "example_seg_dicom.nii.gz"), "slice_index": k}]
+    result = prepare(tmp_path, rows, "--size", "512", "--label-map", "muscle=32,33", "--unmapped", "background")
+    assert result.exit_code == 0, result.output
+    images, masks = arrays(tmp_path)
+    np.testing.assert_array_equal(masks[0], vertebrae.astype(np.uint8))
+    # Bone under the labels: 263 HU here, against 146 with columns flipped and -253 with rows flipped.
+    assert images[0][masks[0] == 1].mean() > 200

@@ -8,11 +8,10 @@ to the values (NIfTI, SliceOmatic tags).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.io.labels.geometry import LabelVolume
+from bodycomp_cli.io.labels.geometry import ImageSource, LabelVolume
 from bodycomp_cli.io.labels.label_map import LabelMap
 from bodycomp_cli.io.volumes import NIFTI_SUFFIXES
 
@@ -21,14 +20,7 @@ TAG_SUFFIX = ".tag"
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 
-
-@dataclass(frozen=True)
-class ImageSource:
-    """What a label reader may need of the row's image: its path and, for DICOM, its series."""
-
-    path: Path
-    series_uid: str | None = None  # DICOM SeriesInstanceUID; None for NIfTI
-    files: tuple[Path, ...] = ()  # the series' DICOM files
+__all__ = ["ImageSource", "LabelVolume", "is_geometric_source", "read_labels"]
 
 
 def is_geometric_source(path: Path) -> bool:

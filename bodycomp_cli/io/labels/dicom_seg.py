@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bodycomp_cli.errors import BodycompError, BodycompWarning, reason
-from bodycomp_cli.io.labels import ImageSource
-from bodycomp_cli.io.labels.geometry import LabelVolume, plane
+from bodycomp_cli.io.labels.geometry import ImageSource, LabelVolume, plane
 from bodycomp_cli.io.labels.label_map import LabelMap
 from bodycomp_cli.io.volumes import dicom_stored_affine
 

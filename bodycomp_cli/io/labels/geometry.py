@@ -14,6 +14,15 @@ from bodycomp_cli.errors import BodycompError
 PLANE_TOLERANCE_MM = 0.1
 
 
+@dataclass(frozen=True)
+class ImageSource:
+    """What a label reader may need of the row's image: its path and, for DICOM, its series."""
+
+    path: Path
+    series_uid: str | None = None  # DICOM SeriesInstanceUID; None for NIfTI
+    files: tuple[Path, ...] = ()  # the series' DICOM files
+
+
 @dataclass
 class LabelVolume:
     labels: np.ndarray  # Z x H x W integer labels (or classes), in any orientation: the affine places them

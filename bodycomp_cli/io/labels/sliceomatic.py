@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bodycomp_cli.errors import BodycompError
-from bodycomp_cli.io.labels import TAG_SUFFIX, ImageSource
-from bodycomp_cli.io.labels.geometry import LabelVolume, plane
+from bodycomp_cli.io.labels.geometry import ImageSource, LabelVolume, plane
 from bodycomp_cli.io.volumes import dicom_stored_affine
 
 HEADER_END = b"\x0c"
@@ -34,7 +33,7 @@ def _header(data: bytes, where: str) -> tuple[dict[str, str], int]:
 
 
 def _image_of(path: Path, image: ImageSource, where: str) -> Path:
-    beside = path.with_name(path.name[: -len(TAG_SUFFIX)])
+    beside = path.with_name(path.name[: -len(".tag")])
     if beside.is_file():
         return beside
     if image.series_uid is not None and image.path.is_file():
