@@ -36,7 +36,7 @@ def test_rtstruct_rois_rasterise_back_exactly_on_the_display_grid(tmp_path):
     rois = shapes()
     write_rtstruct(tmp_path / "rt.dcm", tmp_path / "ct", rois, Z_MM)
     rows = [{"image": "ct", "mask": "rt.dcm", "z_mm": 12.5}]
-    assert_user_error(prepare(tmp_path, rows), "row 1", "rt.dcm", "'psoas'")
+    assert_user_error(prepare(tmp_path, rows), "row 1", "rt.dcm", "'Psoas'")
     label_map = "muscle=Psoas subcutaneous_fat=SAT visceral_fat=VAT"
     result = prepare(tmp_path, rows, "--label-map", label_map)
     assert result.exit_code == 0, result.output

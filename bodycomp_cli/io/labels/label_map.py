@@ -40,9 +40,8 @@ class LabelMap:
     mapping: dict[int | str, int] | None
     unmapped_background: bool = False
 
-    def class_of(self, key: int | str, where: str) -> int:
-        if isinstance(key, str):
-            key = name_key(key)
+    def class_of(self, label: int | str, where: str) -> int:
+        key = name_key(label) if isinstance(label, str) else label
         if self.mapping is None:
             if isinstance(key, int) and key in CLASSES.values():
                 return key
@@ -52,7 +51,9 @@ class LabelMap:
             return self.mapping[key]
         if self.unmapped_background:
             return 0
-        raise BodycompError(f"{where}: label {key!r} is present but not in --label-map (or use --unmapped background)")
+        raise BodycompError(
+            f"{where}: label {label!r} is present but not in --label-map (or use --unmapped background)"
+        )
 
     def class_of_named(self, name: str, number: int, where: str) -> int:
         """A named label that also has a number (a SEG segment): by its name, or by its number when only that is
