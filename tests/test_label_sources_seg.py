@@ -90,3 +90,16 @@ def test_seg_of_another_series_empty_segments_and_truncated_files(tmp_path):
     rows = [{"image": "ct", "mask": "seg.dcm", "slice_index": 3}]
     assert_user_error(prepare(tmp_path, rows, "--overwrite"), "row 1", "seg.dcm", "another slice")
     np.testing.assert_array_equal(masks(tmp_path)[0], no_fat[0])  # refusals leave the earlier output as it was
+
+
+def test_a_series_with_a_gap_places_the_seg_on_each_slice_where_it_is(tmp_path):
+    rng = np.random.default_rng(5)
+    z_mm = [10.0, 12.5, 17.5, 20.0]  # 15.0 is missing: the slices are not evenly spaced
+    hu = rng.integers(-1000, 1000, size=(len(z_mm), H, W)).astype(np.int16)
+    labels = rng.integers(0, 4, size=(len(z_mm), H, W)).astype(np.uint8)
+    sources = write_series(tmp_path / "ct", hu, z_mm, orientation=FEET_FIRST, head_first=False)
+    write_seg(tmp_path / "seg.dcm", sources[1:3], labels[1:3])
+    rows = [{"image": "ct", "mask": "seg.dcm", "z_mm": 17.5}, {"image": "ct", "mask": "seg.dcm", "slice_index": 1}]
+    result = prepare(tmp_path, rows)
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(masks(tmp_path), labels[[2, 1]])

@@ -29,8 +29,19 @@ class Volume:
     modality: str | None  # DICOM Modality, None for npz/NIfTI
     source: Path
     sop_instance_uids: tuple[str, ...] | None = None  # DICOM: each slice's SOPInstanceUID, z ascending
-    # 4 x 4, array index (z, row, col) -> RAS+ world mm: NIfTI, and DICOM with PixelSpacing and evenly spaced slices
+    # 4 x 4, array index (z, row, col) -> RAS+ world mm: NIfTI, and DICOM with PixelSpacing
     affine: np.ndarray | None = None
+    # DICOM slices off the evenly spaced line of `affine` (a missing slice): each slice's RAS mm shift from where the
+    # affine puts it to where ImagePositionPatient says it is; None when every slice lies on the line
+    slice_shift_mm: np.ndarray | None = None
+
+    def slice_affine(self, index: int) -> np.ndarray | None:
+        """The affine that places slice `index` exactly (index `index` of the array, at its own position)."""
+        if self.affine is None or self.slice_shift_mm is None:
+            return self.affine
+        affine = self.affine.copy()
+        affine[:3, 3] += self.slice_shift_mm[index]
+        return affine
 
 
 def read_volume(path: Path) -> Volume:
@@ -233,19 +244,24 @@ def display_affine(stored: np.ndarray, orientation: np.ndarray, display_shape: t
 
 
 def _series_affine(first, positions: np.ndarray, normal: np.ndarray, display_shape, source: Path):
-    """The display array's affine, or None without PixelSpacing or with unevenly spaced slices."""
+    """(The display array's affine, each slice's RAS shift off it or None): (None, None) without PixelSpacing.
+
+    The affine runs from the first slice to the last in even steps; a slice more than EVEN_SPACING_MM off that
+    line (a gap in the series) gets its shift, so that Volume.slice_affine places it where it is.
+    """
     if "PixelSpacing" not in first:
-        return None
+        return None, None
+    shift = None
     if len(positions) > 1:
         step = (positions[-1] - positions[0]) / (len(positions) - 1)
-        line = positions[0] + np.outer(np.arange(len(positions)), step)
-        if np.abs(positions - line).max() > EVEN_SPACING_MM:
-            return None
+        off_line = positions - (positions[0] + np.outer(np.arange(len(positions)), step))
+        if np.abs(off_line).max() > EVEN_SPACING_MM:
+            shift = off_line @ LPS_TO_RAS[:3, :3].T
     else:  # one slice: any step along the normal places it
         step = normal * float(first.get("SliceThickness", 1.0) or 1.0)
     orientation = np.asarray([float(v) for v in first.ImageOrientationPatient], dtype=np.float64)
     stored = dicom_stored_affine(positions[0], orientation, [float(v) for v in first.PixelSpacing], step)
-    return display_affine(stored, orientation, display_shape, source)
+    return display_affine(stored, orientation, display_shape, source), shift
 
 
 def dicom_series_uid(path: Path) -> str | None:
@@ -306,7 +322,7 @@ def read_dicom_files(files: list[Path], source: Path) -> Volume:
         spacing = (col_mm, row_mm) if transpose else (row_mm, col_mm)
     modality = str(first.Modality) if "Modality" in first else None
     uids = tuple(str(datasets[index][1].get("SOPInstanceUID", "")) for index in order)
-    affine = _series_affine(first, positions[order], normal, hu.shape[1:], source)
+    affine, shift = _series_affine(first, positions[order], normal, hu.shape[1:], source)
     return Volume(
         hu=hu,
         z_mm=positions[order, 2],
@@ -315,6 +331,7 @@ def read_dicom_files(files: list[Path], source: Path) -> Volume:
         source=source,
         sop_instance_uids=uids,
         affine=affine,
+        slice_shift_mm=shift,
     )
 
 

@@ -147,12 +147,11 @@ def load_pair(row: SegRow, where: str, allowed: tuple[int, ...], label_map: Labe
     volume, image = load_image_source(row.image, where)
     if volume.affine is None:
         raise BodycompError(
-            f"{where}: {row.image.name}: no world geometry to place {row.mask.name} on"
-            " (DICOM without PixelSpacing, or with unevenly spaced slices)"
+            f"{where}: {row.image.name}: no world geometry to place {row.mask.name} on (DICOM without PixelSpacing)"
         )
     index = pick_slice(volume, row, where)
     planes, mapped = read_labels(row.mask, label_map, where, image)
-    on_slice = labels_on_planes(planes, volume.affine, index, volume.hu.shape[1:], where)
+    on_slice = labels_on_planes(planes, volume.slice_affine(index), index, volume.hu.shape[1:], where)
     mask = on_slice.astype(np.uint8) if mapped else label_map.apply(on_slice, f"{where}: {row.mask}")
     return volume.hu[index], _allowed_classes(mask, where, row.mask, allowed)
 
