@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,6 +11,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bodycomp_cli.cli import build_command
+
+# Test modules import their helpers as `tests.<module>`. This folder has no __init__.py, so an installed regular
+# package named `tests` would win that import: rt-utils 1.2.7's wheel installs one into site-packages. Binding the
+# name to this folder first keeps every `from tests.x import ...` here.
+sys.modules["tests"] = types.ModuleType("tests")
+sys.modules["tests"].__path__ = [str(Path(__file__).resolve().parent)]
 
 
 def invoke(args: Sequence[str]) -> Result:
