@@ -61,7 +61,7 @@ def test_fractional_seg_is_thresholded_at_one_half_and_segment_labels_map_by_nam
     write_seg(tmp_path / "seg.dcm", sources[2:3], labels[2:3], names=names, fractions=fractions)
     rows = [{"image": "ct", "mask": "seg.dcm", "slice_index": 2}]
     assert_user_error(prepare(tmp_path, rows), "row 1", "seg.dcm", "'Skeletal muscle'", "--label-map")
-    result = prepare(tmp_path, rows, "--label-map", "muscle=Skeletal muscle; subcutaneous_fat=SAT; visceral_fat=VAT")
+    result = prepare(tmp_path, rows, "--label-map", "muscle=Skeletal muscle subcutaneous_fat=SAT visceral_fat=VAT")
     assert result.exit_code == 0, result.output
     # highdicom stores fractions in 8 bits (0.6 -> 153/255); 0.4 is below one half either way.
     np.testing.assert_array_equal(masks(tmp_path)[0], np.where(fractions[0] >= 0.5, labels[2], 0))

@@ -3,14 +3,16 @@
 
 Written as "muscle=1,2 subcutaneous_fat=5 visceral_fat=7" (values or names, comma separated), or a preset name.
 Names (file names, SEG segment labels, RTSTRUCT ROI names) match whatever their case, with spaces, hyphens and
-underscores alike, so "muscle=Skeletal_muscle" maps the segment "Skeletal muscle"; with ";" between the parts,
-names may also keep their spaces ("muscle=Skeletal muscle; visceral_fat=VAT"). Without --label-map, names that
+underscores alike, so "muscle=Skeletal_muscle" maps the segment "Skeletal muscle"; a part runs from its CLASS= to
+the next, so names may keep their spaces ("muscle=Skeletal muscle visceral_fat=VAT"; ";" between parts is allowed
+too). Without --label-map, names that
 are bodycomp's own class names ("muscle", "subcutaneous fat", "visceral fat", as estimate --dicom-seg writes its
 segments) map to those classes.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +83,25 @@ def check_integer_labels(values: np.ndarray, what: str) -> None:
         raise BodycompError(f"{what} dtype {values.dtype} is not integer labels")
 
 
+# A part starts at a class name and '='; names may hold spaces ("muscle=Skeletal muscle visceral_fat=VAT").
+PART_START = re.compile(r"(?:^|[\s;])(" + "|".join(CLASSES) + r")=")
+
+
+def _parts(text: str) -> list[tuple[str, str]]:
+    """(class name, its comma-separated labels) for each CLASS=LABEL[,LABEL] part of --label-map."""
+    starts = list(PART_START.finditer(text))
+    ends = [match.start() for match in starts[1:]] + [len(text)] if starts else []
+    parts = [(match.group(1), text[match.end() : end].strip(" \t;")) for match, end in zip(starts, ends, strict=True)]
+    leading = (text[: starts[0].start()] if starts else text).strip(" \t;")
+    bad = [leading] if leading or not starts else [f"{name}={keys}" for name, keys in parts if not keys or "=" in keys]
+    if bad:
+        raise BodycompError(
+            f"--label-map: {bad[0]!r} is not CLASS=LABEL[,LABEL] with CLASS one of {', '.join(CLASSES)}"
+            f" (or a preset: {', '.join(PRESETS)})"
+        )
+    return parts
+
+
 def parse_label_map(text: str | None, unmapped: str = "refuse") -> LabelMap:
     """Parse --label-map (None: identity) and --unmapped (refuse | background).
 
@@ -93,17 +114,7 @@ def parse_label_map(text: str | None, unmapped: str = "refuse") -> LabelMap:
         return LabelMap(None, background)
     text = PRESETS.get(text.strip().lower(), text)
     mapping: dict[int | str, int] = {}
-    for part in text.split(";") if ";" in text else text.split():
-        part = part.strip()
-        if not part:
-            continue
-        name, sep, keys = part.partition("=")
-        name = name.strip()
-        if not sep or name not in CLASSES or not keys:
-            raise BodycompError(
-                f"--label-map: {part!r} is not CLASS=LABEL[,LABEL] with CLASS one of {', '.join(CLASSES)}"
-                f" (or a preset: {', '.join(PRESETS)})"
-            )
+    for name, keys in _parts(text):
         for key in keys.split(","):
             key = key.strip()
             label: int | str = int(key) if key.lstrip("-").isdigit() else name_key(key)
