@@ -234,7 +234,7 @@ def display_affine(stored: np.ndarray, orientation: np.ndarray, display_shape: t
     """The affine of the display-oriented array, from the stored array's (see _display_transform)."""
     transpose, flip_rows, flip_cols, _ = _display_transform(orientation, source)
     height, width = display_shape
-    flip = np.eye(4)  # display (k, r, c) -> (k, r1, c1) before the flips
+    flip = np.eye(4)  # display index (k, r, c) -> (k, r1, c1), the index before the row/column flips
     if flip_rows:
         flip[1, 1], flip[1, 3] = -1.0, height - 1
     if flip_cols:
