@@ -122,9 +122,12 @@ def register(app: typer.Typer) -> None:
         label_map: Annotated[
             str | None,
             typer.Option(
-                help="Source labels -> classes, e.g. 'muscle=1,2 subcutaneous_fat=5 visceral_fat=7' (values or"
-                " segment/file names), or the preset 'totalsegmentator' (tissue_types file names)."
-                " \\[default: none: the mask's values are already 0-3, background, muscle, subcutaneous, visceral fat]",
+                help="Source labels -> classes, e.g. 'muscle=1,2 subcutaneous_fat=5 visceral_fat=7' (values, or"
+                " file/segment/ROI names, spaces allowed: a part runs to the next CLASS=), or a preset:"
+                " 'totalsegmentator' (tissue_types file names), 'sliceomatic-alberta' (TAG 1 muscle, 2 IMAT as"
+                " background, 5 visceral, 7 subcutaneous fat). \\[default: none: values are already 0-3"
+                " (background, muscle, subcutaneous, visceral fat) and names are those classes' names, as"
+                " estimate --dicom-seg writes them]",
                 show_default=False,
             ),
         ] = None,
@@ -135,7 +138,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build the segmentation training arrays (train/val images and masks .npy, N x S x S x 1).
 
-        Example: bodycomp prepare-seg slices.csv seg_data/ --size 512 --val-frac 0.2
+        Masks: .npy/.png, NIfTI, a folder of per-tissue NIfTI masks, DICOM SEG, RTSTRUCT or SliceOmatic .tag
+        (docs/data-format.md). Example: bodycomp prepare-seg slices.csv seg_data/ --size 512 --val-frac 0.2
         """
         from bodycomp_cli.prepare.progress import ProgressReporter
         from bodycomp_cli.prepare.seg import prepare_seg

@@ -44,18 +44,22 @@ def _is_true(value: object) -> bool:
 
 def series_flags(row: dict[str, object], layout: Layout) -> list[str]:
     """Why a reader should look at this series first (empty when nothing stands out)."""
+    return [f"{level}: {flag}" for level, tissues in layout for flag in level_flags(row, level, tissues)]
+
+
+def level_flags(row: dict[str, object], level: str, tissues: Sequence[str]) -> list[str]:
+    """Why a reader should look at this series' `level` (its reason, zero crossings other than one, edges)."""
     flags = []
-    for level, tissues in layout:
-        reason = row.get(f"{level}_reason")
-        if isinstance(reason, str) and reason:
-            flags.append(f"{level}: {reason}")
-        crossings = _number(row.get(f"{level}_zero_crossings"))
-        if crossings is not None and crossings != 1:
-            flags.append(f"{level}: {int(crossings)} zero crossings")
-        touching = [tissue for tissue in tissues if _is_true(row.get(f"{level}_{tissue}_touches_edge"))]
-        if touching:
-            verb = "touches" if len(touching) == 1 else "touch"
-            flags.append(f"{level}: {', '.join(t.replace('_', ' ') for t in touching)} {verb} the edge of the image")
+    reason = row.get(f"{level}_reason")
+    if isinstance(reason, str) and reason:
+        flags.append(reason)
+    crossings = _number(row.get(f"{level}_zero_crossings"))
+    if crossings is not None and crossings != 1:
+        flags.append(f"{int(crossings)} zero crossings")
+    touching = [tissue for tissue in tissues if _is_true(row.get(f"{level}_{tissue}_touches_edge"))]
+    if touching:
+        verb = "touches" if len(touching) == 1 else "touch"
+        flags.append(f"{', '.join(t.replace('_', ' ') for t in touching)} {verb} the edge of the image")
     return flags
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.clinical import clinical_row
+from bodycomp_cli.estimate.corrections import write_corrections
 from bodycomp_cli.estimate.dicom_sr import write_series_report
 from bodycomp_cli.estimate.follow_up import patient_rows, write_patients
 from bodycomp_cli.estimate.inputs import SeriesInput
@@ -161,7 +162,9 @@ def run_estimate(
             summary.seconds = time.perf_counter() - started
             return summary
         _merge_ranks(summary, ranks.gather((summary.rows, summary.qc_failed, summary.slices)), names)
-        ranks.from_main(lambda: _write_outputs(folder, earlier, summary, names, models.levels, layout))
+        by_series = {entry.series: entry for entry in inputs}
+        segs = options.dicom_seg
+        ranks.from_main(lambda: _write_outputs(folder, earlier, summary, by_series, models.levels, layout, segs))
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -193,16 +196,18 @@ def _write_outputs(
     folder: Path,
     earlier: EarlierRows,
     summary: EstimateSummary,
-    names: list[str],
+    inputs: dict[str, SeriesInput],
     levels: Sequence[str],
     layout: Layout,
+    dicom_seg: bool = False,
 ) -> None:
-    """Rank 0, at the end: results, QC, studies and the QA page from every row; the ranks' own files go.
+    """Rank 0, at the end: results, QC, studies, the QA page (and with --dicom-seg corrections.csv) from every
+    row; the ranks' own files go.
 
     Rows are in input order (those of earlier runs' other series first), so a resumed run, whichever ranks
     did which series, writes what an uninterrupted one does.
     """
-    order = {name: index for index, name in enumerate(names)}
+    order = {name: index for index, name in enumerate(inputs)}
     rows = sorted(earlier.rows + summary.rows, key=lambda row: order.get(str(row["series"]), -1))
     qc_rows = sorted(earlier.qc_rows + summary.qc_failed, key=lambda row: order.get(row["series"], -1))
     write_results(folder, rows, layout)
@@ -211,6 +216,8 @@ def _write_outputs(
     write_patients(folder, patient_rows(rows, result_columns(layout), levels))
     gather_volumes(folder, [file_stem(str(row["series"])) for row in rows])
     write_qa_page(folder, rows, qc_rows, layout, _preview_paths(folder, rows, levels))
+    if dicom_seg:
+        write_corrections(folder, rows, layout, inputs)
     remove_rank_files(folder)
     if not summary.estimated and not summary.already_done:
         failed = len(summary.qc_failed)

@@ -29,7 +29,19 @@ class Volume:
     modality: str | None  # DICOM Modality, None for npz/NIfTI
     source: Path
     sop_instance_uids: tuple[str, ...] | None = None  # DICOM: each slice's SOPInstanceUID, z ascending
-    affine: np.ndarray | None = None  # NIfTI: 4 x 4, array index (z, row, col) -> RAS+ world mm
+    # 4 x 4, array index (z, row, col) -> RAS+ world mm: NIfTI, and DICOM with PixelSpacing
+    affine: np.ndarray | None = None
+    # DICOM slices off the evenly spaced line of `affine` (a missing slice): each slice's RAS mm shift from where the
+    # affine puts it to where ImagePositionPatient says it is; None when every slice lies on the line
+    slice_shift_mm: np.ndarray | None = None
+
+    def slice_affine(self, index: int) -> np.ndarray | None:
+        """The affine that places slice `index` exactly (index `index` of the array, at its own position)."""
+        if self.affine is None or self.slice_shift_mm is None:
+            return self.affine
+        affine = self.affine.copy()
+        affine[:3, 3] += self.slice_shift_mm[index]
+        return affine
 
 
 def read_volume(path: Path) -> Volume:
@@ -197,6 +209,69 @@ def stored_from_display(pixels: np.ndarray, orientation: Sequence[float], source
     return np.swapaxes(pixels, -1, -2) if transpose else pixels
 
 
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM patient axes (LPS) to nibabel's world axes (RAS+)
+EVEN_SPACING_MM = 0.02  # slice positions this far off the line through the first and last are uneven
+
+
+def dicom_stored_affine(
+    position: Sequence[float], orientation: Sequence[float], pixel_spacing: Sequence[float], slice_step: np.ndarray
+) -> np.ndarray:
+    """4 x 4 from a stored (slice, row, column) index to RAS+ mm, from the first slice's DICOM geometry.
+
+    ImageOrientationPatient's first triplet is the direction of increasing column index, and PixelSpacing
+    is (distance between rows, distance between columns); slice_step is the LPS vector from slice to slice.
+    """
+    orientation = np.asarray(orientation, dtype=np.float64)
+    affine = np.eye(4)
+    affine[:3, 0] = slice_step
+    affine[:3, 1] = orientation[3:] * float(pixel_spacing[0])
+    affine[:3, 2] = orientation[:3] * float(pixel_spacing[1])
+    affine[:3, 3] = np.asarray(position, dtype=np.float64)
+    return LPS_TO_RAS @ affine
+
+
+def display_affine(stored: np.ndarray, orientation: np.ndarray, display_shape: tuple[int, int], source: Path):
+    """The affine of the display-oriented array, from the stored array's (see _display_transform)."""
+    transpose, flip_rows, flip_cols, _ = _display_transform(orientation, source)
+    height, width = display_shape
+    flip = np.eye(4)  # display index (k, r, c) -> (k, r1, c1), the index before the row/column flips
+    if flip_rows:
+        flip[1, 1], flip[1, 3] = -1.0, height - 1
+    if flip_cols:
+        flip[2, 2], flip[2, 3] = -1.0, width - 1
+    swap = np.eye(4)[[0, 2, 1, 3]] if transpose else np.eye(4)  # (k, r1, c1) -> stored (k, row, col)
+    return stored @ swap @ flip
+
+
+def _series_affine(first, positions: np.ndarray, normal: np.ndarray, display_shape, source: Path):
+    """(The display array's affine, each slice's RAS shift off it or None): (None, None) without PixelSpacing.
+
+    The affine runs from the first slice to the last in even steps; a slice more than EVEN_SPACING_MM off that
+    line (a gap in the series) gets its shift, so that Volume.slice_affine places it where it is.
+    """
+    if "PixelSpacing" not in first:
+        return None, None
+    shift = None
+    if len(positions) > 1:
+        step = (positions[-1] - positions[0]) / (len(positions) - 1)
+        off_line = positions - (positions[0] + np.outer(np.arange(len(positions)), step))
+        if np.abs(off_line).max() > EVEN_SPACING_MM:
+            shift = off_line @ LPS_TO_RAS[:3, :3].T
+    else:  # one slice: any step along the normal places it
+        step = normal * float(first.get("SliceThickness", 1.0) or 1.0)
+    orientation = np.asarray([float(v) for v in first.ImageOrientationPatient], dtype=np.float64)
+    stored = dicom_stored_affine(positions[0], orientation, [float(v) for v in first.PixelSpacing], step)
+    return display_affine(stored, orientation, display_shape, source), shift
+
+
+def dicom_series_uid(path: Path) -> str | None:
+    """A DICOM file's SeriesInstanceUID (None when it has none), read from its header only."""
+    import pydicom
+
+    uid = pydicom.dcmread(path, stop_before_pixels=True).get("SeriesInstanceUID")
+    return str(uid) if uid else None
+
+
 def read_dicom_files(files: list[Path], source: Path) -> Volume:
     """Read DICOM files of one series (a folder's files, or one file) into a z-ascending volume."""
     datasets = _dicom_datasets(files, source)
@@ -247,8 +322,16 @@ def read_dicom_files(files: list[Path], source: Path) -> Volume:
         spacing = (col_mm, row_mm) if transpose else (row_mm, col_mm)
     modality = str(first.Modality) if "Modality" in first else None
     uids = tuple(str(datasets[index][1].get("SOPInstanceUID", "")) for index in order)
+    affine, shift = _series_affine(first, positions[order], normal, hu.shape[1:], source)
     return Volume(
-        hu=hu, z_mm=positions[order, 2], pixel_spacing=spacing, modality=modality, source=source, sop_instance_uids=uids
+        hu=hu,
+        z_mm=positions[order, 2],
+        pixel_spacing=spacing,
+        modality=modality,
+        source=source,
+        sop_instance_uids=uids,
+        affine=affine,
+        slice_shift_mm=shift,
     )
 
 

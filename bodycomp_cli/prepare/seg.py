@@ -17,8 +17,9 @@ from bodycomp_cli.core.runconfig import Window
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.arrays import read_gray8_png, read_npy
 from bodycomp_cli.io.atomic import atomic_output_dir
-from bodycomp_cli.io.labels import is_geometric_source, read_labels
-from bodycomp_cli.io.labels.geometry import labels_on_slice
+from bodycomp_cli.io.dicom_tree import only_series
+from bodycomp_cli.io.labels import ImageSource, is_geometric_source, read_labels
+from bodycomp_cli.io.labels.geometry import labels_on_planes
 from bodycomp_cli.io.labels.label_map import LabelMap, check_integer_labels, parse_label_map
 from bodycomp_cli.io.manifests import (
     parse_float,
@@ -28,7 +29,14 @@ from bodycomp_cli.io.manifests import (
     row_label,
     splits_for_rows,
 )
-from bodycomp_cli.io.volumes import NIFTI_SUFFIXES, Volume, hu_array, read_dicom_files, read_nifti
+from bodycomp_cli.io.volumes import (
+    NIFTI_SUFFIXES,
+    Volume,
+    dicom_series_uid,
+    hu_array,
+    read_dicom_files,
+    read_nifti,
+)
 from bodycomp_cli.prepare.description import checked_window, write_dataset_description
 from bodycomp_cli.prepare.progress import ProgressReporter
 
@@ -78,13 +86,23 @@ def load_image(path: Path, where: str) -> np.ndarray:
 
 
 def load_image_volume(path: Path, where: str) -> Volume:
-    """A DICOM file or a NIfTI (2-D or 3-D) in display orientation, z ascending."""
+    """A DICOM file or series folder, or a NIfTI (2-D or 3-D), in display orientation, z ascending."""
+    return load_image_source(path, where)[0]
+
+
+def load_image_source(path: Path, where: str) -> tuple[Volume, ImageSource]:
+    """The image volume and what label readers need of it (a DICOM image's series and files)."""
     try:
         if path.name.lower().endswith(NIFTI_SUFFIXES):
-            return read_nifti(path)
+            return read_nifti(path), ImageSource(path)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a non-DICOM file is reported as the error below
-            return read_dicom_files([path], path)
+            warnings.simplefilter("ignore")  # non-DICOM files: a folder's are skipped, a row's is the error below
+            if path.is_dir():
+                series = only_series(path)
+                files = tuple(series.paths)
+                return read_dicom_files(list(files), path), ImageSource(path, series.series_uid, files)
+            volume = read_dicom_files([path], path)
+        return volume, ImageSource(path, dicom_series_uid(path), (path,))
     except BodycompError as error:
         raise BodycompError(f"{where}: {error}") from None
 
@@ -123,13 +141,17 @@ def load_pair(row: SegRow, where: str, allowed: tuple[int, ...], label_map: Labe
         mask = label_map.apply(load_mask(row.mask, where, None), f"{where}: {row.mask}")
         return image, _allowed_classes(mask, where, row.mask, allowed)
     if row.image.name.lower().endswith(".npy"):
-        raise BodycompError(f"{where}: {row.image.name}: a NIfTI or folder mask needs an image with geometry (NIfTI)")
-    volume = load_image_volume(row.image, where)
+        raise BodycompError(
+            f"{where}: {row.image.name}: a {row.mask.name} mask needs an image with geometry (DICOM or NIfTI)"
+        )
+    volume, image = load_image_source(row.image, where)
     if volume.affine is None:
-        raise BodycompError(f"{where}: {row.image.name}: NIfTI and folder masks are matched to NIfTI images only")
+        raise BodycompError(
+            f"{where}: {row.image.name}: no world geometry to place {row.mask.name} on (DICOM without PixelSpacing)"
+        )
     index = pick_slice(volume, row, where)
-    labels, mapped = read_labels(row.mask, label_map, where)
-    on_slice = labels_on_slice(labels, volume.affine, index, volume.hu.shape[1:], where)
+    planes, mapped = read_labels(row.mask, label_map, where, image)
+    on_slice = labels_on_planes(planes, volume.slice_affine(index), index, volume.hu.shape[1:], where)
     mask = on_slice.astype(np.uint8) if mapped else label_map.apply(on_slice, f"{where}: {row.mask}")
     return volume.hu[index], _allowed_classes(mask, where, row.mask, allowed)
 
