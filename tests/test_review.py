@@ -162,3 +162,22 @@ def test_estimate_writes_review_and_confidence_and_puts_flagged_series_first(tmp
     assert page.index("<h3>b_off</h3>") < page.index("<h3>a_fine</h3>")
     assert "L3: the per-slice CNN puts L3 62 mm" in page
     assert not math.isnan(float(off["L3_confidence"]))
+
+
+def test_a_series_head_run_gives_its_cnn_head_and_phase_apart(trained: dict[str, Path]) -> None:
+    from bodycomp_cli.estimate.models import load_estimator_models
+    from bodycomp_cli.io.volumes import read_volume
+
+    models = load_estimator_models(trained["select"], [str(trained["seg"])], ["L3"], gpus=0)
+    volume = read_volume(trained["root"] / "phantoms" / "series" / "phantom_0000.npz")
+    evidence = models.selection_evidence(volume.hu, volume.z_mm)
+    n = len(volume.z_mm)
+    assert evidence.levels[0] == "L3" and evidence.outputs.shape == evidence.cnn_outputs.shape == (n, 1)
+    # what the slice choice reads is still the head's, unchanged by the evidence
+    np.testing.assert_array_equal(evidence.columns(["L3"]).outputs, models.selector.outputs(volume.hu, volume.z_mm))
+    assert evidence.phase is not None and evidence.phase.shape == (n, 2)  # L3-labelled data: a phase run
+    assert evidence.head_outputs is not None and evidence.head_outputs.shape == (n, 1)
+    assert not np.array_equal(evidence.cnn_outputs, evidence.outputs)  # the CNN's own outputs, not the head's
+    labels, margin = models.segment_with_margin("L3", volume.hu[:2])
+    np.testing.assert_array_equal(labels, models.segment("L3", volume.hu[:2]))
+    assert margin.shape == labels.shape and 0.0 <= margin.min() and margin.max() <= 1.0 + 1e-6
