@@ -10,6 +10,7 @@ on every phantom level.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -31,6 +32,7 @@ class Cohort:
     seed: int
     size: int
     folder: Path
+    estimate: Path  # its estimate output folder
     truth: list[dict]
     results: pd.DataFrame  # indexed by series
     levels: list[str]  # the levels estimated
@@ -65,8 +67,12 @@ def models_folder(args: argparse.Namespace) -> Path:
 
 
 def make_cohort(folder: Path, seed: int, series: int, size: int, variants: str | None) -> None:
+    """`bodycomp phantoms` into folder; a folder it already completed (phantoms.json) is used as it is: its name
+    holds the arguments (cohort_folder)."""
+    if (folder / "phantoms.json").is_file():
+        return
     command = [sys.executable, "-m", "bodycomp_cli", "phantoms", str(folder), "--series", str(series)]
-    command += ["--size", str(size), "--seed", str(seed), "--overwrite"]
+    command += ["--size", str(size), "--seed", str(seed), "--workers", "1", "--overwrite"]
     if variants:
         usage = subprocess.run([*command[:4], "--help"], capture_output=True, text=True, check=True).stdout
         if "--variants" not in usage:
@@ -86,13 +92,16 @@ def estimated_cohorts(args: argparse.Namespace) -> list[Cohort]:
     cohorts = []
     for k in range(args.seeds):
         seed = COHORT_SEED_BASE + k
-        folder = args.output / f"cohort_{seed}"
+        folder = args.output / f"cohort_{seed}_{args.series}x{args.size}_{args.variants or 'standard'}"
         make_cohort(folder / "phantoms", seed, args.series, args.size, args.variants)
-        options = EstimateOptions(save_masks=True, previews=False, overwrite=True, show_progress=False)
-        run_estimate(collect_inputs([folder / "phantoms" / "series.csv"]), loaded, folder / "estimate", options)
+        # One estimate per cohort and models (the other benchmark script reuses it).
+        estimate = folder / f"estimate_{hashlib.sha1(str(models.resolve()).encode()).hexdigest()[:8]}"
+        if not (estimate / "results.csv").is_file():
+            options = EstimateOptions(save_masks=True, previews=False, overwrite=True, show_progress=False)
+            run_estimate(collect_inputs([folder / "phantoms" / "series.csv"]), loaded, estimate, options)
         truth = json.loads((folder / "phantoms" / "phantoms.json").read_text())["series"]
-        results = pd.read_csv(folder / "estimate" / "results.csv", keep_default_na=False, dtype=str)
-        cohorts.append(Cohort(seed, args.size, folder, truth, results.set_index("series"), list(loaded.levels)))
+        results = pd.read_csv(estimate / "results.csv", keep_default_na=False, dtype=str).set_index("series")
+        cohorts.append(Cohort(seed, args.size, folder, estimate, truth, results, list(loaded.levels)))
     return cohorts
 
 

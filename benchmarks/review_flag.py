@@ -53,7 +53,7 @@ def main() -> None:
                 chosen_z = float(row[f"{level}_z_mm"])
                 wrong = abs(chosen_z - true_z) > OFF_MM
                 if level == "L3":
-                    mask = np.load(cohort.folder / "estimate" / "masks" / f"{file_stem(series['series'])}_L3.npy")
+                    mask = np.load(cohort.estimate / "masks" / f"{file_stem(series['series'])}_L3.npy")
                     _, truth = SeriesRenderer(params).render(chosen_z)
                     wrong |= lowest_dice(mask, truth) < DICE_FLOOR
                 flagged = bool(row[f"{level}_review"])
