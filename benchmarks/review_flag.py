@@ -22,6 +22,7 @@ from bodycomp_cli.estimate.series import file_stem
 from bodycomp_cli.phantoms import SeriesRenderer, series_params
 
 OFF_MM = 10.0
+SELECTION_CUES = {"position", "snap", "sharpness", "spacing", "count"}
 DICE_FLOOR = 0.90
 TISSUES = ("muscle", "subcutaneous_fat", "visceral_fat")
 
@@ -40,6 +41,8 @@ def main() -> None:
     cohorts = estimated_cohorts(args)
     # variant -> [wrong, wrong flagged, right, right flagged]; why the right ones were flagged
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    # the level alone: more than 10 mm off, against the cues that read the selection (not the segmentation)
+    placed: list[int] = [0, 0, 0, 0]
     l3_unflagged: list[float] = []
     false_reasons: Counter[str] = Counter()
     for cohort in cohorts:
@@ -51,7 +54,10 @@ def main() -> None:
                 if true_z is None or row[f"{level}_reason"]:  # absent levels: absent_levels.py
                     continue
                 chosen_z = float(row[f"{level}_z_mm"])
-                wrong = abs(chosen_z - true_z) > OFF_MM
+                wrong = off = abs(chosen_z - true_z) > OFF_MM
+                by_selection = bool(set(cues_of(row[f"{level}_review"])) & SELECTION_CUES)
+                placed[0 if off else 2] += 1
+                placed[1 if off else 3] += by_selection
                 if level == "L3":
                     mask = np.load(cohort.estimate / "masks" / f"{file_stem(series['series'])}_L3.npy")
                     _, truth = SeriesRenderer(params).render(chosen_z)
@@ -71,6 +77,10 @@ def main() -> None:
         totals = [a + b for a, b in zip(totals, tally, strict=True)]
         print(f"{variant:12} {percent(tally[1], tally[0]):>24} {percent(tally[3], tally[2]):>24}")
     print(f"{'all':12} {percent(totals[1], totals[0]):>24} {percent(totals[3], totals[2]):>24}")
+    print(
+        f"{'level only':12} {percent(placed[1], placed[0]):>24} {percent(placed[3], placed[2]):>24}"
+        "  (> 10 mm off; flagged by the selection cues)"
+    )
     within = sum(error <= OFF_MM for error in l3_unflagged)
     print(f"L3 within {OFF_MM:g} mm on unflagged series: {percent(within, len(l3_unflagged))}")
     print("cues that fired on right levels:", dict(false_reasons.most_common()))
