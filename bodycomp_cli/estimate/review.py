@@ -39,7 +39,8 @@ MARGIN = 0.5  # a pixel is uncertain when its top class leads the next by less t
 
 @dataclass(frozen=True)
 class Tolerances:
-    """Where each cue starts to speak; the defaults are the ones benchmarks/review_flag.py measured."""
+    """Where each cue starts to speak. Set by hand, not yet tuned: benchmarks/review_flag.py measures how they do
+    (docs/performance.md), and on the small models measured so far they flag every right level too."""
 
     position_mm: float = 10.0  # the target: a level more than 10 mm off is wrong
     snap_mm: float = 12.0  # a third of a lumbar vertebra
