@@ -17,6 +17,7 @@ from bodycomp_cli.inference.run import check_run_folder
 from bodycomp_cli.tasks import load_predictor
 from bodycomp_cli.tasks.segmentation import SegmentationPredictor
 from bodycomp_cli.tasks.slice_selection import SliceSelectionPredictor
+from bodycomp_cli.tasks.slice_selection.evidence import SelectionEvidence
 
 # `L3=RUN` or `T5,T8,T10=RUN`: level names before the first `=`, a run folder after it.
 _LEVEL_MAPPING = re.compile(r"^\s*([A-Za-z0-9_]+(?:\s*,\s*[A-Za-z0-9_]+)*)\s*=(.+)$")
@@ -109,8 +110,16 @@ class EstimatorModels:
         outputs = self.selector.outputs(hu_volume, z_mm)
         return np.asarray(outputs, dtype=np.float64)[:, self.level_columns]
 
+    def selection_evidence(self, hu_volume: np.ndarray, z_mm: np.ndarray) -> SelectionEvidence:
+        """Every output level's outputs, and the CNN's, the head's and the phase apart (for the review)."""
+        return self.selector.evidence(hu_volume, z_mm)
+
     def classes(self, level: str) -> list[str]:
         return self.segmenters[level].classes
+
+    def segment_with_margin(self, level: str, hu_slices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """segment(), and the margin between the top two class probabilities per pixel (for the review)."""
+        return self.segmenters[level].segment_with_margin(hu_slices)
 
     def segment(self, level: str, hu_slices: np.ndarray) -> np.ndarray:
         """N x H x W uint8 labels from the level's segmentation model, at the slices' own size."""

@@ -1,8 +1,9 @@
 """report.html: one self-contained page for reading a cohort run, the series to check first at the top.
 
-A series is flagged when a level's curve did not cross zero exactly once (the level may be wrong), or
-when a tissue touches the edge of the field of view (its area is too small). Series skipped by QC
-follow, with their reasons. Previews are linked by paths relative to the page, so the output folder
+A series is flagged when a level has review reasons (estimate/review.py: the cues that disagree, in words),
+when a level's curve did not cross zero exactly once (the level may be wrong), or when a tissue touches the
+edge of the field of view (its area is too small). Flagged series come first, the least confident first;
+series skipped by QC follow, with their reasons. Previews are linked by paths relative to the page, so the output folder
 can be moved or zipped whole.
 """
 
@@ -53,6 +54,9 @@ def level_flags(row: dict[str, object], level: str, tissues: Sequence[str]) -> l
     reason = row.get(f"{level}_reason")
     if isinstance(reason, str) and reason:
         flags.append(reason)
+    review = row.get(f"{level}_review")
+    if isinstance(review, str) and review and review != "nan":
+        flags.append(review)
     crossings = _number(row.get(f"{level}_zero_crossings"))
     if crossings is not None and crossings != 1:
         flags.append(f"{int(crossings)} zero crossings")
@@ -61,6 +65,12 @@ def level_flags(row: dict[str, object], level: str, tissues: Sequence[str]) -> l
         verb = "touches" if len(touching) == 1 else "touch"
         flags.append(f"{', '.join(t.replace('_', ' ') for t in touching)} {verb} the edge of the image")
     return flags
+
+
+def _confidence(row: dict[str, object], layout: Layout) -> float:
+    """The series' lowest level confidence (1 when none was computed)."""
+    values = [_number(row.get(f"{level}_confidence")) for level, _ in layout]
+    return min((value for value in values if value is not None), default=1.0)
 
 
 def _figures(row: dict[str, object], level: str, tissues: Sequence[str]) -> str:
@@ -81,7 +91,7 @@ def _figures(row: dict[str, object], level: str, tissues: Sequence[str]) -> str:
     crossings = cell(row.get(f"{level}_zero_crossings"), 0) or "-"
     where = (
         f"slice {cell(row.get(f'{level}_slice_index'), 0)}, z = {cell(row.get(f'{level}_z_mm'), 1)} mm, "
-        f"zero crossings: {crossings}"
+        f"zero crossings: {crossings}, confidence: {cell(row.get(f'{level}_confidence'), 2) or '-'}"
     )
     return f"<div><b>{html.escape(level)}</b>: {html.escape(where)}" + "".join(lines) + "</div>"
 
@@ -110,7 +120,9 @@ def write_qa_page(
 ) -> None:
     """Write output_dir/report.html. preview_paths: series -> level -> preview path relative to output_dir."""
     flagged = [(row, series_flags(row, layout)) for row in rows]
-    order = [item for item in flagged if item[1]] + [item for item in flagged if not item[1]]
+    # Flagged first, the least confident of them first; the order within is the input's otherwise.
+    first = sorted((item for item in flagged if item[1]), key=lambda item: _confidence(item[0], layout))
+    order = first + [item for item in flagged if not item[1]]
     n_flagged = sum(1 for _, flags in flagged if flags)
     body = [
         "<h1>bodycomp estimate: QA</h1>",

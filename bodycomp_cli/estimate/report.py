@@ -13,16 +13,18 @@ from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.clinical import CLINICAL_TEXT_COLUMNS, clinical_columns
 from bodycomp_cli.estimate.measure import STATISTICS
 from bodycomp_cli.estimate.vertebra import VERTEBRA_TEXT_FIELDS, vertebra_columns
+from bodycomp_cli.estimate.vertebra_count import COUNT_COLUMNS
 from bodycomp_cli.io.atomic import atomic_write_text
 from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS
 from bodycomp_cli.io.journal import read_complete_text
 
-LEVEL_FIELDS = ("slice_index", "z_mm", "zero_crossings", "sop_instance_uid", "reason")  # reason: blank, or why no slice
+# reason: blank, or why no slice; review: why a reader should check the level, confidence in [0, 1] (review.py)
+LEVEL_FIELDS = ("slice_index", "z_mm", "zero_crossings", "sop_instance_uid", "reason", "review", "confidence")
 TISSUE_FIELDS = (*STATISTICS, "touches_edge")
 # The `slice_selection` column: how each series' slices were chosen.
 SELECTION_BY_MODEL = "model"
 SELECTION_SKIPPED = "skipped (one slice)"  # a one-slice volume: that slice is every level's
-INTEGER_FIELDS = ("slice_index", "zero_crossings", "n_slices")
+INTEGER_FIELDS = ("slice_index", "zero_crossings", "n_slices", "lumbar_vertebrae")
 # Read back as text, so that a PatientID "0012" or a UID keeps every character.
 TEXT_COLUMNS = ("series", "patient_id", "study_instance_uid", "series_instance_uid", "accession_number", "study_date")
 QC_COLUMNS = ("series", "reason", "path", "patient_id", "study_instance_uid", "series_instance_uid")
@@ -31,9 +33,9 @@ Layout = list[tuple[str, list[str]]]  # (level, tissues measured at it), in colu
 
 
 def result_columns(layout: Layout) -> list[str]:
-    """`series`, `slice_selection`, `n_slices`, the DICOM identifiers, then per level its slice fields and
-    each tissue's figures."""
-    columns = ["series", "slice_selection", "n_slices", *IDENTIFIER_COLUMNS]
+    """`series`, `slice_selection`, `n_slices`, the DICOM identifiers, the lumbar count, then per level its slice
+    fields and each tissue's figures."""
+    columns = ["series", "slice_selection", "n_slices", *IDENTIFIER_COLUMNS, *COUNT_COLUMNS]
     for level, tissues in layout:
         columns += [f"{level}_{name}" for name in LEVEL_FIELDS]
         columns += [f"{level}_{tissue}_{stat}" for tissue in tissues for stat in TISSUE_FIELDS]
@@ -62,6 +64,7 @@ def nested_record(row: dict[str, object], layout: Layout) -> dict[str, object]:
         "slice_selection": row["slice_selection"],
         "n_slices": row.get("n_slices"),
         "dicom": dicom,
+        **{column: _cell(row.get(column)) for column in COUNT_COLUMNS},
         "levels": levels,
     }
 
@@ -97,11 +100,12 @@ def read_results(path: Path, layout: Layout) -> list[dict[str, object]]:
         text = read_complete_text(path)
         if not text:  # killed before its first record was complete: nothing was done
             return []
-        columns = dict.fromkeys((*TEXT_COLUMNS, *CLINICAL_TEXT_COLUMNS), str) | {
-            f"{level}_{name}": str
-            for level, _ in layout
-            for name in ("sop_instance_uid", "reason", *(f"vertebra_{f}" for f in VERTEBRA_TEXT_FIELDS))
-        }
+        text_fields = ("sop_instance_uid", "reason", "review", *(f"vertebra_{f}" for f in VERTEBRA_TEXT_FIELDS))
+        columns = (
+            dict.fromkeys((*TEXT_COLUMNS, *CLINICAL_TEXT_COLUMNS), str)
+            | {f"{level}_{name}": str for level, _ in layout for name in text_fields}
+            | {"lumbar_vertebrae_reason": str}
+        )
         table = pd.read_csv(io.StringIO(text), dtype=columns, keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise BodycompError(f"{path}: cannot read the earlier results ({str(error).splitlines()[0]})") from None

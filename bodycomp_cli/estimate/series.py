@@ -20,8 +20,11 @@ from bodycomp_cli.estimate.muscle_quality import DEFAULT_HU_RANGES, gate_labels,
 from bodycomp_cli.estimate.preview import save_preview
 from bodycomp_cli.estimate.qc import QcSettings
 from bodycomp_cli.estimate.report import SELECTION_BY_MODEL, SELECTION_SKIPPED, TISSUE_FIELDS, Layout
+from bodycomp_cli.estimate.review import Segmentation, level_positions, review_reasons
+from bodycomp_cli.estimate.vertebra_count import LumbarCount, is_lumbar, lumbar_count
 from bodycomp_cli.io.atomic import atomic_write_bytes
 from bodycomp_cli.io.dicom_tree import DicomSeries
+from bodycomp_cli.tasks.slice_selection.evidence import SelectionEvidence
 
 if TYPE_CHECKING:
     from bodycomp_cli.io.volumes import Volume
@@ -80,8 +83,14 @@ def estimate_series(
     and no slice, preview, mask or SEG (estimate/level_presence.py).
     """
     skip_selection = volume.hu.shape[0] == 1
-    outputs = None if skip_selection else models.slice_outputs(volume.hu, volume.z_mm)
+    evidence = None if skip_selection else _selection_evidence(models, volume)
+    outputs = None if evidence is None else evidence.columns(models.levels).outputs
     row: dict[str, object] = {"slice_selection": SELECTION_SKIPPED if skip_selection else SELECTION_BY_MODEL}
+    positions = {} if evidence is None else level_positions(evidence, volume.z_mm, models.threshold_mm)
+    count = LumbarCount(None, "one slice: no level was predicted")
+    if evidence is not None:
+        count = lumbar_count(volume.z_mm, evidence.phase, positions)
+    row.update(count.cells())
     details: dict[str, dict] = {}
     for column, level in enumerate(models.levels):
         level_z_mm = None  # the model's predicted centre of the level (none without selection)
@@ -98,7 +107,7 @@ def estimate_series(
         # --range: every slice within +-MM of the chosen one; the chosen slice always counts.
         near = np.flatnonzero(np.abs(volume.z_mm - z_chosen) <= options.range_mm)
         indices = near if choice.index in near else np.array([choice.index])
-        labels = models.segment(level, np.asarray(volume.hu[indices]))
+        labels, margin = _segment(models, level, np.asarray(volume.hu[indices]))
         classes = models.classes(level)
         quality = muscle_quality(volume.hu[indices], labels, classes, volume.pixel_spacing)  # before any gating
         row.update({f"{level}_{name}": value for name, value in quality.items()})
@@ -114,7 +123,15 @@ def estimate_series(
             for stat in STATISTICS:
                 row[f"{level}_{tissue}_{stat}"] = values[stat]
             row[f"{level}_{tissue}_touches_edge"] = touching[tissue]
-        chosen_labels = labels[int(np.flatnonzero(indices == choice.index)[0])]
+        at = int(np.flatnonzero(indices == choice.index)[0])
+        chosen_labels = labels[at]
+        margin_at = None if margin is None else margin[at]
+        seg = Segmentation(volume.hu[choice.index], chosen_labels, classes, margin_at, touching_edge=touching)
+        review = review_reasons(
+            evidence, level, volume.z_mm, models.threshold_mm, z_chosen, positions, seg,
+            count.review_reason if is_lumbar(level) else "",
+        )  # fmt: skip
+        row[f"{level}_review"], row[f"{level}_confidence"] = review.text, round(review.confidence, 3)
         details[level] = {
             "choice": choice,
             "labels": chosen_labels,
@@ -126,11 +143,28 @@ def estimate_series(
     return row, details
 
 
+def _selection_evidence(models: Models, volume: Volume) -> SelectionEvidence:
+    """The selection run's evidence; a Models without selection_evidence (the tests' fakes) gives its outputs,
+    which are then the CNN's as well."""
+    if hasattr(models, "selection_evidence"):
+        return models.selection_evidence(volume.hu, volume.z_mm)
+    outputs = np.asarray(models.slice_outputs(volume.hu, volume.z_mm), dtype=np.float64)
+    return SelectionEvidence(list(models.levels), outputs, outputs)
+
+
+def _segment(models: Models, level: str, hu_slices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels, and the top-two class margin per pixel where the models give it."""
+    if hasattr(models, "segment_with_margin"):
+        return models.segment_with_margin(level, hu_slices)
+    return models.segment(level, hu_slices), None
+
+
 def _absent_level(level: str, tissues: list[str], reason: str) -> dict[str, object]:
     """A level's cells when it has no slice: every measure blank, and why."""
     cells: dict[str, object] = {f"{level}_{name}": None for name in ("slice_index", "z_mm", "zero_crossings")}
     cells[f"{level}_sop_instance_uid"] = ""
     cells[f"{level}_reason"] = reason
+    cells[f"{level}_review"], cells[f"{level}_confidence"] = "", None
     for tissue in tissues:
         cells |= dict.fromkeys((f"{level}_{tissue}_{stat}" for stat in TISSUE_FIELDS), None)
     return cells

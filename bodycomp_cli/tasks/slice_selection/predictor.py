@@ -17,7 +17,8 @@ from bodycomp_cli.core.metrics import outputs_from_offsets
 from bodycomp_cli.core.preprocess import selection_input, volume_context_rows, window_hu
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.inference.run import LoadedRun
-from bodycomp_cli.tasks.slice_selection.outputs import phase_columns
+from bodycomp_cli.tasks.slice_selection.evidence import SelectionEvidence
+from bodycomp_cli.tasks.slice_selection.outputs import output_levels, phase_columns
 from bodycomp_cli.tasks.slice_selection.series_head import (
     HEAD_FILE,
     classifier_features,
@@ -50,12 +51,18 @@ class SliceSelectionPredictor:
             # Batch by batch: windowing a whole volume at once would take 8 bytes (float64) per voxel.
             return window_hu(hu_volume[rows], window.level, window.width)
 
-        return self._outputs(len(hu_volume), windowed, z_mm)
+        return self._evidence(len(hu_volume), windowed, z_mm).outputs[:, : len(self.run.config.levels)]
+
+    def evidence(self, hu_volume: np.ndarray, z_mm: np.ndarray | None = None) -> SelectionEvidence:
+        """As outputs(), with every output level and what the per-slice CNN, the series head and the phase
+        said apart (evidence.py): what estimate's review compares."""
+        hu_volume, window = np.asarray(hu_volume), self.run.config.window
+        return self._evidence(len(hu_volume), lambda rows: window_hu(hu_volume[rows], window.level, window.width), z_mm)
 
     def outputs_8bit(self, pixels: np.ndarray, z_mm: np.ndarray | None = None) -> np.ndarray:
         """Z x H x W 8-bit slices, windowed as the run's PNGs (evaluate reads those) -> Z x n_levels outputs."""
         pixels = np.asarray(pixels)
-        return self._outputs(len(pixels), lambda rows: pixels[rows], z_mm)
+        return self._evidence(len(pixels), lambda rows: pixels[rows], z_mm).outputs[:, : len(self.run.config.levels)]
 
     def score(self, data_dir: Path, split: str, output_dir: Path, options: Any, progress: Any = None) -> dict:
         """evaluate: offset MAE near each level and the per-series selection error on prepare-slices data."""
@@ -68,9 +75,9 @@ class SliceSelectionPredictor:
         return evaluate_slice_selection(self.run.config, predict, data_dir, split, self.batch_size, progress)
 
     @torch.no_grad()
-    def _outputs(
+    def _evidence(
         self, n_slices: int, slices_8bit: Callable[[np.ndarray], np.ndarray], z_mm: np.ndarray | None
-    ) -> np.ndarray:
+    ) -> SelectionEvidence:
         run, config = self.run, self.run.config
         try:
             rows = volume_context_rows(n_slices, z_mm, config.context_mm)
@@ -80,8 +87,9 @@ class SliceSelectionPredictor:
             ) from None
         if self.heads is not None and (z_mm is None or len(z_mm) != n_slices):
             raise BodycompError(f"{run.run_dir}: has a series head, which needs every slice's z_mm (one whole series)")
-        n_levels = len(config.levels)
-        outputs = np.empty((n_slices, n_levels), dtype=np.float32)
+        levels = output_levels(config)
+        n_levels = len(levels)
+        outputs = np.empty((n_slices, n_levels), dtype=np.float32)  # the per-slice CNN's, with or without a head
         features: list[np.ndarray] = []  # with a series head: the CNN's pooled features, which the head reads
         phases: list[np.ndarray] = []  # and its vertebral phase outputs, in runs that have them
         phase = phase_columns(config)
@@ -92,16 +100,23 @@ class SliceSelectionPredictor:
             images = selection_input(stacked, config.image_size).to(run.device)
             with run.autocast():
                 if self.heads is None:
-                    logits = run.model(images)[:, :n_levels]
-                    outputs[start : start + self.batch_size] = torch.sigmoid(logits.float()).cpu().numpy()
+                    logits = run.model(images)
                 else:
                     logits, pooled = classifier_features(run.model, images)
                     features.append(pooled.float().cpu().numpy())
                     if phase is not None:
                         phases.append(logits[:, phase].float().cpu().numpy())
+                sigmoid = torch.sigmoid(logits[:, :n_levels].float()).cpu().numpy()
+                outputs[start : start + self.batch_size] = sigmoid
         if self.heads is None:
-            return outputs
+            return SelectionEvidence(levels, outputs, outputs)
         # The head's offsets, in the form of the CNN's outputs, so the one slice-choice rule reads both alike.
         phase_outputs = np.concatenate(phases) if phase is not None else None
-        offsets = predict_offsets_mm(self.heads, np.asarray(z_mm), np.concatenate(features), phase_outputs)
-        return outputs_from_offsets(offsets[:, :n_levels], config.threshold).astype(np.float32)
+        pooled_all = np.concatenate(features)
+        offsets = predict_offsets_mm(self.heads, np.asarray(z_mm), pooled_all, phase_outputs)
+        head = None  # where the head alone put each level: a second pass of the (tiny) head, without the snap
+        if phase_outputs is not None:
+            unsnapped = predict_offsets_mm(self.heads, np.asarray(z_mm), pooled_all)
+            head = outputs_from_offsets(unsnapped, config.threshold).astype(np.float32)
+        chosen = outputs_from_offsets(offsets, config.threshold).astype(np.float32)
+        return SelectionEvidence(levels, chosen, outputs, head, phase_outputs)

@@ -1,0 +1,114 @@
+"""A held-out phantom cohort estimated by trained models, and its truth: what absent_levels.py and review_flag.py
+score. Not a benchmark itself.
+
+The cohort is made by `bodycomp phantoms` (seeds of its own, so no series was seen in training); `--variants`
+passes through to it once that command has the option (issue 24's variants). The models are `--models DIR`
+(a folder with select/ and seg/ runs, e.g. a demo's models/), or are trained here with the demo's settings
+on every phantom level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from bodycomp_cli.demo import FAST, FULL, run_demo
+
+LEVELS = ("L3", "T5", "T8", "T10", "T12", "L1", "L5")  # every level the phantoms carry (L3 first: estimate's)
+COHORT_SEED_BASE = 1000  # cohort seeds 1000, 1001, ...: never the training seed's phantoms
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """One estimated held-out cohort: its phantoms.json series (truth) and its results.csv rows."""
+
+    seed: int
+    size: int
+    folder: Path
+    estimate: Path  # its estimate output folder
+    truth: list[dict]
+    results: pd.DataFrame  # indexed by series
+    levels: list[str]  # the levels estimated
+
+    def variant(self, series: dict) -> str:
+        """The phantom variant(s) of a series, as phantoms.json states them ("standard" before variants exist)."""
+        value = series.get("variant", series.get("variants"))
+        if isinstance(value, list):
+            return "+".join(str(v) for v in value) or "standard"
+        return str(value) if value else "standard"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", type=Path, required=True, help="working folder (cohorts, models, estimates)")
+    parser.add_argument("--models", type=Path, default=None, help="a folder with select/ and seg/ runs")
+    parser.add_argument("--train", choices=("fast", "full"), default="full", help="without --models: demo settings")
+    parser.add_argument("--series", type=int, default=40, help="series per cohort")
+    parser.add_argument("--seeds", type=int, default=1, help="cohorts, each of its own seed")
+    parser.add_argument("--size", type=int, default=128, help="phantom image size")
+    parser.add_argument("--variants", default=None, help="passed to `bodycomp phantoms --variants` (when it has it)")
+
+
+def models_folder(args: argparse.Namespace) -> Path:
+    """--models, or models trained now on every phantom level (demo settings)."""
+    if args.models is not None:
+        return args.models
+    settings = replace(FAST if args.train == "fast" else FULL, levels=LEVELS)
+    trained = args.output / "training"
+    if not (trained / "models" / "select" / "series_head.pt").is_file():
+        run_demo(trained, overwrite=True, settings=settings)
+    return trained / "models"
+
+
+def make_cohort(folder: Path, seed: int, series: int, size: int, variants: str | None) -> None:
+    """`bodycomp phantoms` into folder; a folder it already completed (phantoms.json) is used as it is: its name
+    holds the arguments (cohort_folder)."""
+    if (folder / "phantoms.json").is_file():
+        return
+    command = [sys.executable, "-m", "bodycomp_cli", "phantoms", str(folder), "--series", str(series)]
+    command += ["--size", str(size), "--seed", str(seed), "--workers", "1", "--overwrite"]
+    if variants:
+        usage = subprocess.run([*command[:4], "--help"], capture_output=True, text=True, check=True).stdout
+        if "--variants" not in usage:
+            raise SystemExit("--variants: this bodycomp's `phantoms` has no --variants option yet")
+        command += ["--variants", variants]
+    subprocess.run(command, check=True)
+
+
+def estimated_cohorts(args: argparse.Namespace) -> list[Cohort]:
+    """Make each cohort, estimate every series with every level the selection run has (masks kept)."""
+    from bodycomp_cli.estimate.inputs import collect_inputs
+    from bodycomp_cli.estimate.models import load_estimator_models
+    from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
+
+    models = models_folder(args)
+    loaded = load_estimator_models(models / "select", [str(models / "seg")], None, gpus=None)
+    cohorts = []
+    for k in range(args.seeds):
+        seed = COHORT_SEED_BASE + k
+        folder = args.output / f"cohort_{seed}_{args.series}x{args.size}_{args.variants or 'standard'}"
+        make_cohort(folder / "phantoms", seed, args.series, args.size, args.variants)
+        # One estimate per cohort and models (the other benchmark script reuses it).
+        estimate = folder / f"estimate_{hashlib.sha1(str(models.resolve()).encode()).hexdigest()[:8]}"
+        if not (estimate / "results.csv").is_file():
+            options = EstimateOptions(save_masks=True, previews=False, overwrite=True, show_progress=False)
+            run_estimate(collect_inputs([folder / "phantoms" / "series.csv"]), loaded, estimate, options)
+        truth = json.loads((folder / "phantoms" / "phantoms.json").read_text())["series"]
+        results = pd.read_csv(estimate / "results.csv", keep_default_na=False, dtype=str).set_index("series")
+        cohorts.append(Cohort(seed, args.size, folder, estimate, truth, results, list(loaded.levels)))
+    return cohorts
+
+
+def series_index(series: dict) -> int:
+    """phantom_0012 -> 12: what series_params needs to rebuild its truth."""
+    return int(str(series["series"]).rsplit("_", 1)[1])
+
+
+def percent(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:5.1f} % ({part}/{whole})" if whole else "n/a"
