@@ -36,14 +36,14 @@ def test_alberta_tags_beside_their_dicom_slice_come_out_as_bodycomp_classes(tmp_
     assert_user_error(prepare(tmp_path, rows), "row 1", "IM0002.dcm.tag", "needs --label-map")
     result = prepare(tmp_path, rows, "--label-map", "sliceomatic-alberta")
     assert result.exit_code == 0, result.output
-    expected = np.select([tags == 1, tags == 7, tags == 5], [1, 2, 3], 0).astype(np.uint8)  # IMAT (2) -> 0
+    expected = np.select([tags == 1, tags == 2, tags == 7, tags == 5], [1, 1, 2, 3], 0).astype(np.uint8)  # IMAT: 1
     masks = np.load(tmp_path / "out" / "train_masks.npy")[..., 0]
     np.testing.assert_array_equal(masks, np.stack([expected, expected]))
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "train_images.npy")[..., 0], hu[[1, 1]])
-    imat_as_muscle = "muscle=1,2 visceral_fat=5 subcutaneous_fat=7"
-    result = prepare(tmp_path, rows[:1], "--label-map", imat_as_muscle, "--overwrite")
+    imat_left_out = "muscle=1 background=2 visceral_fat=5 subcutaneous_fat=7"
+    result = prepare(tmp_path, rows[:1], "--label-map", imat_left_out, "--overwrite")
     assert result.exit_code == 0, result.output
-    np.testing.assert_array_equal(np.load(tmp_path / "out" / "train_masks.npy")[0, ..., 0], expected + (tags == 2))
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "train_masks.npy")[0, ..., 0], expected - (tags == 2))
 
 
 def test_bad_tag_files_give_one_line_and_no_output(tmp_path):

@@ -124,8 +124,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 help="Source labels -> classes, e.g. 'muscle=1,2 subcutaneous_fat=5 visceral_fat=7' (values, or"
                 " file/segment/ROI names, spaces allowed: a part runs to the next CLASS=), or a preset:"
-                " 'totalsegmentator' (tissue_types file names), 'sliceomatic-alberta' (TAG 1 muscle, 2 IMAT as"
-                " background, 5 visceral, 7 subcutaneous fat). \\[default: none: values are already 0-3"
+                " 'totalsegmentator' (tissue_types file names), 'sliceomatic-alberta' (TAG 1 and 2 (IMAT) muscle,"
+                " 5 visceral, 7 subcutaneous fat). \\[default: none: values are already 0-3"
                 " (background, muscle, subcutaneous, visceral fat) and names are those classes' names, as"
                 " estimate --dicom-seg writes them]",
                 show_default=False,

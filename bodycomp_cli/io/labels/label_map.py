@@ -24,9 +24,10 @@ PRESETS = {
     # TotalSegmentator's tissue_types task: one file per tissue; torso_fat is fat inside the abdominal wall.
     "totalsegmentator": "muscle=skeletal_muscle subcutaneous_fat=subcutaneous_fat visceral_fat=torso_fat",
     # SliceOmatic's Alberta protocol tags (TomoVision's Alberta Protocol help): 1 skeletal muscle, 2 IMAT
-    # (intermuscular fat), 5 visceral fat, 7 subcutaneous fat. The protocol's muscle area is TAG 1 alone, so IMAT
-    # is background here; "muscle=1,2 visceral_fat=5 subcutaneous_fat=7" counts it as muscle instead.
-    "sliceomatic-alberta": "muscle=1 background=2 visceral_fat=5 subcutaneous_fat=7",
+    # (intermuscular fat), 5 visceral fat, 7 subcutaneous fat. bodycomp's muscle class is the muscle compartment:
+    # estimate finds IMAT inside it by HU, and --hu-ranges alberta gives the protocol's TAG-1 muscle area. So IMAT
+    # joins muscle here; "muscle=1 background=2 visceral_fat=5 subcutaneous_fat=7" leaves it out instead.
+    "sliceomatic-alberta": "muscle=1,2 visceral_fat=5 subcutaneous_fat=7",
 }
 
 
