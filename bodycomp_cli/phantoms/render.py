@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import binary_erosion, gaussian_filter
+from scipy.stats import norm
 
 from bodycomp_cli.phantoms import tissues as T
 from bodycomp_cli.phantoms.anatomy import bell, profile
@@ -18,6 +19,16 @@ from bodycomp_cli.phantoms.canvas import Canvas
 from bodycomp_cli.phantoms.variation import SeriesParams
 
 RIGHT, LEFT = -1.0, 1.0  # sign of x on the patient's right / left
+
+
+@dataclass(frozen=True)
+class RenderedSlice:
+    """One slice with its truth: clean HU (float32, before noise), labels (uint8, 0-3) and the
+    intermuscular fat (IMAT) mask (bool): fat-HU pixels inside the muscle compartment, labelled muscle."""
+
+    hu: np.ndarray
+    labels: np.ndarray
+    imat: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,9 @@ class SeriesRenderer:
         self.muscle_texture = _texture(rng, self.xs, self.ys)
         self.organ_texture = _texture(rng, self.xs, self.ys)
         self.loops = self._bowel_loops(rng)
+        # A separate stream, so that the IMAT fields leave every other draw (and older phantoms) unchanged.
+        imat_rng = np.random.default_rng([params.texture_seed, 1])
+        self.imat_fields = [self._speckle(imat_rng) for _ in range(2)]
         deepest = max(params.chest_depth, params.abdomen_depth, params.pelvis_depth)
         self.table_y = deepest * 0.88 + params.sat_mm * 0.9 + 6.0
 
@@ -92,9 +106,20 @@ class SeriesRenderer:
             )
         return loops
 
+    def _speckle(self, rng: np.random.Generator) -> np.ndarray:
+        """Smoothed white noise with blobs about 4 mm across, scaled to unit SD (seeds of IMAT)."""
+        sigma_px = max(0.5, 2.0 / self.p.pixel_spacing_mm)
+        field = gaussian_filter(rng.standard_normal(self.rho.shape).astype(np.float32), sigma_px)
+        return field / np.float32(max(float(field.std()), 1e-6))
+
     # ----------------------------------------------------------------------------------------------
     def render(self, z_mm: float) -> tuple[np.ndarray, np.ndarray]:
         """Clean HU (float32, before noise) and labels (uint8, 0-3) of the slice at z_mm."""
+        rendered = self.render_slice(z_mm)
+        return rendered.hu, rendered.labels
+
+    def render_slice(self, z_mm: float) -> RenderedSlice:
+        """The slice at z_mm with its truth masks (see RenderedSlice)."""
         p = self.p
         v = float(self.p.spine.v_at(z_mm))
         t = 0.5 + 0.5 * np.sin(z_mm / 37.0)  # slow change of texture along z
@@ -112,13 +137,28 @@ class SeriesRenderer:
         self._spine(canvas, v, g)
         if v < 12.0:
             self._ribs(canvas, v, g)
-        return canvas.hu, canvas.label
+        imat = self._intermuscular_fat(canvas, z_mm, fat)
+        return RenderedSlice(canvas.hu, canvas.label, imat)
 
     def add_noise(self, hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """CT-like noise (slightly correlated between neighbouring pixels), rounded to int16 HU."""
         noise = gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), 0.6)
         noise *= np.float32(self.p.noise_sd / max(float(noise.std()), 1e-6))
         return np.clip(np.rint(hu + noise), -1024, 3071).astype(np.int16)
+
+    def _intermuscular_fat(self, canvas: Canvas, z_mm: float, fat: np.ndarray) -> np.ndarray:
+        """Turn blobs of the muscle compartment's interior into fat HU, keeping the muscle label (as the
+        L3 protocol does: IMAT is counted inside the muscle compartment). Painted last, on the final muscle
+        mask, so that nothing drawn later can cover it and the returned mask is exact."""
+        muscle = canvas.label == T.MUSCLE
+        # At least 3 mm from the compartment's edge, so that IMAT never touches SAT or VAT.
+        interior = binary_erosion(muscle, iterations=max(1, int(np.ceil(3.0 / self.p.pixel_spacing_mm))))
+        # Two fields blended slowly along z: the fat septa move between slices like the fat texture does.
+        t = 0.5 + 0.5 * np.sin(z_mm / 23.0)
+        blend = (t * self.imat_fields[0] + (1.0 - t) * self.imat_fields[1]) / np.hypot(t, 1.0 - t)
+        imat = interior & (blend > np.float32(norm.ppf(1.0 - self.p.imat_fraction)))
+        canvas.hu[imat] = fat[imat]
+        return imat
 
     # ----------------------------------------------------------------------------------------------
     def _table(self, canvas: Canvas) -> None:

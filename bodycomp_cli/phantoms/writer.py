@@ -1,9 +1,11 @@
 """Write a phantom data set: CT series for prepare-slices and labelled slices for prepare-seg.
 
 OUTPUT_DIR/
-  series/<id>.npz            hu (Z x S x S int16), z_mm (Z, ascending), pixel_spacing (row_mm, col_mm)
+  series/<id>.npz            hu (Z x S x S int16), z_mm (Z, ascending), pixel_spacing (row_mm, col_mm),
+                             imat (Z x S x S bool: the intermuscular fat truth, see render.RenderedSlice)
   series.csv                 series, path, z_T5 ... z_L5 (blank: level not covered), split (train/val/test)
-  slices/<id>_<LEVEL>_<k>.npy and ..._mask.npy   2-D HU (int16) and labels (uint8)
+  slices/<id>_<LEVEL>_<k>.npy, ..._mask.npy and ..._imat.npy   2-D HU (int16), labels (uint8) and the
+                             intermuscular fat truth (bool; those pixels are labelled 1, muscle, in the mask)
   seg.csv, seg_test.csv      slices near L3, labels 0-3: image, mask, id, group (= series), split
   seg_thoracic.csv, seg_thoracic_test.csv        slices near T5/T8/T10, labels 0-2 (no visceral fat)
   phantoms.json              the parameters of every series (the ground truth behind the images)
@@ -102,12 +104,14 @@ def _write_series(task: tuple[Path, int, int, int, int, str]) -> dict:
     noise_rng = np.random.default_rng([seed, index, 7])
     z_mm = slice_positions(params)
     hu = np.empty((len(z_mm), size, size), np.int16)
+    imat = np.empty((len(z_mm), size, size), bool)
     for k, z in enumerate(z_mm):
-        clean, _ = renderer.render(float(z))
-        hu[k] = renderer.add_noise(clean, noise_rng)
+        rendered = renderer.render_slice(float(z))
+        hu[k] = renderer.add_noise(rendered.hu, noise_rng)
+        imat[k] = rendered.imat
     sid = series_id(index)
     spacing = np.array([params.pixel_spacing_mm, params.pixel_spacing_mm])
-    _save_npz(root / "series" / f"{sid}.npz", hu=hu, z_mm=z_mm.astype(np.float64), pixel_spacing=spacing)
+    _save_npz(root / "series" / f"{sid}.npz", hu=hu, z_mm=z_mm.astype(np.float64), pixel_spacing=spacing, imat=imat)
 
     seg_rows: dict[str, list[dict]] = {"abdominal": [], "thoracic": []}
     picks = [("L3", k) for k in range(seg_slices)] + [(level, 0) for level in THORACIC_LEVELS]
@@ -115,12 +119,14 @@ def _write_series(task: tuple[Path, int, int, int, int, str]) -> dict:
         # Anywhere within the middle of the vertebra, as a reader would pick "the L3 slice".
         step = abs(params.spine.z_of(level) - float(params.spine.z_at(vertebra_index(level) + 1)))
         z = params.spine.z_of(level) + noise_rng.uniform(-0.35, 0.35) * step
-        clean, labels = renderer.render(z)
+        rendered = renderer.render_slice(z)
+        labels = rendered.labels
         if level in THORACIC_LEVELS:
             labels = np.where(labels == T.VISCERAL_FAT, T.BACKGROUND, labels).astype(np.uint8)
         name = f"{sid}_{level}_{k}"
-        np.save(root / "slices" / f"{name}.npy", renderer.add_noise(clean, noise_rng))
+        np.save(root / "slices" / f"{name}.npy", renderer.add_noise(rendered.hu, noise_rng))
         np.save(root / "slices" / f"{name}_mask.npy", labels)
+        np.save(root / "slices" / f"{name}_imat.npy", rendered.imat)
         row = {"image": f"slices/{name}.npy", "mask": f"slices/{name}_mask.npy", "id": name, "group": sid}
         seg_rows["thoracic" if level in THORACIC_LEVELS else "abdominal"].append(row)
     levels = covered_levels(params, z_mm)
