@@ -14,8 +14,9 @@ from scipy.ndimage import binary_erosion, gaussian_filter
 from scipy.stats import norm
 
 from bodycomp_cli.phantoms import tissues as T
-from bodycomp_cli.phantoms.anatomy import bell, profile
+from bodycomp_cli.phantoms.anatomy import bell, profile, vertebra_index
 from bodycomp_cli.phantoms.canvas import Canvas
+from bodycomp_cli.phantoms.extras import metal_objects, paint_arms, paint_metal, scoliosis_offset_mm
 from bodycomp_cli.phantoms.variation import SeriesParams
 
 RIGHT, LEFT = -1.0, 1.0  # sign of x on the patient's right / left
@@ -135,9 +136,14 @@ class SeriesRenderer:
         if v > 15.5:
             self._pelvis(canvas, v, g, muscle)
         self._spine(canvas, v, g)
-        if v < 12.0:
+        if v < p.variants.rib_pairs:
             self._ribs(canvas, v, g)
+        if p.variants.arms_down:
+            paint_arms(canvas, g["outside"], p, fat, muscle)
         imat = self._intermuscular_fat(canvas, z_mm, fat)
+        metal = metal_objects(p, v, g)
+        if metal:
+            paint_metal(canvas, metal)
         return RenderedSlice(canvas.hu, canvas.label, imat)
 
     def add_noise(self, hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -204,6 +210,7 @@ class SeriesRenderer:
         canvas.paint_mask(inside_wall, muscle, T.MUSCLE)
 
         s, bulk = p.spine.scale, p.muscle_bulk
+        x0 = scoliosis_offset_mm(p, v)  # the spine's sideways shift (0 without scoliosis)
         back = depth * 0.88  # posterior muscle surface (flattened) at the midline
         spine_depth = profile(v, (0.0, 11.0, 16.0), (64.0, 72.0, 80.0)) * s * (0.85 + 0.15 * bulk)
         y_vb = back - spine_depth  # centre of the vertebral body
@@ -224,14 +231,16 @@ class SeriesRenderer:
         for side in (RIGHT, LEFT):  # erector spinae, and quadratus lumborum at lumbar levels
             half_w = (14.0 + 8.0 * belly) * bulk * s
             canvas.paint(
-                canvas.ellipse(side * (8.0 * s + half_w), 0.5 * (canal_y + back), half_w, 0.5 * (back - canal_y) + 6.0),
+                canvas.ellipse(
+                    x0 + side * (8.0 * s + half_w), 0.5 * (canal_y + back), half_w, 0.5 * (back - canal_y) + 6.0
+                ),
                 muscle,
                 T.MUSCLE,
             )
             ql = bell(v, 11.0, 12.5, 15.5, 16.8) * bulk * s
             if ql > 0:
                 canvas.paint(
-                    canvas.ellipse(side * (a_vb + 40.0 * s), y_vb + b_vb + 8.0 * s, 16.0 * ql, 11.0 * ql),
+                    canvas.ellipse(x0 + side * (a_vb + 40.0 * s), y_vb + b_vb + 8.0 * s, 16.0 * ql, 11.0 * ql),
                     muscle,
                     T.MUSCLE,
                 )
@@ -248,6 +257,9 @@ class SeriesRenderer:
             "top": top,
             "scale": s,
             "bulk": bulk,
+            "x0": x0,
+            "outside": self.rho >= outer,
+            "width": width,
         }
 
     def _thorax(self, canvas: Canvas, v: float, g: dict) -> None:
@@ -382,11 +394,13 @@ class SeriesRenderer:
                 )
         if 3.0 < v < 16.2:  # descending and abdominal aorta, inferior vena cava
             canvas.paint(
-                canvas.ellipse(LEFT * 0.8 * a_vb, y_vb - b_vb - 8.0 * s, 11.0 * s, 11.0 * s), blood, T.BACKGROUND
+                canvas.ellipse(g["x0"] + LEFT * 0.8 * a_vb, y_vb - b_vb - 8.0 * s, 11.0 * s, 11.0 * s),
+                blood,
+                T.BACKGROUND,
             )
         if 9.5 < v < 16.2:
             canvas.paint(
-                canvas.ellipse(RIGHT * 0.9 * a_vb, y_vb - b_vb - 10.0 * s, 11.0 * s, 9.0 * s),
+                canvas.ellipse(g["x0"] + RIGHT * 0.9 * a_vb, y_vb - b_vb - 10.0 * s, 11.0 * s, 9.0 * s),
                 blood,
                 T.BACKGROUND,
                 within=cav,
@@ -397,7 +411,10 @@ class SeriesRenderer:
             for side in (RIGHT, LEFT):
                 canvas.paint(
                     canvas.ellipse(
-                        side * (a_vb + 0.85 * psoas + 22.0 * pel), y_vb + 0.15 * b_vb - 28.0 * pel, psoas, 0.9 * psoas
+                        g["x0"] + side * (a_vb + 0.85 * psoas + 22.0 * pel),
+                        y_vb + 0.15 * b_vb - 28.0 * pel,
+                        psoas,
+                        0.9 * psoas,
                     ),
                     muscle,
                     T.MUSCLE,
@@ -419,10 +436,11 @@ class SeriesRenderer:
             canvas.paint(canvas.ellipse(0.0, y_vb - 20.0 * s, 11.0 * s, 9.0 * s), T.GAS_HU, T.BACKGROUND, within=cav)
         # Iliac wings: from the crest just below L5 they run from the sacroiliac joint (medial, posterior)
         # forward and outward, with the iliacus muscle on their inner face.
-        length = profile(v, (16.25, 17.0, 18.0, 19.5, 21.0), (0.0, 55.0, 65.0, 50.0, 30.0)) * s
+        vb = v - self._sacral_shift  # the pelvic bones sit on the sacrum, wherever it starts
+        length = profile(vb, (16.25, 17.0, 18.0, 19.5, 21.0), (0.0, 55.0, 65.0, 50.0, 30.0)) * s
         if length <= 4.0:
             return
-        width = profile(v, (16.25, 18.0), (4.0, 7.0)) * s
+        width = profile(vb, (16.25, 18.0), (4.0, 7.0)) * s
         sacrum_half = self._sacrum_half_width(v, g)
         for side in (RIGHT, LEFT):
             angle = np.deg2rad(38.0)
@@ -438,50 +456,55 @@ class SeriesRenderer:
             canvas.paint(canvas.ellipse(cx, cy_w, 0.5 * length, width + 1.5, rot), 900.0, T.BACKGROUND)
             canvas.paint(canvas.ellipse(cx, cy_w, 0.5 * length - 2.5, width - 1.0, rot), p.bone_hu, T.BACKGROUND)
 
-    @staticmethod
-    def _sacrum_half_width(v: float, g: dict) -> float:
-        return g["a_vb"] * 1.5 + 12.0 * max(0.0, min(v - 16.6, 1.5)) * g["scale"]
+    @property
+    def _sacral_shift(self) -> int:
+        """Segments by which the sacrum starts lower (lumbarised S1: +1) or higher (sacralised L5: -1)."""
+        return self.p.variants.sacrum_index - vertebra_index("S1")
+
+    def _sacrum_half_width(self, v: float, g: dict) -> float:
+        return g["a_vb"] * 1.5 + 12.0 * max(0.0, min(v - self._sacral_shift - 16.6, 1.5)) * g["scale"]
 
     def _spine(self, canvas: Canvas, v: float, g: dict) -> None:
         p = self.p
-        s, y_vb, a, b = g["scale"], g["y_vb"], g["a_vb"], g["b_vb"]
+        s, y_vb, a, b, x0 = g["scale"], g["y_vb"], g["a_vb"], g["b_vb"], g["x0"]
         index = int(np.floor(v + 0.5))
         frac = v - index  # -0.5 (upper end plate) ... +0.5 (lower end plate) of the nearest vertebra
-        lumbar = v > 11.5
+        lumbar = v > p.variants.rib_pairs - 0.5  # rib-free vertebrae have lumbar shape
+        sacrum_top = p.variants.sacrum_index - 0.25
         disc_half = 0.5 * profile(v, (0.0, 11.0, 16.0), (0.16, 0.2, 0.24))
         in_disc = abs(frac) > 0.5 - disc_half
         canal_r = (7.0 + 2.0 * lumbar) * s
-        if v > 16.75:  # sacrum, tilted backward as it descends
-            sy = y_vb + 6.0 + 10.0 * min(v - 16.75, 2.5) * s
+        if v > sacrum_top:  # sacrum, tilted backward as it descends
+            sy = y_vb + 6.0 + 10.0 * min(v - sacrum_top, 2.5) * s
             half = self._sacrum_half_width(v, g)
-            canvas.paint(canvas.ellipse(0.0, sy, half, b * 0.9), 900.0, T.BACKGROUND)
-            canvas.paint(canvas.ellipse(0.0, sy, half - 2.5, b * 0.9 - 2.5), p.bone_hu, T.BACKGROUND)
-            canvas.paint(canvas.ellipse(0.0, sy + 0.45 * b, 10.0 * s, 5.0 * s), T.FLUID_HU, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, sy, half, b * 0.9), 900.0, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, sy, half - 2.5, b * 0.9 - 2.5), p.bone_hu, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, sy + 0.45 * b, 10.0 * s, 5.0 * s), T.FLUID_HU, T.BACKGROUND)
             for side in (RIGHT, LEFT):  # sacral foramina
-                canvas.paint(canvas.ellipse(side * 0.45 * half, sy, 4.0 * s, 4.0 * s), T.FLUID_HU, T.BACKGROUND)
+                canvas.paint(canvas.ellipse(x0 + side * 0.45 * half, sy, 4.0 * s, 4.0 * s), T.FLUID_HU, T.BACKGROUND)
             return
         if in_disc:
-            canvas.paint(canvas.ellipse(0.0, y_vb, a * 1.05, b * 1.05), T.DISC_HU, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, y_vb, a * 1.05, b * 1.05), T.DISC_HU, T.BACKGROUND)
         else:
-            canvas.paint(canvas.ellipse(0.0, y_vb, a, b), T.CORTICAL_BONE_HU * 0.85, T.BACKGROUND)
-            canvas.paint(canvas.ellipse(0.0, y_vb, a - 2.0, b - 2.0), p.bone_hu, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, y_vb, a, b), T.CORTICAL_BONE_HU * 0.85, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, y_vb, a - 2.0, b - 2.0), p.bone_hu, T.BACKGROUND)
         canal_y = y_vb + b + canal_r + 2.0
         bone = 0.5 * (p.bone_hu + T.CORTICAL_BONE_HU)
         if -0.35 < frac < 0.15:  # pedicles and laminae: a closed bony ring around the canal
-            canvas.paint(canvas.ellipse(0.0, canal_y, canal_r + 5.0, canal_r + 4.0), bone, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, canal_y, canal_r + 5.0, canal_r + 4.0), bone, T.BACKGROUND)
         elif not in_disc:  # laminae only
-            canvas.paint(canvas.ellipse(0.0, canal_y + canal_r + 2.0, canal_r + 4.0, 4.0), bone, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, canal_y + canal_r + 2.0, canal_r + 4.0, 4.0), bone, T.BACKGROUND)
         else:  # facet joints beside the disc
             for side in (RIGHT, LEFT):
                 canvas.paint(
-                    canvas.ellipse(side * (canal_r + 3.0), canal_y + 3.0, 5.0 * s, 5.0 * s), bone, T.BACKGROUND
+                    canvas.ellipse(x0 + side * (canal_r + 3.0), canal_y + 3.0, 5.0 * s, 5.0 * s), bone, T.BACKGROUND
                 )
-        canvas.paint(canvas.ellipse(0.0, canal_y, canal_r, canal_r * 0.9), T.FLUID_HU, T.BACKGROUND)
+        canvas.paint(canvas.ellipse(x0, canal_y, canal_r, canal_r * 0.9), T.FLUID_HU, T.BACKGROUND)
         if lumbar and -0.25 < frac < 0.3:  # short, horizontal, broad spinous process
-            canvas.paint(canvas.ellipse(0.0, canal_y + canal_r + 18.0 * s, 4.0 * s, 15.0 * s), bone, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, canal_y + canal_r + 18.0 * s, 4.0 * s, 15.0 * s), bone, T.BACKGROUND)
         elif not lumbar and frac > -0.2:  # long and sloping down: its tip is seen further back, lower down
             canvas.paint(
-                canvas.ellipse(0.0, canal_y + canal_r + (10.0 + 14.0 * (frac + 0.2)) * s, 4.0 * s, 10.0 * s),
+                canvas.ellipse(x0, canal_y + canal_r + (10.0 + 14.0 * (frac + 0.2)) * s, 4.0 * s, 10.0 * s),
                 bone,
                 T.BACKGROUND,
             )
@@ -489,14 +512,16 @@ class SeriesRenderer:
             length = profile(v, (12.0, 13.0, 14.0, 15.0, 16.0), (17.0, 23.0, 30.0, 25.0, 21.0)) * s
             for side in (RIGHT, LEFT):
                 canvas.paint(
-                    canvas.ellipse(side * (a * 0.5 + 0.5 * length + 6.0), y_vb + b + 3.0, 0.5 * length + 6.0, 4.5 * s),
+                    canvas.ellipse(
+                        x0 + side * (a * 0.5 + 0.5 * length + 6.0), y_vb + b + 3.0, 0.5 * length + 6.0, 4.5 * s
+                    ),
                     bone,
                     T.BACKGROUND,
                 )
         elif not lumbar and -0.35 < frac < 0.05:  # thoracic ones point back and out, toward the ribs
             for side in (RIGHT, LEFT):
                 canvas.paint(
-                    canvas.ellipse(side * (canal_r + 13.0 * s), canal_y - 1.0, 13.0 * s, 5.0 * s, -side * 30),
+                    canvas.ellipse(x0 + side * (canal_r + 13.0 * s), canal_y - 1.0, 13.0 * s, 5.0 * s, -side * 30),
                     bone,
                     T.BACKGROUND,
                 )
@@ -506,7 +531,7 @@ class SeriesRenderer:
         cuts the ribs of the few vertebrae above it at points that move along the cage with z."""
         ca, cb, cy, s = g["cav_a"], g["cav_b"], g["cav_y"], g["scale"]
         bone = 0.5 * (self.p.bone_hu + T.CORTICAL_BONE_HU)
-        for k in range(12):
+        for k in range(self.p.variants.rib_pairs):  # rib k on vertebra k (0 = T1); 13 pairs: L1 bears one
             drop = profile(k, (0, 6, 9, 10, 11), (3.8, 4.2, 3.5, 1.5, 0.9))
             dv = v - k
             if not 0.0 <= dv <= drop:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bodycomp_cli.phantoms.anatomy import Spine, vertebra_index
+from bodycomp_cli.phantoms.variants import Variants
 
 # Intermuscular fat (IMAT) as a share of the muscle compartment's interior: a design choice (not fitted to
 # a cohort) that gives IMAT areas of a few cm2 at L3, small beside the muscle, as on adult CT.
@@ -46,18 +47,30 @@ class SeriesParams:
     # Intermuscular fat: the share of the muscle compartment's interior that is fat (drawn last, so that
     # adding it left every earlier draw, and so every earlier phantom, unchanged).
     imat_fraction: float = 0.0
+    variants: Variants = Variants()  # transitional vertebrae, arms, metal, ... (variants.py)
 
 
-def sample_series(rng: np.random.Generator, size: int, coverage: str = "full") -> SeriesParams:
-    """Draw one series' parameters. coverage: "full", "no_t5" (starts below T5) or "no_l5" (ends above L5)."""
+def sample_series(
+    rng: np.random.Generator, size: int, coverage: str = "full", variants: Variants | None = None
+) -> SeriesParams:
+    """Draw one series' parameters. coverage: "full", "no_t5" (starts below T5), "no_l5" (ends above L5),
+    "chest_only" (ends above L3) or "pelvis_only" (starts below L3); variants' coverage, when given, wins.
+    Every coverage takes the same draws, so the other parameters do not depend on it."""
+    variants = variants or Variants(coverage=coverage)
+    coverage = variants.coverage
     scale = rng.uniform(0.9, 1.1)
     spine = Spine(z_t1=rng.uniform(-50.0, 150.0), scale=scale)
+    l3 = vertebra_index("L3")
     if coverage == "no_t5":
         v_top = rng.uniform(vertebra_index("T5") + 0.6, vertebra_index("T8") - 0.6)
+    elif coverage == "pelvis_only":  # from below the L3 vertebra (its lower end plate is at L3 + 0.5)
+        v_top = rng.uniform(l3 + 0.7, l3 + 1.6)
     else:
         v_top = rng.uniform(-2.0, -1.0)
     if coverage == "no_l5":
-        v_bottom = rng.uniform(vertebra_index("L3") + 0.7, vertebra_index("L5") - 0.6)
+        v_bottom = rng.uniform(l3 + 0.7, vertebra_index("L5") - 0.6)
+    elif coverage == "chest_only":  # down to the upper abdomen, above the L3 vertebra
+        v_bottom = rng.uniform(vertebra_index("T10"), l3 - 0.8)
     else:
         v_bottom = rng.uniform(19.0, 20.0)
     vat = rng.beta(2.0, 2.0)
@@ -68,8 +81,13 @@ def sample_series(rng: np.random.Generator, size: int, coverage: str = "full") -
     abdomen_width = chest_width * rng.uniform(0.88, 0.98) + 25.0 * vat
     pelvis_width = abdomen_width * rng.uniform(0.98, 1.05) + 15.0 * gynoid
     widest = max(chest_width, abdomen_width, pelvis_width) + 1.6 * sat * (1.0 + 0.6 * gynoid)
+    if variants.arms_down:  # the field of view opens for the arms, up to the scanner's 500 mm
+        widest += 2.0 * (variants.arm_gap_mm + variants.arm_radius_mm)
     # Real scans use 0.6-0.98 mm pixels at 512: a field of view of 300-500 mm that holds the body.
-    fov = float(np.clip(2.0 * widest * rng.uniform(1.08, 1.2), 300.0, 500.0))
+    margin = rng.uniform(1.08, 1.2)
+    fov = float(np.clip(2.0 * widest * margin, 300.0, 500.0))
+    if variants.fov_cut:  # 68-80 % of the widest outline: the flanks (and arms) leave the image
+        fov = 2.0 * widest * (margin - 0.4)
     return SeriesParams(
         spine=spine,
         size=size,
@@ -99,4 +117,5 @@ def sample_series(rng: np.random.Generator, size: int, coverage: str = "full") -
         wobble=tuple((float(rng.uniform(0.0, 0.025)), float(rng.uniform(0, 2 * np.pi))) for _ in range(3)),
         texture_seed=int(rng.integers(0, 2**31)),
         imat_fraction=float(rng.uniform(*IMAT_FRACTION_RANGE)),
+        variants=variants,
     )
