@@ -13,8 +13,8 @@ from bodycomp_cli.phantoms import tissues as T
 
 CLASSES = ("background", "muscle", "subcutaneous_fat", "visceral_fat")
 # Noise moves a few muscle pixels of low HU into the fat range (and, rarely, an IMAT pixel out of it). Over
-# 30 series at 128 and 256 px (seed 7), the noisy IMAT was 0 to +27 % of the truth; 35 % leaves a margin.
-NOISY_IMAT_TOLERANCE = 0.35
+# 30 series at 128 and 256 px (seed 7), the noisy IMAT was -0.04 to +0.49 cm2 off a truth of 0.3-12.5 cm2.
+NOISY_IMAT_TOLERANCE, NOISY_IMAT_FLOOR_CM2 = 0.25, 0.5
 
 
 def _l3_slice(seed: int, index: int, size: int):
@@ -50,7 +50,7 @@ def test_muscle_quality_imat_equals_the_truth(index):
     assert clean == pytest.approx(truth_cm2, rel=1e-12)
     noisy_hu = renderer.add_noise(rendered.hu, np.random.default_rng(index))
     noisy = muscle_quality(noisy_hu, rendered.labels, CLASSES, spacing)["imat_area_cm2"]
-    assert abs(noisy - truth_cm2) <= NOISY_IMAT_TOLERANCE * truth_cm2
+    assert abs(noisy - truth_cm2) <= NOISY_IMAT_TOLERANCE * truth_cm2 + NOISY_IMAT_FLOOR_CM2
 
 
 def test_imat_amount_varies_between_series():

@@ -121,7 +121,9 @@ def test_anatomy_changes_with_the_level():
         hu_pelvis, _, _ = _render_at(2, index, vertebra_index("S1") + 0.5, size=128)
         body = (r.rho < 120.0) & (hu_t8 > -1000)
         assert ((hu_t8 < -700) & body).sum() > 200  # lungs
-        assert ((hu_l3 < -700) & (r.rho < 60.0)).sum() < 40  # at most some bowel gas near the centre
+        # At most some bowel gas near the centre (the lungs at T8 fill over 1000 of these pixels). The bowel
+        # packed between the visceral fat since issue 24 brings up to about 40 pixels of gas; 100 keeps a margin.
+        assert ((hu_l3 < -700) & (r.rho < 60.0)).sum() < 100
         lateral = np.abs(r.x) > 75.0
         assert ((hu_t8 > 300) & lateral).sum() > 0  # ribs
         assert ((hu_l3 > 300) & lateral).sum() == 0

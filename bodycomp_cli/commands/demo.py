@@ -44,9 +44,7 @@ def register(app: typer.Typer) -> None:
         from bodycomp_cli.phantoms.variants import parse_prevalence
 
         prevalence = parse_prevalence(variants)
-        result = generate_phantoms(
-            output_dir, series, seed, size, seg_slices, workers, overwrite, variants=prevalence
-        )
+        result = generate_phantoms(output_dir, series, seed, size, seg_slices, workers, overwrite, variants=prevalence)
         splits = ", ".join(f"{count} {name}" for name, count in result.split_counts.items())
         console.print(
             f"Wrote {result.series} series ({splits}; {result.slices} slices) and {result.seg_slices} labelled "

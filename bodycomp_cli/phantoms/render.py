@@ -20,6 +20,10 @@ from bodycomp_cli.phantoms.extras import metal_objects, paint_arms, paint_metal,
 from bodycomp_cli.phantoms.variation import SeriesParams
 
 RIGHT, LEFT = -1.0, 1.0  # sign of x on the patient's right / left
+# The abdominal wall at bulk 1 (mm): each rectus 70 mm wide and up to 10 mm thick beside a 5 mm linea alba;
+# the flank's three layers together 14 mm. Ultrasound puts the layers in the order transversus < external
+# oblique < internal oblique < rectus (Tahan N et al. J Physiol Anthropol 2016;35:17, 156 healthy adults).
+LINEA_ALBA_MM, RECTUS_WIDTH_MM, RECTUS_MM, FLANK_MM = 5.0, 70.0, 10.0, 14.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class SeriesRenderer:
         self.anterior_w = np.clip(-self.sin, 0, None)
         self.posterior_w = np.clip(self.sin, 0, None)
         self.lateral_w = np.abs(self.cos)
+        self.from_front = np.abs(np.arctan2(x, -y)).astype(np.float32)  # angle from the anterior midline, 0-pi
         wobble = np.zeros_like(self.rho)
         for k, (amplitude, phase) in enumerate(params.wobble, start=2):
             wobble += amplitude * np.cos(k * theta + phase).astype(np.float32)
@@ -85,12 +90,13 @@ class SeriesRenderer:
         # A separate stream, so that the IMAT fields leave every other draw (and older phantoms) unchanged.
         imat_rng = np.random.default_rng([params.texture_seed, 1])
         self.imat_fields = [self._speckle(imat_rng) for _ in range(2)]
+        self.bowel_fields = [self._speckle(imat_rng, sigma_mm=7.0) for _ in range(2)]
         deepest = max(params.chest_depth, params.abdomen_depth, params.pelvis_depth)
         self.table_y = deepest * 0.88 + params.sat_mm * 0.9 + 6.0
 
     def _bowel_loops(self, rng: np.random.Generator) -> list[_Loop]:
         # Less visceral fat means more bowel filling the cavity.
-        count = int(30 + 50 * (1.0 - self.p.vat))
+        count = int(60 + 160 * (1.0 - self.p.vat))
         loops = []
         for _ in range(count):
             v0 = rng.uniform(11.0, 20.0)
@@ -100,16 +106,17 @@ class SeriesRenderer:
                     v1=v0 + rng.uniform(0.6, 2.2),
                     ux=rng.uniform(-0.75, 0.75),
                     uy=rng.uniform(-0.75, 0.35),
-                    radius=rng.uniform(7.0, 15.0),
+                    radius=rng.uniform(8.0, 17.0),
                     drift=rng.uniform(-8.0, 8.0),
-                    content=float(rng.choice([T.GAS_HU, T.FLUID_HU, 25.0])),
+                    content=float(rng.choice([T.GAS_HU, T.FLUID_HU, 25.0], p=[0.2, 0.4, 0.4])),
                 )
             )
         return loops
 
-    def _speckle(self, rng: np.random.Generator) -> np.ndarray:
-        """Smoothed white noise with blobs about 4 mm across, scaled to unit SD (seeds of IMAT)."""
-        sigma_px = max(0.5, 2.0 / self.p.pixel_spacing_mm)
+    def _speckle(self, rng: np.random.Generator, sigma_mm: float = 2.0) -> np.ndarray:
+        """Smoothed white noise with blobs about 2 sigma_mm across, scaled to unit SD (seeds of IMAT and of
+        the bowel packed between the visceral fat)."""
+        sigma_px = max(0.5, sigma_mm / self.p.pixel_spacing_mm)
         field = gaussian_filter(rng.standard_normal(self.rho.shape).astype(np.float32), sigma_px)
         return field / np.float32(max(float(field.std()), 1e-6))
 
@@ -152,6 +159,11 @@ class SeriesRenderer:
         noise *= np.float32(self.p.noise_sd / max(float(noise.std()), 1e-6))
         return np.clip(np.rint(hu + noise), -1024, 3071).astype(np.int16)
 
+    def _blend(self, fields: list[np.ndarray], z_mm: float) -> np.ndarray:
+        """Two unit-SD fields mixed slowly along z (still unit SD), so blobs drift between slices."""
+        t = 0.5 + 0.5 * np.sin(z_mm / 23.0)
+        return (t * fields[0] + (1.0 - t) * fields[1]) / np.hypot(t, 1.0 - t)
+
     def _intermuscular_fat(self, canvas: Canvas, z_mm: float, fat: np.ndarray) -> np.ndarray:
         """Turn blobs of the muscle compartment's interior into fat HU, keeping the muscle label (as the
         L3 protocol does: IMAT is counted inside the muscle compartment). Painted last, on the final muscle
@@ -159,9 +171,7 @@ class SeriesRenderer:
         muscle = canvas.label == T.MUSCLE
         # At least 3 mm from the compartment's edge, so that IMAT never touches SAT or VAT.
         interior = binary_erosion(muscle, iterations=max(1, int(np.ceil(3.0 / self.p.pixel_spacing_mm))))
-        # Two fields blended slowly along z: the fat septa move between slices like the fat texture does.
-        t = 0.5 + 0.5 * np.sin(z_mm / 23.0)
-        blend = (t * self.imat_fields[0] + (1.0 - t) * self.imat_fields[1]) / np.hypot(t, 1.0 - t)
+        blend = self._blend(self.imat_fields, z_mm)
         imat = interior & (blend > np.float32(norm.ppf(1.0 - self.p.imat_fraction)))
         canvas.hu[imat] = fat[imat]
         return imat
@@ -206,10 +216,18 @@ class SeriesRenderer:
         skin = max(1.5, 0.8 * p.pixel_spacing_mm)
         canvas.paint_mask(self.rho < outer, fat, T.SUBCUTANEOUS_FAT)
         canvas.paint_mask((self.rho < outer) & (self.rho >= outer - skin), T.SKIN_HU, T.BACKGROUND)
-        inside_wall = self.rho < radius
-        canvas.paint_mask(inside_wall, muscle, T.MUSCLE)
-
         s, bulk = p.spine.scale, p.muscle_bulk
+        inside_wall = self.rho < radius
+        # Between the lungs and the pelvis the wall is the abdominal muscles, thin and separate; elsewhere
+        # (chest wall, pelvic girdle) a ring down to the cavity, as before.
+        abdominal = belly * (1.0 - pelvis)
+        wall = inside_wall & (self.rho >= radius - self._wall_thickness(radius, abdominal, bulk, s))
+        canvas.paint_mask(inside_wall & ~wall, fat, T.VISCERAL_FAT)  # extraperitoneal fat, inside the wall
+        canvas.paint_mask(wall, muscle, T.MUSCLE)
+        if abdominal > 0.3:  # linea alba: the recti's fibrous seam, neither muscle nor fat
+            seam = inside_wall & (self.rho >= radius - 2.5) & (self.from_front * radius < LINEA_ALBA_MM * s)
+            canvas.paint_mask(seam, 40.0, T.BACKGROUND)
+
         x0 = scoliosis_offset_mm(p, v)  # the spine's sideways shift (0 without scoliosis)
         back = depth * 0.88  # posterior muscle surface (flattened) at the midline
         spine_depth = profile(v, (0.0, 11.0, 16.0), (64.0, 72.0, 80.0)) * s * (0.85 + 0.15 * bulk)
@@ -258,9 +276,24 @@ class SeriesRenderer:
             "scale": s,
             "bulk": bulk,
             "x0": x0,
+            "z_mm": float(p.spine.z_at(v)),
             "outside": self.rho >= outer,
             "width": width,
         }
+
+    def _wall_thickness(self, radius: np.ndarray, abdominal: float, bulk: float, s: float) -> np.ndarray:
+        """Muscle wall thickness (mm) around the outline: at abdominal levels the paired recti beside the
+        linea alba, the thin linea semilunaris, then the flank's three layers (external and internal oblique,
+        transversus: RECTUS_MM and FLANK_MM at bulk 1), and behind the flank the full depth down to the
+        cavity (quadratus lumborum, paraspinals). abdominal (0-1) blends to the full ring."""
+        arc = self.from_front * radius  # mm along the outline from the anterior midline
+        linea, rectus_w = LINEA_ALBA_MM * s, RECTUS_WIDTH_MM * s
+        across = np.clip((arc - linea) / rectus_w, 0.0, 1.0)
+        rectus = RECTUS_MM * bulk * (0.55 + 0.45 * np.sin(np.pi * across))
+        flank = FLANK_MM * bulk * np.clip((arc - linea - rectus_w) / 25.0, 0.25, 1.0)
+        thickness = np.where(arc < linea, 0.0, np.where(arc < linea + rectus_w, rectus, flank))
+        thickness = thickness + 200.0 * np.clip((self.from_front - 1.9) / 0.35, 0.0, 1.0)
+        return thickness + (1.0 - abdominal) * 80.0
 
     def _thorax(self, canvas: Canvas, v: float, g: dict) -> None:
         p, cav = self.p, g["cavity"]
@@ -314,6 +347,15 @@ class SeriesRenderer:
         o, d = p.organ_shift, p.diaphragm_shift
         organ = p.organ_hu + 5.0 * self.organ_texture
         blood = 190.0 if p.contrast else 42.0
+        # Collapsed bowel and mesenteric vessels packed between the visceral fat: the leaner the series
+        # (vat), the more of the cavity they fill (VAT at L3 is a fraction of the cavity on real CT).
+        # Only below the diaphragm, over fat (never over the lung bases), and in front of the retroperitoneum,
+        # which keeps its fat around the psoas and kidneys.
+        if g["chest"] < 0.5:
+            fat_share = 0.26 + 0.3 * p.vat
+            peritoneal = cav & (self.y < y_vb - 0.5 * b_vb) & (canvas.label == T.VISCERAL_FAT)
+            packed = peritoneal & (self._blend(self.bowel_fields, g["z_mm"]) > np.float32(norm.ppf(fat_share)))
+            canvas.paint_mask(packed, 30.0 + 5.0 * self.organ_texture, T.BACKGROUND)
         for loop in self.loops:
             if loop.v0 < v < loop.v1:
                 lx = loop.ux * ca + loop.drift * (v - loop.v0)
@@ -405,14 +447,16 @@ class SeriesRenderer:
                 T.BACKGROUND,
                 within=cav,
             )
-        psoas = profile(v, (11.8, 13.0, 15.0, 16.5, 17.5, 18.5), (0.0, 9.0, 15.0, 19.0, 18.0, 14.0)) * s * g["bulk"]
+        # Psoas: from L1 down, largest at L4-L5; beside the vertebral body at L3, about 9 cm2 each at bulk 1
+        # (psoas index at L3 of healthy men 6.3 cm2/m2 for both: Druckmann I et al., kidney donors, 2024).
+        psoas = profile(v, (11.8, 13.0, 15.0, 16.5, 17.5, 18.5), (0.0, 14.0, 22.0, 23.0, 20.0, 15.0)) * s * g["bulk"]
         if psoas > 2.0:
             pel = g["pelvis"]
             for side in (RIGHT, LEFT):
                 canvas.paint(
                     canvas.ellipse(
-                        g["x0"] + side * (a_vb + 0.85 * psoas + 22.0 * pel),
-                        y_vb + 0.15 * b_vb - 28.0 * pel,
+                        g["x0"] + side * (a_vb + 0.9 * psoas + 22.0 * pel),
+                        y_vb - 0.1 * b_vb - 28.0 * pel,
                         psoas,
                         0.9 * psoas,
                     ),

@@ -9,6 +9,26 @@ import numpy as np
 from bodycomp_cli.phantoms.anatomy import Spine, vertebra_index
 from bodycomp_cli.phantoms.variants import Variants
 
+
+@dataclass(frozen=True)
+class Build:
+    """How one sex's body build is drawn. The numbers are tuned so that the muscle, SAT and VAT areas at
+    L3 over a generated cohort match published adult values (reference.py; tests/test_phantom_reference.py)."""
+
+    scale: tuple[float, float]  # uniform: body height factor
+    chest_width: tuple[float, float]  # uniform (mm): semi-axis of the chest's muscle wall
+    bulk: tuple[float, float]  # normal (mean, SD): muscle bulk
+    sat_median_mm: float  # log-normal: flank SAT thickness
+    sat_log_sd: float
+    gynoid: tuple[float, float]  # uniform: share of SAT over the hips
+    vat_beta: tuple[float, float]  # beta: amount of visceral fat
+
+
+BUILD = {
+    "M": Build((0.95, 1.1), (135.0, 165.0), (0.98, 0.13), 14.0, 0.45, (0.0, 0.5), (2.5, 2.0)),
+    "F": Build((0.88, 1.02), (120.0, 148.0), (0.7, 0.08), 19.0, 0.45, (0.4, 1.0), (1.4, 3.2)),
+}
+
 # Intermuscular fat (IMAT) as a share of the muscle compartment's interior: a design choice (not fitted to
 # a cohort) that gives IMAT areas of a few cm2 at L3, small beside the muscle, as on adult CT.
 IMAT_FRACTION_RANGE = (0.01, 0.08)
@@ -17,6 +37,7 @@ IMAT_FRACTION_RANGE = (0.01, 0.08)
 @dataclass(frozen=True)
 class SeriesParams:
     spine: Spine
+    sex: str  # "M" or "F": sets the body build, muscle and fat distributions (see reference.py)
     size: int  # in-plane pixels (square)
     pixel_spacing_mm: float  # square pixels, FOV / size
     slice_spacing_mm: float
@@ -58,7 +79,9 @@ def sample_series(
     Every coverage takes the same draws, so the other parameters do not depend on it."""
     variants = variants or Variants(coverage=coverage)
     coverage = variants.coverage
-    scale = rng.uniform(0.9, 1.1)
+    male = bool(rng.random() < 0.5)
+    build = BUILD["M" if male else "F"]
+    scale = rng.uniform(*build.scale)
     spine = Spine(z_t1=rng.uniform(-50.0, 150.0), scale=scale)
     l3 = vertebra_index("L3")
     if coverage == "no_t5":
@@ -73,11 +96,11 @@ def sample_series(
         v_bottom = rng.uniform(vertebra_index("T10"), l3 - 0.8)
     else:
         v_bottom = rng.uniform(19.0, 20.0)
-    vat = rng.beta(2.0, 2.0)
-    sat = rng.uniform(5.0, 35.0)
-    gynoid = rng.uniform(0.0, 1.0)
-    bulk = rng.uniform(0.75, 1.25)
-    chest_width = rng.uniform(125.0, 160.0) * (0.9 + 0.1 * bulk)
+    vat = rng.beta(*build.vat_beta)
+    sat = float(np.clip(build.sat_median_mm * np.exp(rng.normal(0.0, build.sat_log_sd)), 3.0, 45.0))
+    gynoid = rng.uniform(*build.gynoid)
+    bulk = float(np.clip(rng.normal(*build.bulk), 0.6, 1.4))
+    chest_width = rng.uniform(*build.chest_width) * (0.9 + 0.1 * bulk)
     abdomen_width = chest_width * rng.uniform(0.88, 0.98) + 25.0 * vat
     pelvis_width = abdomen_width * rng.uniform(0.98, 1.05) + 15.0 * gynoid
     widest = max(chest_width, abdomen_width, pelvis_width) + 1.6 * sat * (1.0 + 0.6 * gynoid)
@@ -90,6 +113,7 @@ def sample_series(
         fov = 2.0 * widest * (margin - 0.4)
     return SeriesParams(
         spine=spine,
+        sex="M" if male else "F",
         size=size,
         pixel_spacing_mm=fov / size,
         slice_spacing_mm=float(rng.choice([1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0])),
