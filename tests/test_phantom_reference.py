@@ -3,6 +3,8 @@ generated cohort match published adult values (bodycomp_cli/phantoms/reference.p
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy.ndimage import binary_dilation, label
@@ -10,6 +12,7 @@ from scipy.ndimage import binary_dilation, label
 from bodycomp_cli.phantoms import SeriesRenderer, series_params
 from bodycomp_cli.phantoms import tissues as T
 from bodycomp_cli.phantoms.reference import L3_REFERENCE, l3_cohort_areas
+from tests.conftest import invoke
 
 # 96 px is the smallest size whose pixels (3-5 mm) resolve the skin and the thin wall without biasing SAT.
 SIZE, COHORT = 96, 240
@@ -87,3 +90,17 @@ def test_psoas_lies_apart_from_the_back_muscles_in_visceral_fat():
             assert 2.0 < psoas.sum() * pixel_cm2 < 15.0
             ring = binary_dilation(psoas, iterations=2) & ~psoas
             assert (labels[ring] == T.VISCERAL_FAT).mean() > 0.15
+
+
+def test_classic_anatomy_keeps_the_muscle_ring(tmp_path):
+    for index in range(3):
+        params = series_params(0, index, 128, anatomy="classic")
+        assert params.sex == "" and params.anatomy == "classic"
+        renderer = SeriesRenderer(params)
+        labels = renderer.render_slice(float(params.spine.z_of("L3"))).labels
+        midline = labels[: int(np.argmin(np.abs(renderer.ys + 40.0))), int(np.argmin(np.abs(renderer.xs)))]
+        assert T.MUSCLE in midline  # no linea alba: the ring runs across the midline
+    out = tmp_path / "classic"
+    args = ["phantoms", out, "--series", "1", "--size", "32", "--seg-slices", "1", "--workers", "1"]
+    assert invoke([*args, "--anatomy", "classic"]).exit_code == 0
+    assert json.loads((out / "phantoms.json").read_text())["series"][0]["anatomy"] == "classic"

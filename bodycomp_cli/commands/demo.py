@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from bodycomp_cli.commands.common import OverwriteOption, console, report_user_errors, set_malloc_policy
+
+
+class Anatomy(str, Enum):  # the choices of phantoms.variation.ANATOMIES
+    realistic = "realistic"
+    classic = "classic"
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +40,14 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
+        anatomy: Annotated[
+            Anatomy,
+            typer.Option(
+                "--anatomy",
+                help="realistic: separate abdominal wall muscles and L3 areas of published adults (docs/"
+                "phantoms.md); classic: the thick muscle ring of the phantoms before issue 24.",
+            ),
+        ] = Anatomy.realistic,
         overwrite: OverwriteOption = False,
     ) -> None:
         """Write synthetic chest/abdomen/pelvis CT series with known levels and tissue labels.
@@ -44,7 +58,9 @@ def register(app: typer.Typer) -> None:
         from bodycomp_cli.phantoms.variants import parse_prevalence
 
         prevalence = parse_prevalence(variants)
-        result = generate_phantoms(output_dir, series, seed, size, seg_slices, workers, overwrite, variants=prevalence)
+        result = generate_phantoms(
+            output_dir, series, seed, size, seg_slices, workers, overwrite, variants=prevalence, anatomy=anatomy.value
+        )
         splits = ", ".join(f"{count} {name}" for name, count in result.split_counts.items())
         console.print(
             f"Wrote {result.series} series ({splits}; {result.slices} slices) and {result.seg_slices} labelled "

@@ -90,13 +90,15 @@ class SeriesRenderer:
         # A separate stream, so that the IMAT fields leave every other draw (and older phantoms) unchanged.
         imat_rng = np.random.default_rng([params.texture_seed, 1])
         self.imat_fields = [self._speckle(imat_rng) for _ in range(2)]
-        self.bowel_fields = [self._speckle(imat_rng, sigma_mm=7.0) for _ in range(2)]
+        self.bowel_fields = [self._speckle(imat_rng, sigma_mm=14.0) for _ in range(2)]
         deepest = max(params.chest_depth, params.abdomen_depth, params.pelvis_depth)
         self.table_y = deepest * 0.88 + params.sat_mm * 0.9 + 6.0
 
     def _bowel_loops(self, rng: np.random.Generator) -> list[_Loop]:
-        # Less visceral fat means more bowel filling the cavity.
-        count = int(60 + 160 * (1.0 - self.p.vat))
+        # Less visceral fat means more bowel filling the cavity (the classic anatomy had far fewer loops).
+        realistic = self.p.anatomy == "realistic"
+        count = int(60 + 160 * (1.0 - self.p.vat)) if realistic else int(30 + 50 * (1.0 - self.p.vat))
+        contents = [T.GAS_HU, T.FLUID_HU, 25.0]
         loops = []
         for _ in range(count):
             v0 = rng.uniform(11.0, 20.0)
@@ -106,9 +108,9 @@ class SeriesRenderer:
                     v1=v0 + rng.uniform(0.6, 2.2),
                     ux=rng.uniform(-0.75, 0.75),
                     uy=rng.uniform(-0.75, 0.35),
-                    radius=rng.uniform(8.0, 17.0),
+                    radius=rng.uniform(8.0, 17.0) if realistic else rng.uniform(7.0, 15.0),
                     drift=rng.uniform(-8.0, 8.0),
-                    content=float(rng.choice([T.GAS_HU, T.FLUID_HU, 25.0], p=[0.2, 0.4, 0.4])),
+                    content=float(rng.choice(contents, p=[0.2, 0.4, 0.4]) if realistic else rng.choice(contents)),
                 )
             )
         return loops
@@ -218,10 +220,13 @@ class SeriesRenderer:
         canvas.paint_mask((self.rho < outer) & (self.rho >= outer - skin), T.SKIN_HU, T.BACKGROUND)
         s, bulk = p.spine.scale, p.muscle_bulk
         inside_wall = self.rho < radius
-        # Between the lungs and the pelvis the wall is the abdominal muscles, thin and separate; elsewhere
-        # (chest wall, pelvic girdle) a ring down to the cavity, as before.
-        abdominal = belly * (1.0 - pelvis)
-        wall = inside_wall & (self.rho >= radius - self._wall_thickness(radius, abdominal, bulk, s))
+        # Realistic: between the lungs and the pelvis the wall is the abdominal muscles, thin and separate;
+        # elsewhere (chest wall, pelvic girdle) a ring down to the cavity, as the classic anatomy everywhere.
+        if p.anatomy == "realistic":
+            abdominal = belly * (1.0 - pelvis)
+            wall = inside_wall & (self.rho >= radius - self._wall_thickness(radius, abdominal, bulk, s))
+        else:  # classic: the ring down to the cavity everywhere
+            abdominal, wall = 0.0, inside_wall
         canvas.paint_mask(inside_wall & ~wall, fat, T.VISCERAL_FAT)  # extraperitoneal fat, inside the wall
         canvas.paint_mask(wall, muscle, T.MUSCLE)
         if abdominal > 0.3:  # linea alba: the recti's fibrous seam, neither muscle nor fat
@@ -351,7 +356,7 @@ class SeriesRenderer:
         # (vat), the more of the cavity they fill (VAT at L3 is a fraction of the cavity on real CT).
         # Only below the diaphragm, over fat (never over the lung bases), and in front of the retroperitoneum,
         # which keeps its fat around the psoas and kidneys.
-        if g["chest"] < 0.5:
+        if g["chest"] < 0.5 and p.anatomy == "realistic":
             fat_share = 0.26 + 0.3 * p.vat
             peritoneal = cav & (self.y < y_vb - 0.5 * b_vb) & (canvas.label == T.VISCERAL_FAT)
             packed = peritoneal & (self._blend(self.bowel_fields, g["z_mm"]) > np.float32(norm.ppf(fat_share)))
@@ -449,14 +454,16 @@ class SeriesRenderer:
             )
         # Psoas: from L1 down, largest at L4-L5; beside the vertebral body at L3, about 9 cm2 each at bulk 1
         # (psoas index at L3 of healthy men 6.3 cm2/m2 for both: Druckmann I et al., kidney donors, 2024).
-        psoas = profile(v, (11.8, 13.0, 15.0, 16.5, 17.5, 18.5), (0.0, 14.0, 22.0, 23.0, 20.0, 15.0)) * s * g["bulk"]
+        realistic = p.anatomy == "realistic"
+        knots = (0.0, 14.0, 22.0, 23.0, 20.0, 15.0) if realistic else (0.0, 9.0, 15.0, 19.0, 18.0, 14.0)
+        psoas = profile(v, (11.8, 13.0, 15.0, 16.5, 17.5, 18.5), knots) * s * g["bulk"]
         if psoas > 2.0:
             pel = g["pelvis"]
             for side in (RIGHT, LEFT):
                 canvas.paint(
                     canvas.ellipse(
-                        g["x0"] + side * (a_vb + 0.9 * psoas + 22.0 * pel),
-                        y_vb - 0.1 * b_vb - 28.0 * pel,
+                        g["x0"] + side * (a_vb + (0.9 if realistic else 0.85) * psoas + 22.0 * pel),
+                        y_vb + (-0.1 if realistic else 0.15) * b_vb - 28.0 * pel,
                         psoas,
                         0.9 * psoas,
                     ),

@@ -39,7 +39,7 @@ from bodycomp_cli.phantoms import tissues as T
 from bodycomp_cli.phantoms.anatomy import LEVELS, THORACIC_LEVELS, vertebra_index
 from bodycomp_cli.phantoms.render import SeriesRenderer
 from bodycomp_cli.phantoms.variants import build_variants, draw_variants
-from bodycomp_cli.phantoms.variation import SeriesParams, sample_series
+from bodycomp_cli.phantoms.variation import ANATOMIES, SeriesParams, sample_series
 
 SEG_COLUMNS = ("image", "mask", "id", "group", "split")
 SPLITS = ("train", "val", "test")
@@ -61,15 +61,18 @@ def series_id(index: int) -> str:
     return f"phantom_{index:04d}"
 
 
-def series_params(seed: int, index: int, size: int, prevalence: dict[str, float] | None = None) -> SeriesParams:
-    """The parameters of series `index`: they depend only on (seed, index, size, prevalence), never on the
-    others. prevalence: {variant name: probability} (variants.parse_prevalence); None: no variants."""
+def series_params(
+    seed: int, index: int, size: int, prevalence: dict[str, float] | None = None, anatomy: str = "realistic"
+) -> SeriesParams:
+    """The parameters of series `index`: they depend only on (seed, index, size, prevalence, anatomy), never
+    on the others. prevalence: {variant name: probability} (variants.parse_prevalence); None: no variants.
+    anatomy: "realistic" or "classic" (variation.ANATOMIES)."""
     rng = np.random.default_rng([seed, index])
     coverage = str(rng.choice(["full", "full", "full", "full", "full", "no_t5", "no_l5"]))
     # The variants' own stream: the same draws under any prevalence (see variants.draw_variants).
     variant_rng = np.random.default_rng([seed, index, 53])
     variants = build_variants(draw_variants(variant_rng, prevalence), coverage, variant_rng)
-    return sample_series(rng, size, variants=variants)
+    return sample_series(rng, size, variants=variants, anatomy=anatomy)
 
 
 def assign_splits(n_series: int, seed: int, val_frac: float = 0.15, test_frac: float = 0.2) -> list[str]:
@@ -103,10 +106,10 @@ def covered_levels(params: SeriesParams, z_mm: np.ndarray) -> dict[str, float | 
     return out
 
 
-def _write_series(task: tuple[Path, int, int, int, int, str, dict[str, float] | None]) -> dict:
+def _write_series(task: tuple[Path, int, int, int, int, str, dict[str, float] | None, str]) -> dict:
     """Render and write one series and its labelled slices (runs in a worker process)."""
-    root, seed, index, size, seg_slices, split, prevalence = task
-    params = series_params(seed, index, size, prevalence)
+    root, seed, index, size, seg_slices, split, prevalence, anatomy = task
+    params = series_params(seed, index, size, prevalence, anatomy)
     renderer = SeriesRenderer(params)
     noise_rng = np.random.default_rng([seed, index, 7])
     z_mm = slice_positions(params)
@@ -177,10 +180,12 @@ def generate_phantoms(
     overwrite: bool = False,
     progress: bool = True,
     variants: dict[str, float] | None = None,
+    anatomy: str = "realistic",
 ) -> PhantomSet:
     """Write n_series phantom CT series and their labelled slices to output_dir (see the module docstring).
 
     variants: {name: prevalence} of the phantom variants (variants.parse_prevalence); None: none.
+    anatomy: "realistic" (separate abdominal wall muscles, L3 areas of published adults) or "classic".
     Example: generate_phantoms(Path("phantoms"), n_series=40, size=128, variants={"arms_down": 0.1})
     """
     if n_series < 1:
@@ -189,13 +194,15 @@ def generate_phantoms(
         raise BodycompError(f"--size must be between 32 and 1024 pixels, got {size}")
     if seg_slices < 1:
         raise BodycompError(f"--seg-slices must be at least 1, got {seg_slices}")
+    if anatomy not in ANATOMIES:
+        raise BodycompError(f"--anatomy must be one of {', '.join(ANATOMIES)}, got {anatomy!r}")
     workers = max(1, min(workers or cores_per_rank(), n_series))
     started = time.perf_counter()
     splits = assign_splits(n_series, seed)
     with atomic_output_dir(Path(output_dir), overwrite=overwrite) as root:
         (root / "series").mkdir()
         (root / "slices").mkdir()
-        tasks = [(root, seed, i, size, seg_slices, splits[i], variants) for i in range(n_series)]
+        tasks = [(root, seed, i, size, seg_slices, splits[i], variants, anatomy) for i in range(n_series)]
         results = _run(tasks, workers, progress)
         _write_manifests(root, results)
     return PhantomSet(
