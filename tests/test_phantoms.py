@@ -93,11 +93,15 @@ def test_coverage_varies_and_l3_is_always_scanned():
 @pytest.mark.parametrize("index", range(6))
 def test_labelled_pixels_lie_in_their_tissue_hu_window(index):
     for v in (vertebra_index("T8"), vertebra_index("L3") - 0.3, vertebra_index("L3") + 0.3, 17.5):
-        hu, labels, _ = _render_at(21, index, v, size=96)
-        fat = hu[(labels == T.SUBCUTANEOUS_FAT) | (labels == T.VISCERAL_FAT)]
-        muscle = hu[labels == T.MUSCLE]
+        params = series_params(21, index, 96)
+        rendered = SeriesRenderer(params).render_slice(float(params.spine.z_at(v)))
+        hu, labels = rendered.hu, rendered.labels
+        # Intermuscular fat is labelled muscle but has fat HU: it is checked with the other fat.
+        fat = hu[(labels == T.SUBCUTANEOUS_FAT) | (labels == T.VISCERAL_FAT) | rendered.imat]
+        muscle = hu[(labels == T.MUSCLE) & ~rendered.imat]
         assert fat.size and fat.min() >= T.FAT_HU_RANGE[0] and fat.max() <= T.FAT_HU_RANGE[1]
         assert muscle.size and muscle.min() >= T.MUSCLE_HU_RANGE[0] and muscle.max() <= T.MUSCLE_HU_RANGE[1]
+        assert np.all(labels[rendered.imat] == T.MUSCLE)
 
 
 def test_every_tissue_is_present_at_l3():
@@ -117,7 +121,9 @@ def test_anatomy_changes_with_the_level():
         hu_pelvis, _, _ = _render_at(2, index, vertebra_index("S1") + 0.5, size=128)
         body = (r.rho < 120.0) & (hu_t8 > -1000)
         assert ((hu_t8 < -700) & body).sum() > 200  # lungs
-        assert ((hu_l3 < -700) & (r.rho < 60.0)).sum() < 40  # at most some bowel gas near the centre
+        # At most some bowel gas near the centre (the lungs at T8 fill over 1000 of these pixels). The bowel
+        # packed between the visceral fat since issue 24 brings up to about 40 pixels of gas; 100 keeps a margin.
+        assert ((hu_l3 < -700) & (r.rho < 60.0)).sum() < 100
         lateral = np.abs(r.x) > 75.0
         assert ((hu_t8 > 300) & lateral).sum() > 0  # ribs
         assert ((hu_l3 > 300) & lateral).sum() == 0

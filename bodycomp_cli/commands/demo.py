@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from bodycomp_cli.commands.common import OverwriteOption, console, report_user_errors, set_malloc_policy
+
+
+class Anatomy(str, Enum):  # the choices of phantoms.variation.ANATOMIES
+    realistic = "realistic"
+    classic = "classic"
 
 
 def register(app: typer.Typer) -> None:
@@ -24,15 +30,37 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[
             int | None, typer.Option("--workers", help="Processes. \\[default: all cores]", show_default=False)
         ] = None,
+        variants: Annotated[
+            str | None,
+            typer.Option(
+                "--variants",
+                help="Prevalence of each anatomy/scan variant, NAME=P,... (all=P sets every one): ribs_11, "
+                "ribs_13, sacralised_l5, lumbarised_s1, arms_down, spinal_metal, hip_metal, scoliosis, fov_cut, "
+                "chest_only, pelvis_only. Truth in phantoms.json; see docs/phantoms.md. \\[default: none]",
+                show_default=False,
+            ),
+        ] = None,
+        anatomy: Annotated[
+            Anatomy,
+            typer.Option(
+                "--anatomy",
+                help="realistic: separate abdominal wall muscles and L3 areas of published adults (docs/"
+                "phantoms.md); classic: the thick muscle ring of the phantoms before issue 24.",
+            ),
+        ] = Anatomy.realistic,
         overwrite: OverwriteOption = False,
     ) -> None:
         """Write synthetic chest/abdomen/pelvis CT series with known levels and tissue labels.
 
-        Example: bodycomp phantoms phantoms/ --series 40 --size 256 --seed 1
+        Example: bodycomp phantoms phantoms/ --series 40 --size 256 --seed 1 --variants arms_down=0.1
         """
         from bodycomp_cli.phantoms import generate_phantoms
+        from bodycomp_cli.phantoms.variants import parse_prevalence
 
-        result = generate_phantoms(output_dir, series, seed, size, seg_slices, workers, overwrite)
+        prevalence = parse_prevalence(variants)
+        result = generate_phantoms(
+            output_dir, series, seed, size, seg_slices, workers, overwrite, variants=prevalence, anatomy=anatomy.value
+        )
         splits = ", ".join(f"{count} {name}" for name, count in result.split_counts.items())
         console.print(
             f"Wrote {result.series} series ({splits}; {result.slices} slices) and {result.seg_slices} labelled "

@@ -10,14 +10,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import binary_erosion, gaussian_filter
+from scipy.stats import norm
 
 from bodycomp_cli.phantoms import tissues as T
-from bodycomp_cli.phantoms.anatomy import bell, profile
+from bodycomp_cli.phantoms.anatomy import bell, profile, vertebra_index
 from bodycomp_cli.phantoms.canvas import Canvas
+from bodycomp_cli.phantoms.extras import metal_objects, paint_arms, paint_metal, scoliosis_offset_mm
 from bodycomp_cli.phantoms.variation import SeriesParams
 
 RIGHT, LEFT = -1.0, 1.0  # sign of x on the patient's right / left
+# The abdominal wall at bulk 1 (mm): each rectus 70 mm wide and up to 10 mm thick beside a 5 mm linea alba;
+# the flank's three layers together 14 mm. Ultrasound puts the layers in the order transversus < external
+# oblique < internal oblique < rectus (Tahan N et al. J Physiol Anthropol 2016;35:17, 156 healthy adults).
+LINEA_ALBA_MM, RECTUS_WIDTH_MM, RECTUS_MM, FLANK_MM = 5.0, 70.0, 10.0, 14.0
+
+
+@dataclass(frozen=True)
+class RenderedSlice:
+    """One slice with its truth: clean HU (float32, before noise), labels (uint8, 0-3) and the
+    intermuscular fat (IMAT) mask (bool): fat-HU pixels inside the muscle compartment, labelled muscle."""
+
+    hu: np.ndarray
+    labels: np.ndarray
+    imat: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,7 @@ class SeriesRenderer:
         self.anterior_w = np.clip(-self.sin, 0, None)
         self.posterior_w = np.clip(self.sin, 0, None)
         self.lateral_w = np.abs(self.cos)
+        self.from_front = np.abs(np.arctan2(x, -y)).astype(np.float32)  # angle from the anterior midline, 0-pi
         wobble = np.zeros_like(self.rho)
         for k, (amplitude, phase) in enumerate(params.wobble, start=2):
             wobble += amplitude * np.cos(k * theta + phase).astype(np.float32)
@@ -70,12 +87,18 @@ class SeriesRenderer:
         self.muscle_texture = _texture(rng, self.xs, self.ys)
         self.organ_texture = _texture(rng, self.xs, self.ys)
         self.loops = self._bowel_loops(rng)
+        # A separate stream, so that the IMAT fields leave every other draw (and older phantoms) unchanged.
+        imat_rng = np.random.default_rng([params.texture_seed, 1])
+        self.imat_fields = [self._speckle(imat_rng) for _ in range(2)]
+        self.bowel_fields = [self._speckle(imat_rng, sigma_mm=14.0) for _ in range(2)]
         deepest = max(params.chest_depth, params.abdomen_depth, params.pelvis_depth)
         self.table_y = deepest * 0.88 + params.sat_mm * 0.9 + 6.0
 
     def _bowel_loops(self, rng: np.random.Generator) -> list[_Loop]:
-        # Less visceral fat means more bowel filling the cavity.
-        count = int(30 + 50 * (1.0 - self.p.vat))
+        # Less visceral fat means more bowel filling the cavity (the classic anatomy had far fewer loops).
+        realistic = self.p.anatomy == "realistic"
+        count = int(60 + 160 * (1.0 - self.p.vat)) if realistic else int(30 + 50 * (1.0 - self.p.vat))
+        contents = [T.GAS_HU, T.FLUID_HU, 25.0]
         loops = []
         for _ in range(count):
             v0 = rng.uniform(11.0, 20.0)
@@ -85,16 +108,28 @@ class SeriesRenderer:
                     v1=v0 + rng.uniform(0.6, 2.2),
                     ux=rng.uniform(-0.75, 0.75),
                     uy=rng.uniform(-0.75, 0.35),
-                    radius=rng.uniform(7.0, 15.0),
+                    radius=rng.uniform(8.0, 17.0) if realistic else rng.uniform(7.0, 15.0),
                     drift=rng.uniform(-8.0, 8.0),
-                    content=float(rng.choice([T.GAS_HU, T.FLUID_HU, 25.0])),
+                    content=float(rng.choice(contents, p=[0.2, 0.4, 0.4]) if realistic else rng.choice(contents)),
                 )
             )
         return loops
 
+    def _speckle(self, rng: np.random.Generator, sigma_mm: float = 2.0) -> np.ndarray:
+        """Smoothed white noise with blobs about 2 sigma_mm across, scaled to unit SD (seeds of IMAT and of
+        the bowel packed between the visceral fat)."""
+        sigma_px = max(0.5, sigma_mm / self.p.pixel_spacing_mm)
+        field = gaussian_filter(rng.standard_normal(self.rho.shape).astype(np.float32), sigma_px)
+        return field / np.float32(max(float(field.std()), 1e-6))
+
     # ----------------------------------------------------------------------------------------------
     def render(self, z_mm: float) -> tuple[np.ndarray, np.ndarray]:
         """Clean HU (float32, before noise) and labels (uint8, 0-3) of the slice at z_mm."""
+        rendered = self.render_slice(z_mm)
+        return rendered.hu, rendered.labels
+
+    def render_slice(self, z_mm: float) -> RenderedSlice:
+        """The slice at z_mm with its truth masks (see RenderedSlice)."""
         p = self.p
         v = float(self.p.spine.v_at(z_mm))
         t = 0.5 + 0.5 * np.sin(z_mm / 37.0)  # slow change of texture along z
@@ -110,15 +145,38 @@ class SeriesRenderer:
         if v > 15.5:
             self._pelvis(canvas, v, g, muscle)
         self._spine(canvas, v, g)
-        if v < 12.0:
+        if v < p.variants.rib_pairs:
             self._ribs(canvas, v, g)
-        return canvas.hu, canvas.label
+        if p.variants.arms_down:
+            paint_arms(canvas, g["outside"], p, fat, muscle)
+        imat = self._intermuscular_fat(canvas, z_mm, fat)
+        metal = metal_objects(p, v, g)
+        if metal:
+            paint_metal(canvas, metal)
+        return RenderedSlice(canvas.hu, canvas.label, imat)
 
     def add_noise(self, hu: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """CT-like noise (slightly correlated between neighbouring pixels), rounded to int16 HU."""
         noise = gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), 0.6)
         noise *= np.float32(self.p.noise_sd / max(float(noise.std()), 1e-6))
         return np.clip(np.rint(hu + noise), -1024, 3071).astype(np.int16)
+
+    def _blend(self, fields: list[np.ndarray], z_mm: float) -> np.ndarray:
+        """Two unit-SD fields mixed slowly along z (still unit SD), so blobs drift between slices."""
+        t = 0.5 + 0.5 * np.sin(z_mm / 23.0)
+        return (t * fields[0] + (1.0 - t) * fields[1]) / np.hypot(t, 1.0 - t)
+
+    def _intermuscular_fat(self, canvas: Canvas, z_mm: float, fat: np.ndarray) -> np.ndarray:
+        """Turn blobs of the muscle compartment's interior into fat HU, keeping the muscle label (as the
+        L3 protocol does: IMAT is counted inside the muscle compartment). Painted last, on the final muscle
+        mask, so that nothing drawn later can cover it and the returned mask is exact."""
+        muscle = canvas.label == T.MUSCLE
+        # At least 3 mm from the compartment's edge, so that IMAT never touches SAT or VAT.
+        interior = binary_erosion(muscle, iterations=max(1, int(np.ceil(3.0 / self.p.pixel_spacing_mm))))
+        blend = self._blend(self.imat_fields, z_mm)
+        imat = interior & (blend > np.float32(norm.ppf(1.0 - self.p.imat_fraction)))
+        canvas.hu[imat] = fat[imat]
+        return imat
 
     # ----------------------------------------------------------------------------------------------
     def _table(self, canvas: Canvas) -> None:
@@ -160,10 +218,22 @@ class SeriesRenderer:
         skin = max(1.5, 0.8 * p.pixel_spacing_mm)
         canvas.paint_mask(self.rho < outer, fat, T.SUBCUTANEOUS_FAT)
         canvas.paint_mask((self.rho < outer) & (self.rho >= outer - skin), T.SKIN_HU, T.BACKGROUND)
-        inside_wall = self.rho < radius
-        canvas.paint_mask(inside_wall, muscle, T.MUSCLE)
-
         s, bulk = p.spine.scale, p.muscle_bulk
+        inside_wall = self.rho < radius
+        # Realistic: between the lungs and the pelvis the wall is the abdominal muscles, thin and separate;
+        # elsewhere (chest wall, pelvic girdle) a ring down to the cavity, as the classic anatomy everywhere.
+        if p.anatomy == "realistic":
+            abdominal = belly * (1.0 - pelvis)
+            wall = inside_wall & (self.rho >= radius - self._wall_thickness(radius, abdominal, bulk, s))
+        else:  # classic: the ring down to the cavity everywhere
+            abdominal, wall = 0.0, inside_wall
+        canvas.paint_mask(inside_wall & ~wall, fat, T.VISCERAL_FAT)  # extraperitoneal fat, inside the wall
+        canvas.paint_mask(wall, muscle, T.MUSCLE)
+        if abdominal > 0.3:  # linea alba: the recti's fibrous seam, neither muscle nor fat
+            seam = inside_wall & (self.rho >= radius - 2.5) & (self.from_front * radius < LINEA_ALBA_MM * s)
+            canvas.paint_mask(seam, 40.0, T.BACKGROUND)
+
+        x0 = scoliosis_offset_mm(p, v)  # the spine's sideways shift (0 without scoliosis)
         back = depth * 0.88  # posterior muscle surface (flattened) at the midline
         spine_depth = profile(v, (0.0, 11.0, 16.0), (64.0, 72.0, 80.0)) * s * (0.85 + 0.15 * bulk)
         y_vb = back - spine_depth  # centre of the vertebral body
@@ -184,14 +254,16 @@ class SeriesRenderer:
         for side in (RIGHT, LEFT):  # erector spinae, and quadratus lumborum at lumbar levels
             half_w = (14.0 + 8.0 * belly) * bulk * s
             canvas.paint(
-                canvas.ellipse(side * (8.0 * s + half_w), 0.5 * (canal_y + back), half_w, 0.5 * (back - canal_y) + 6.0),
+                canvas.ellipse(
+                    x0 + side * (8.0 * s + half_w), 0.5 * (canal_y + back), half_w, 0.5 * (back - canal_y) + 6.0
+                ),
                 muscle,
                 T.MUSCLE,
             )
             ql = bell(v, 11.0, 12.5, 15.5, 16.8) * bulk * s
             if ql > 0:
                 canvas.paint(
-                    canvas.ellipse(side * (a_vb + 40.0 * s), y_vb + b_vb + 8.0 * s, 16.0 * ql, 11.0 * ql),
+                    canvas.ellipse(x0 + side * (a_vb + 40.0 * s), y_vb + b_vb + 8.0 * s, 16.0 * ql, 11.0 * ql),
                     muscle,
                     T.MUSCLE,
                 )
@@ -208,7 +280,25 @@ class SeriesRenderer:
             "top": top,
             "scale": s,
             "bulk": bulk,
+            "x0": x0,
+            "z_mm": float(p.spine.z_at(v)),
+            "outside": self.rho >= outer,
+            "width": width,
         }
+
+    def _wall_thickness(self, radius: np.ndarray, abdominal: float, bulk: float, s: float) -> np.ndarray:
+        """Muscle wall thickness (mm) around the outline: at abdominal levels the paired recti beside the
+        linea alba, the thin linea semilunaris, then the flank's three layers (external and internal oblique,
+        transversus: RECTUS_MM and FLANK_MM at bulk 1), and behind the flank the full depth down to the
+        cavity (quadratus lumborum, paraspinals). abdominal (0-1) blends to the full ring."""
+        arc = self.from_front * radius  # mm along the outline from the anterior midline
+        linea, rectus_w = LINEA_ALBA_MM * s, RECTUS_WIDTH_MM * s
+        across = np.clip((arc - linea) / rectus_w, 0.0, 1.0)
+        rectus = RECTUS_MM * bulk * (0.55 + 0.45 * np.sin(np.pi * across))
+        flank = FLANK_MM * bulk * np.clip((arc - linea - rectus_w) / 25.0, 0.25, 1.0)
+        thickness = np.where(arc < linea, 0.0, np.where(arc < linea + rectus_w, rectus, flank))
+        thickness = thickness + 200.0 * np.clip((self.from_front - 1.9) / 0.35, 0.0, 1.0)
+        return thickness + (1.0 - abdominal) * 80.0
 
     def _thorax(self, canvas: Canvas, v: float, g: dict) -> None:
         p, cav = self.p, g["cavity"]
@@ -262,6 +352,15 @@ class SeriesRenderer:
         o, d = p.organ_shift, p.diaphragm_shift
         organ = p.organ_hu + 5.0 * self.organ_texture
         blood = 190.0 if p.contrast else 42.0
+        # Collapsed bowel and mesenteric vessels packed between the visceral fat: the leaner the series
+        # (vat), the more of the cavity they fill (VAT at L3 is a fraction of the cavity on real CT).
+        # Only below the diaphragm, over fat (never over the lung bases), and in front of the retroperitoneum,
+        # which keeps its fat around the psoas and kidneys.
+        if g["chest"] < 0.5 and p.anatomy == "realistic":
+            fat_share = 0.26 + 0.3 * p.vat
+            peritoneal = cav & (self.y < y_vb - 0.5 * b_vb) & (canvas.label == T.VISCERAL_FAT)
+            packed = peritoneal & (self._blend(self.bowel_fields, g["z_mm"]) > np.float32(norm.ppf(fat_share)))
+            canvas.paint_mask(packed, 30.0 + 5.0 * self.organ_texture, T.BACKGROUND)
         for loop in self.loops:
             if loop.v0 < v < loop.v1:
                 lx = loop.ux * ca + loop.drift * (v - loop.v0)
@@ -342,22 +441,31 @@ class SeriesRenderer:
                 )
         if 3.0 < v < 16.2:  # descending and abdominal aorta, inferior vena cava
             canvas.paint(
-                canvas.ellipse(LEFT * 0.8 * a_vb, y_vb - b_vb - 8.0 * s, 11.0 * s, 11.0 * s), blood, T.BACKGROUND
+                canvas.ellipse(g["x0"] + LEFT * 0.8 * a_vb, y_vb - b_vb - 8.0 * s, 11.0 * s, 11.0 * s),
+                blood,
+                T.BACKGROUND,
             )
         if 9.5 < v < 16.2:
             canvas.paint(
-                canvas.ellipse(RIGHT * 0.9 * a_vb, y_vb - b_vb - 10.0 * s, 11.0 * s, 9.0 * s),
+                canvas.ellipse(g["x0"] + RIGHT * 0.9 * a_vb, y_vb - b_vb - 10.0 * s, 11.0 * s, 9.0 * s),
                 blood,
                 T.BACKGROUND,
                 within=cav,
             )
-        psoas = profile(v, (11.8, 13.0, 15.0, 16.5, 17.5, 18.5), (0.0, 9.0, 15.0, 19.0, 18.0, 14.0)) * s * g["bulk"]
+        # Psoas: from L1 down, largest at L4-L5; beside the vertebral body at L3, about 9 cm2 each at bulk 1
+        # (psoas index at L3 of healthy men 6.3 cm2/m2 for both: Druckmann I et al., kidney donors, 2024).
+        realistic = p.anatomy == "realistic"
+        knots = (0.0, 14.0, 22.0, 23.0, 20.0, 15.0) if realistic else (0.0, 9.0, 15.0, 19.0, 18.0, 14.0)
+        psoas = profile(v, (11.8, 13.0, 15.0, 16.5, 17.5, 18.5), knots) * s * g["bulk"]
         if psoas > 2.0:
             pel = g["pelvis"]
             for side in (RIGHT, LEFT):
                 canvas.paint(
                     canvas.ellipse(
-                        side * (a_vb + 0.85 * psoas + 22.0 * pel), y_vb + 0.15 * b_vb - 28.0 * pel, psoas, 0.9 * psoas
+                        g["x0"] + side * (a_vb + (0.9 if realistic else 0.85) * psoas + 22.0 * pel),
+                        y_vb + (-0.1 if realistic else 0.15) * b_vb - 28.0 * pel,
+                        psoas,
+                        0.9 * psoas,
                     ),
                     muscle,
                     T.MUSCLE,
@@ -379,10 +487,11 @@ class SeriesRenderer:
             canvas.paint(canvas.ellipse(0.0, y_vb - 20.0 * s, 11.0 * s, 9.0 * s), T.GAS_HU, T.BACKGROUND, within=cav)
         # Iliac wings: from the crest just below L5 they run from the sacroiliac joint (medial, posterior)
         # forward and outward, with the iliacus muscle on their inner face.
-        length = profile(v, (16.25, 17.0, 18.0, 19.5, 21.0), (0.0, 55.0, 65.0, 50.0, 30.0)) * s
+        vb = v - self._sacral_shift  # the pelvic bones sit on the sacrum, wherever it starts
+        length = profile(vb, (16.25, 17.0, 18.0, 19.5, 21.0), (0.0, 55.0, 65.0, 50.0, 30.0)) * s
         if length <= 4.0:
             return
-        width = profile(v, (16.25, 18.0), (4.0, 7.0)) * s
+        width = profile(vb, (16.25, 18.0), (4.0, 7.0)) * s
         sacrum_half = self._sacrum_half_width(v, g)
         for side in (RIGHT, LEFT):
             angle = np.deg2rad(38.0)
@@ -398,50 +507,55 @@ class SeriesRenderer:
             canvas.paint(canvas.ellipse(cx, cy_w, 0.5 * length, width + 1.5, rot), 900.0, T.BACKGROUND)
             canvas.paint(canvas.ellipse(cx, cy_w, 0.5 * length - 2.5, width - 1.0, rot), p.bone_hu, T.BACKGROUND)
 
-    @staticmethod
-    def _sacrum_half_width(v: float, g: dict) -> float:
-        return g["a_vb"] * 1.5 + 12.0 * max(0.0, min(v - 16.6, 1.5)) * g["scale"]
+    @property
+    def _sacral_shift(self) -> int:
+        """Segments by which the sacrum starts lower (lumbarised S1: +1) or higher (sacralised L5: -1)."""
+        return self.p.variants.sacrum_index - vertebra_index("S1")
+
+    def _sacrum_half_width(self, v: float, g: dict) -> float:
+        return g["a_vb"] * 1.5 + 12.0 * max(0.0, min(v - self._sacral_shift - 16.6, 1.5)) * g["scale"]
 
     def _spine(self, canvas: Canvas, v: float, g: dict) -> None:
         p = self.p
-        s, y_vb, a, b = g["scale"], g["y_vb"], g["a_vb"], g["b_vb"]
+        s, y_vb, a, b, x0 = g["scale"], g["y_vb"], g["a_vb"], g["b_vb"], g["x0"]
         index = int(np.floor(v + 0.5))
         frac = v - index  # -0.5 (upper end plate) ... +0.5 (lower end plate) of the nearest vertebra
-        lumbar = v > 11.5
+        lumbar = v > p.variants.rib_pairs - 0.5  # rib-free vertebrae have lumbar shape
+        sacrum_top = p.variants.sacrum_index - 0.25
         disc_half = 0.5 * profile(v, (0.0, 11.0, 16.0), (0.16, 0.2, 0.24))
         in_disc = abs(frac) > 0.5 - disc_half
         canal_r = (7.0 + 2.0 * lumbar) * s
-        if v > 16.75:  # sacrum, tilted backward as it descends
-            sy = y_vb + 6.0 + 10.0 * min(v - 16.75, 2.5) * s
+        if v > sacrum_top:  # sacrum, tilted backward as it descends
+            sy = y_vb + 6.0 + 10.0 * min(v - sacrum_top, 2.5) * s
             half = self._sacrum_half_width(v, g)
-            canvas.paint(canvas.ellipse(0.0, sy, half, b * 0.9), 900.0, T.BACKGROUND)
-            canvas.paint(canvas.ellipse(0.0, sy, half - 2.5, b * 0.9 - 2.5), p.bone_hu, T.BACKGROUND)
-            canvas.paint(canvas.ellipse(0.0, sy + 0.45 * b, 10.0 * s, 5.0 * s), T.FLUID_HU, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, sy, half, b * 0.9), 900.0, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, sy, half - 2.5, b * 0.9 - 2.5), p.bone_hu, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, sy + 0.45 * b, 10.0 * s, 5.0 * s), T.FLUID_HU, T.BACKGROUND)
             for side in (RIGHT, LEFT):  # sacral foramina
-                canvas.paint(canvas.ellipse(side * 0.45 * half, sy, 4.0 * s, 4.0 * s), T.FLUID_HU, T.BACKGROUND)
+                canvas.paint(canvas.ellipse(x0 + side * 0.45 * half, sy, 4.0 * s, 4.0 * s), T.FLUID_HU, T.BACKGROUND)
             return
         if in_disc:
-            canvas.paint(canvas.ellipse(0.0, y_vb, a * 1.05, b * 1.05), T.DISC_HU, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, y_vb, a * 1.05, b * 1.05), T.DISC_HU, T.BACKGROUND)
         else:
-            canvas.paint(canvas.ellipse(0.0, y_vb, a, b), T.CORTICAL_BONE_HU * 0.85, T.BACKGROUND)
-            canvas.paint(canvas.ellipse(0.0, y_vb, a - 2.0, b - 2.0), p.bone_hu, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, y_vb, a, b), T.CORTICAL_BONE_HU * 0.85, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, y_vb, a - 2.0, b - 2.0), p.bone_hu, T.BACKGROUND)
         canal_y = y_vb + b + canal_r + 2.0
         bone = 0.5 * (p.bone_hu + T.CORTICAL_BONE_HU)
         if -0.35 < frac < 0.15:  # pedicles and laminae: a closed bony ring around the canal
-            canvas.paint(canvas.ellipse(0.0, canal_y, canal_r + 5.0, canal_r + 4.0), bone, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, canal_y, canal_r + 5.0, canal_r + 4.0), bone, T.BACKGROUND)
         elif not in_disc:  # laminae only
-            canvas.paint(canvas.ellipse(0.0, canal_y + canal_r + 2.0, canal_r + 4.0, 4.0), bone, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, canal_y + canal_r + 2.0, canal_r + 4.0, 4.0), bone, T.BACKGROUND)
         else:  # facet joints beside the disc
             for side in (RIGHT, LEFT):
                 canvas.paint(
-                    canvas.ellipse(side * (canal_r + 3.0), canal_y + 3.0, 5.0 * s, 5.0 * s), bone, T.BACKGROUND
+                    canvas.ellipse(x0 + side * (canal_r + 3.0), canal_y + 3.0, 5.0 * s, 5.0 * s), bone, T.BACKGROUND
                 )
-        canvas.paint(canvas.ellipse(0.0, canal_y, canal_r, canal_r * 0.9), T.FLUID_HU, T.BACKGROUND)
+        canvas.paint(canvas.ellipse(x0, canal_y, canal_r, canal_r * 0.9), T.FLUID_HU, T.BACKGROUND)
         if lumbar and -0.25 < frac < 0.3:  # short, horizontal, broad spinous process
-            canvas.paint(canvas.ellipse(0.0, canal_y + canal_r + 18.0 * s, 4.0 * s, 15.0 * s), bone, T.BACKGROUND)
+            canvas.paint(canvas.ellipse(x0, canal_y + canal_r + 18.0 * s, 4.0 * s, 15.0 * s), bone, T.BACKGROUND)
         elif not lumbar and frac > -0.2:  # long and sloping down: its tip is seen further back, lower down
             canvas.paint(
-                canvas.ellipse(0.0, canal_y + canal_r + (10.0 + 14.0 * (frac + 0.2)) * s, 4.0 * s, 10.0 * s),
+                canvas.ellipse(x0, canal_y + canal_r + (10.0 + 14.0 * (frac + 0.2)) * s, 4.0 * s, 10.0 * s),
                 bone,
                 T.BACKGROUND,
             )
@@ -449,14 +563,16 @@ class SeriesRenderer:
             length = profile(v, (12.0, 13.0, 14.0, 15.0, 16.0), (17.0, 23.0, 30.0, 25.0, 21.0)) * s
             for side in (RIGHT, LEFT):
                 canvas.paint(
-                    canvas.ellipse(side * (a * 0.5 + 0.5 * length + 6.0), y_vb + b + 3.0, 0.5 * length + 6.0, 4.5 * s),
+                    canvas.ellipse(
+                        x0 + side * (a * 0.5 + 0.5 * length + 6.0), y_vb + b + 3.0, 0.5 * length + 6.0, 4.5 * s
+                    ),
                     bone,
                     T.BACKGROUND,
                 )
         elif not lumbar and -0.35 < frac < 0.05:  # thoracic ones point back and out, toward the ribs
             for side in (RIGHT, LEFT):
                 canvas.paint(
-                    canvas.ellipse(side * (canal_r + 13.0 * s), canal_y - 1.0, 13.0 * s, 5.0 * s, -side * 30),
+                    canvas.ellipse(x0 + side * (canal_r + 13.0 * s), canal_y - 1.0, 13.0 * s, 5.0 * s, -side * 30),
                     bone,
                     T.BACKGROUND,
                 )
@@ -466,7 +582,7 @@ class SeriesRenderer:
         cuts the ribs of the few vertebrae above it at points that move along the cage with z."""
         ca, cb, cy, s = g["cav_a"], g["cav_b"], g["cav_y"], g["scale"]
         bone = 0.5 * (self.p.bone_hu + T.CORTICAL_BONE_HU)
-        for k in range(12):
+        for k in range(self.p.variants.rib_pairs):  # rib k on vertebra k (0 = T1); 13 pairs: L1 bears one
             drop = profile(k, (0, 6, 9, 10, 11), (3.8, 4.2, 3.5, 1.5, 0.9))
             dv = v - k
             if not 0.0 <= dv <= drop:

@@ -1,12 +1,16 @@
 """Write a phantom data set: CT series for prepare-slices and labelled slices for prepare-seg.
 
 OUTPUT_DIR/
-  series/<id>.npz            hu (Z x S x S int16), z_mm (Z, ascending), pixel_spacing (row_mm, col_mm)
-  series.csv                 series, path, z_T5 ... z_L5 (blank: level not covered), split (train/val/test)
-  slices/<id>_<LEVEL>_<k>.npy and ..._mask.npy   2-D HU (int16) and labels (uint8)
+  series/<id>.npz            hu (Z x S x S int16), z_mm (Z, ascending), pixel_spacing (row_mm, col_mm),
+                             imat (Z x S x S bool: the intermuscular fat truth, see render.RenderedSlice)
+  series.csv                 series, path, z_T5 ... z_L5 (blank: level not covered), split (train/val/test),
+                             variants (the series' variant names, `;`-separated; see variants.py)
+  slices/<id>_<LEVEL>_<k>.npy, ..._mask.npy and ..._imat.npy   2-D HU (int16), labels (uint8) and the
+                             intermuscular fat truth (bool; those pixels are labelled 1, muscle, in the mask)
   seg.csv, seg_test.csv      slices near L3, labels 0-3: image, mask, id, group (= series), split
   seg_thoracic.csv, seg_thoracic_test.csv        slices near T5/T8/T10, labels 0-2 (no visceral fat)
-  phantoms.json              the parameters of every series (the ground truth behind the images)
+  phantoms.json              the parameters of every series (the ground truth behind the images), its
+                             variants' truth included (rib_pairs, presacral, lumbar_count, metal, ...)
 
 The *_test manifests hold the slices of the test series. Their split is `val`, so that `prepare-seg` puts
 them all in the val arrays, which `evaluate --split val` scores: that is how the demo measures Dice on
@@ -34,7 +38,8 @@ from bodycomp_cli.io.atomic import atomic_output_dir
 from bodycomp_cli.phantoms import tissues as T
 from bodycomp_cli.phantoms.anatomy import LEVELS, THORACIC_LEVELS, vertebra_index
 from bodycomp_cli.phantoms.render import SeriesRenderer
-from bodycomp_cli.phantoms.variation import SeriesParams, sample_series
+from bodycomp_cli.phantoms.variants import build_variants, draw_variants
+from bodycomp_cli.phantoms.variation import ANATOMIES, SeriesParams, sample_series
 
 SEG_COLUMNS = ("image", "mask", "id", "group", "split")
 SPLITS = ("train", "val", "test")
@@ -56,11 +61,18 @@ def series_id(index: int) -> str:
     return f"phantom_{index:04d}"
 
 
-def series_params(seed: int, index: int, size: int) -> SeriesParams:
-    """The parameters of series `index`: they depend only on (seed, index, size), never on the others."""
+def series_params(
+    seed: int, index: int, size: int, prevalence: dict[str, float] | None = None, anatomy: str = "realistic"
+) -> SeriesParams:
+    """The parameters of series `index`: they depend only on (seed, index, size, prevalence, anatomy), never
+    on the others. prevalence: {variant name: probability} (variants.parse_prevalence); None: no variants.
+    anatomy: "realistic" or "classic" (variation.ANATOMIES)."""
     rng = np.random.default_rng([seed, index])
-    coverage = rng.choice(["full", "full", "full", "full", "full", "no_t5", "no_l5"])
-    return sample_series(rng, size, coverage=str(coverage))
+    coverage = str(rng.choice(["full", "full", "full", "full", "full", "no_t5", "no_l5"]))
+    # The variants' own stream: the same draws under any prevalence (see variants.draw_variants).
+    variant_rng = np.random.default_rng([seed, index, 53])
+    variants = build_variants(draw_variants(variant_rng, prevalence), coverage, variant_rng)
+    return sample_series(rng, size, variants=variants, anatomy=anatomy)
 
 
 def assign_splits(n_series: int, seed: int, val_frac: float = 0.15, test_frac: float = 0.2) -> list[str]:
@@ -94,20 +106,22 @@ def covered_levels(params: SeriesParams, z_mm: np.ndarray) -> dict[str, float | 
     return out
 
 
-def _write_series(task: tuple[Path, int, int, int, int, str]) -> dict:
+def _write_series(task: tuple[Path, int, int, int, int, str, dict[str, float] | None, str]) -> dict:
     """Render and write one series and its labelled slices (runs in a worker process)."""
-    root, seed, index, size, seg_slices, split = task
-    params = series_params(seed, index, size)
+    root, seed, index, size, seg_slices, split, prevalence, anatomy = task
+    params = series_params(seed, index, size, prevalence, anatomy)
     renderer = SeriesRenderer(params)
     noise_rng = np.random.default_rng([seed, index, 7])
     z_mm = slice_positions(params)
     hu = np.empty((len(z_mm), size, size), np.int16)
+    imat = np.empty((len(z_mm), size, size), bool)
     for k, z in enumerate(z_mm):
-        clean, _ = renderer.render(float(z))
-        hu[k] = renderer.add_noise(clean, noise_rng)
+        rendered = renderer.render_slice(float(z))
+        hu[k] = renderer.add_noise(rendered.hu, noise_rng)
+        imat[k] = rendered.imat
     sid = series_id(index)
     spacing = np.array([params.pixel_spacing_mm, params.pixel_spacing_mm])
-    _save_npz(root / "series" / f"{sid}.npz", hu=hu, z_mm=z_mm.astype(np.float64), pixel_spacing=spacing)
+    _save_npz(root / "series" / f"{sid}.npz", hu=hu, z_mm=z_mm.astype(np.float64), pixel_spacing=spacing, imat=imat)
 
     seg_rows: dict[str, list[dict]] = {"abdominal": [], "thoracic": []}
     picks = [("L3", k) for k in range(seg_slices)] + [(level, 0) for level in THORACIC_LEVELS]
@@ -115,18 +129,26 @@ def _write_series(task: tuple[Path, int, int, int, int, str]) -> dict:
         # Anywhere within the middle of the vertebra, as a reader would pick "the L3 slice".
         step = abs(params.spine.z_of(level) - float(params.spine.z_at(vertebra_index(level) + 1)))
         z = params.spine.z_of(level) + noise_rng.uniform(-0.35, 0.35) * step
-        clean, labels = renderer.render(z)
+        rendered = renderer.render_slice(z)
+        labels = rendered.labels
         if level in THORACIC_LEVELS:
             labels = np.where(labels == T.VISCERAL_FAT, T.BACKGROUND, labels).astype(np.uint8)
         name = f"{sid}_{level}_{k}"
-        np.save(root / "slices" / f"{name}.npy", renderer.add_noise(clean, noise_rng))
+        np.save(root / "slices" / f"{name}.npy", renderer.add_noise(rendered.hu, noise_rng))
         np.save(root / "slices" / f"{name}_mask.npy", labels)
+        np.save(root / "slices" / f"{name}_imat.npy", rendered.imat)
         row = {"image": f"slices/{name}.npy", "mask": f"slices/{name}_mask.npy", "id": name, "group": sid}
         seg_rows["thoracic" if level in THORACIC_LEVELS else "abdominal"].append(row)
     levels = covered_levels(params, z_mm)
     summary = asdict(params)
+    summary["variants"]["lumbar_count"] = params.variants.lumbar_count
     summary.update(series=sid, split=split, slices=len(z_mm), levels_z_mm=levels)
-    series_row = {"series": sid, "path": f"series/{sid}.npz", **{f"z_{lv}": levels[lv] for lv in LEVELS}}
+    series_row = {
+        "series": sid,
+        "path": f"series/{sid}.npz",
+        **{f"z_{lv}": levels[lv] for lv in LEVELS},
+        "variants": ";".join(params.variants.names),
+    }
     return {"series_row": series_row, "seg_rows": seg_rows, "summary": summary, "split": split}
 
 
@@ -157,10 +179,14 @@ def generate_phantoms(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    variants: dict[str, float] | None = None,
+    anatomy: str = "realistic",
 ) -> PhantomSet:
     """Write n_series phantom CT series and their labelled slices to output_dir (see the module docstring).
 
-    Example: generate_phantoms(Path("phantoms"), n_series=40, size=128)
+    variants: {name: prevalence} of the phantom variants (variants.parse_prevalence); None: none.
+    anatomy: "realistic" (separate abdominal wall muscles, L3 areas of published adults) or "classic".
+    Example: generate_phantoms(Path("phantoms"), n_series=40, size=128, variants={"arms_down": 0.1})
     """
     if n_series < 1:
         raise BodycompError(f"--series must be at least 1, got {n_series}")
@@ -168,13 +194,15 @@ def generate_phantoms(
         raise BodycompError(f"--size must be between 32 and 1024 pixels, got {size}")
     if seg_slices < 1:
         raise BodycompError(f"--seg-slices must be at least 1, got {seg_slices}")
+    if anatomy not in ANATOMIES:
+        raise BodycompError(f"--anatomy must be one of {', '.join(ANATOMIES)}, got {anatomy!r}")
     workers = max(1, min(workers or cores_per_rank(), n_series))
     started = time.perf_counter()
     splits = assign_splits(n_series, seed)
     with atomic_output_dir(Path(output_dir), overwrite=overwrite) as root:
         (root / "series").mkdir()
         (root / "slices").mkdir()
-        tasks = [(root, seed, i, size, seg_slices, splits[i]) for i in range(n_series)]
+        tasks = [(root, seed, i, size, seg_slices, splits[i], variants, anatomy) for i in range(n_series)]
         results = _run(tasks, workers, progress)
         _write_manifests(root, results)
     return PhantomSet(
@@ -216,7 +244,7 @@ def _start_method() -> multiprocessing.context.BaseContext:
 
 
 def _write_manifests(root: Path, results: list[dict]) -> None:
-    series_columns = ["series", "path", *[f"z_{lv}" for lv in LEVELS], "split"]
+    series_columns = ["series", "path", *[f"z_{lv}" for lv in LEVELS], "split", "variants"]
     series_rows = [{**r["series_row"], "split": r["split"]} for r in results]
     (root / "series.csv").write_text(_csv_text(series_rows, series_columns))
     for kind, stem in (("abdominal", "seg"), ("thoracic", "seg_thoracic")):
