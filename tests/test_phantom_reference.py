@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from conftest import invoke
 from scipy.ndimage import binary_dilation, label
 
 from bodycomp_cli.phantoms import SeriesRenderer, series_params
 from bodycomp_cli.phantoms import tissues as T
 from bodycomp_cli.phantoms.reference import L3_REFERENCE, l3_cohort_areas
-from tests.conftest import invoke
 
 # 96 px is the smallest size whose pixels (3-5 mm) resolve the skin and the thin wall without biasing SAT.
 SIZE, COHORT = 96, 240

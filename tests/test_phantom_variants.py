@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_user_error, invoke
 
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.phantoms import SeriesRenderer, generate_phantoms, series_params
@@ -16,7 +17,6 @@ from bodycomp_cli.phantoms.anatomy import vertebra_index
 from bodycomp_cli.phantoms.extras import METAL_HU
 from bodycomp_cli.phantoms.variants import VARIANT_NAMES, parse_prevalence
 from bodycomp_cli.phantoms.writer import covered_levels, slice_positions
-from tests.conftest import assert_user_error, invoke
 
 SIZE = 128
 
