@@ -135,7 +135,7 @@ def test_label_map_text_and_presets():
     # A part runs to the next CLASS=, so names keep their spaces; ';' may separate parts too.
     spaced = parse_label_map("muscle=Skeletal muscle visceral_fat=Visceral fat,VAT; subcutaneous_fat=SAT;").mapping
     assert spaced == {"skeletal_muscle": 1, "visceral_fat": 3, "vat": 3, "sat": 2}
-    assert parse_label_map("sliceomatic-alberta").mapping == {1: 1, 2: 0, 5: 3, 7: 2}
+    assert parse_label_map("sliceomatic-alberta").mapping == {1: 1, 2: 1, 5: 3, 7: 2}  # IMAT in the muscle compartment
     for bad in ("muscle=1 fat=2", "muscle=", "junk muscle=1", ";"):
         with pytest.raises(BodycompError, match="not CLASS=LABEL"):
             parse_label_map(bad)
