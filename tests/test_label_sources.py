@@ -196,3 +196,26 @@ def test_totalsegmentator_tissue_masks_match_their_image_pixel_for_pixel(tmp_pat
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "out" / "train_masks.npy").shape == (1, 64, 64, 1)
     assert set(np.unique(np.load(tmp_path / "out" / "train_masks.npy")).tolist()) == {0, 1, 2, 3}
+
+
+def test_masks_that_give_one_pixel_two_classes_are_refused(tmp_path):
+    """One rule for every source (paint_class): a pixel two masks claim for different classes is refused."""
+    from bodycomp_cli.io.labels.label_map import paint_class
+    from bodycomp_cli.io.labels.mask_folder import read_mask_folder
+
+    classes = np.zeros((2, 3), dtype=np.uint8)
+    paint_class(classes, np.array([[1, 1, 0], [0, 0, 0]], bool), 1, "a")
+    paint_class(classes, np.array([[1, 0, 0], [0, 0, 1]], bool), 1, "b")  # the same class again: fine
+    np.testing.assert_array_equal(classes, [[1, 1, 0], [0, 0, 1]])
+    with pytest.raises(BodycompError, match=r"^c overlaps another class on 1 pixels$"):
+        paint_class(classes, np.array([[0, 1, 1], [0, 0, 0]], bool), 2, "c")
+    folder = tmp_path / "tissues"
+    folder.mkdir()
+    muscle = np.zeros((4, 4, 2), dtype=np.uint8)
+    muscle[1:3, 1:3, 0] = 1
+    fat = np.zeros_like(muscle)
+    fat[2:4, 2:4, 0] = 1  # shares voxel (2, 2, 0) with muscle
+    for name, data in (("skeletal_muscle", muscle), ("subcutaneous_fat", fat)):
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(folder / f"{name}.nii.gz"))
+    with pytest.raises(BodycompError, match=r"row 1: .*subcutaneous_fat\.nii\.gz overlaps another class on 1 pixels"):
+        read_mask_folder(folder, parse_label_map("totalsegmentator"), "row 1")

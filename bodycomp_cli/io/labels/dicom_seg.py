@@ -14,7 +14,7 @@ import numpy as np
 
 from bodycomp_cli.errors import BodycompError, BodycompWarning, reason
 from bodycomp_cli.io.labels.geometry import ImageSource, LabelVolume, plane
-from bodycomp_cli.io.labels.label_map import LabelMap
+from bodycomp_cli.io.labels.label_map import LabelMap, paint_class
 from bodycomp_cli.io.volumes import dicom_stored_affine
 
 FRACTION_THRESHOLD = 0.5
@@ -80,8 +80,5 @@ def read_dicom_seg(path: Path, label_map: LabelMap, where: str, image: ImageSour
         classes, pixels = planes[key][0], frames[k].astype(bool)
         if not label:
             continue
-        claimed = pixels & (classes != 0) & (classes != label)
-        if claimed.any():
-            raise BodycompError(f"{where}: segment {number} claims {int(claimed.sum())} pixels of another class")
-        classes[pixels] = label
+        paint_class(classes, pixels, label, f"{where}: segment {number}")
     return [plane(classes, affine, path) for classes, affine in planes.values()]

@@ -75,6 +75,15 @@ class LabelMap:
         return out
 
 
+def paint_class(classes: np.ndarray, pixels: np.ndarray, label: int, what: str) -> None:
+    """Give `pixels` (bool, the shape of classes) the class `label`, refusing any a different class already holds:
+    every source's masks must agree, never be layered silently."""
+    claimed = pixels & (classes != 0) & (classes != label)
+    if claimed.any():
+        raise BodycompError(f"{what} overlaps another class on {int(claimed.sum())} pixels")
+    classes[pixels] = label
+
+
 def check_integer_labels(values: np.ndarray, what: str) -> None:
     """Refuse label arrays that are not whole numbers: fractional, NaN or inf floats, or non-numeric dtypes."""
     if values.dtype.kind == "f":

@@ -8,7 +8,7 @@ import numpy as np
 
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.io.labels.geometry import LabelVolume
-from bodycomp_cli.io.labels.label_map import LabelMap
+from bodycomp_cli.io.labels.label_map import LabelMap, paint_class
 from bodycomp_cli.io.labels.nifti import read_nifti_labels
 from bodycomp_cli.io.volumes import NIFTI_SUFFIXES
 
@@ -45,8 +45,5 @@ def read_mask_folder(folder: Path, label_map: LabelMap, where: str) -> LabelVolu
         label = label_map.class_of(mask_name(path), f"{where}: {path}")
         if label == 0:
             continue
-        claimed = (volume.labels == 1) & (classes != 0) & (classes != label)
-        if claimed.any():
-            raise BodycompError(f"{where}: {path}: {int(claimed.sum())} voxels also belong to another class")
-        classes[volume.labels == 1] = label
+        paint_class(classes, volume.labels == 1, label, f"{where}: {path}")
     return LabelVolume(labels=classes, affine=affine, source=folder)

@@ -13,7 +13,7 @@ import numpy as np
 
 from bodycomp_cli.errors import BodycompError, BodycompWarning, reason
 from bodycomp_cli.io.labels.geometry import ImageSource, LabelVolume, plane
-from bodycomp_cli.io.labels.label_map import LabelMap
+from bodycomp_cli.io.labels.label_map import LabelMap, paint_class
 from bodycomp_cli.io.volumes import dicom_stored_affine
 
 
@@ -74,10 +74,7 @@ def read_rtstruct(path: Path, label_map: LabelMap, where: str, image: ImageSourc
         label = label_map.class_of(str(name), where)
         if not label:
             continue
-        claimed = mask & (classes != 0) & (classes != label)
-        if claimed.any():
-            raise BodycompError(f"{where}: ROI {name!r} overlaps another class on {int(claimed.sum())} pixels")
-        classes[mask] = label
+        paint_class(classes, mask, label, f"{where}: ROI {name!r}")
     planes = []
     for k in np.flatnonzero(contoured):
         ds = series[k]
