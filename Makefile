@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint bench bench-accuracy bench-memory clean
+.PHONY: install test demo lint bench bench-accuracy bench-memory bench-review clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,13 @@ bench-accuracy: $(STAMP)
 bench-memory: $(STAMP)
 	$(BIN)/python benchmarks/memory.py
 
+# Issue 24's review flag, absent levels and the real-CT check: trains models on phantoms with every variant
+# (bench-review/training), tunes nothing, and scores four held-out cohorts of 50 series (seeds 1001-1004).
+REVIEW_ARGS := --output bench-review --series 50 --seeds 4 --first-seed 1001
+bench-review: $(STAMP)
+	$(BIN)/python -m benchmarks.review_flag $(REVIEW_ARGS); \
+	$(BIN)/python -m benchmarks.absent_levels $(REVIEW_ARGS); \
+	$(BIN)/python -m benchmarks.realct_levels bench-review/training/models/select bench-review/training/models/seg
+
 clean:
-	rm -rf $(VENV) bodycomp-demo .pytest_cache
+	rm -rf $(VENV) bodycomp-demo bench-review .pytest_cache

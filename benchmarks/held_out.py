@@ -1,10 +1,10 @@
 """A held-out phantom cohort estimated by trained models, and its truth: what absent_levels.py and review_flag.py
 score. Not a benchmark itself.
 
-The cohort is made by `bodycomp phantoms` (seeds of its own, so no series was seen in training); `--variants`
-passes through to it once that command has the option (issue 24's variants). The models are `--models DIR`
-(a folder with select/ and seg/ runs, e.g. a demo's models/), or are trained here with the demo's settings
-on every phantom level.
+The cohort is made by `bodycomp phantoms` (seeds of its own, from --first-seed, so no series was seen in
+training), with the phantom variants at VARIANTS' prevalences unless --variants says otherwise. The models are
+`--models DIR` (a folder with select/ and seg/ runs, e.g. a demo's models/), or are trained here with the demo's
+settings on every phantom level, on TRAINING_SERIES series of the realistic anatomy with the same variants.
 """
 
 from __future__ import annotations
@@ -16,13 +16,25 @@ import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bodycomp_cli.demo import FAST, FULL, run_demo
+from bodycomp_cli.phantoms import series_params
+from bodycomp_cli.phantoms.variants import parse_prevalence
+
+if TYPE_CHECKING:
+    from bodycomp_cli.phantoms.variation import SeriesParams
 
 LEVELS = ("L3", "T5", "T8", "T10", "T12", "L1", "L5")  # every level the phantoms carry (L3 first: estimate's)
 COHORT_SEED_BASE = 1000  # cohort seeds 1000, 1001, ...: never the training seed's phantoms
+# Every variant at a prevalence that gives each some twenty series in 200 (the per-variant tables).
+VARIANTS = (
+    "ribs_11=0.06,ribs_13=0.06,sacralised_l5=0.06,lumbarised_s1=0.06,arms_down=0.15,spinal_metal=0.08,"
+    "hip_metal=0.08,scoliosis=0.12,fov_cut=0.1,chest_only=0.1,pelvis_only=0.1"
+)
+TRAINING_SERIES = 80
 
 
 @dataclass(frozen=True)
@@ -36,13 +48,18 @@ class Cohort:
     truth: list[dict]
     results: pd.DataFrame  # indexed by series
     levels: list[str]  # the levels estimated
+    variants: str | None = None  # the cohort's --variants
 
     def variant(self, series: dict) -> str:
-        """The phantom variant(s) of a series, as phantoms.json states them ("standard" before variants exist)."""
-        value = series.get("variant", series.get("variants"))
-        if isinstance(value, list):
-            return "+".join(str(v) for v in value) or "standard"
-        return str(value) if value else "standard"
+        """The phantom variant(s) of a series, as phantoms.json states them ("standard": none)."""
+        value = series.get("variants", {})
+        names = value.get("names", []) if isinstance(value, dict) else value or []
+        return "+".join(str(name) for name in names) or "standard"
+
+    def params(self, series: dict) -> SeriesParams:
+        """The phantom parameters of a series of this cohort (its truth can be rendered from them)."""
+        prevalence = parse_prevalence(self.variants) if self.variants else None
+        return series_params(self.seed, series_index(series), self.size, prevalence)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,15 +68,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", choices=("fast", "full"), default="full", help="without --models: demo settings")
     parser.add_argument("--series", type=int, default=40, help="series per cohort")
     parser.add_argument("--seeds", type=int, default=1, help="cohorts, each of its own seed")
+    parser.add_argument("--first-seed", type=int, default=COHORT_SEED_BASE, help="the first cohort's seed")
     parser.add_argument("--size", type=int, default=128, help="phantom image size")
-    parser.add_argument("--variants", default=None, help="passed to `bodycomp phantoms --variants` (when it has it)")
+    parser.add_argument("--variants", default=VARIANTS, help="`bodycomp phantoms --variants` ('' for none)")
 
 
 def models_folder(args: argparse.Namespace) -> Path:
     """--models, or models trained now on every phantom level (demo settings)."""
     if args.models is not None:
         return args.models
-    settings = replace(FAST if args.train == "fast" else FULL, levels=LEVELS)
+    base = FAST if args.train == "fast" else replace(FULL, series=TRAINING_SERIES)
+    settings = replace(base, levels=LEVELS, anatomy="realistic", variants=args.variants or "")
     trained = args.output / "training"
     if not (trained / "models" / "select" / "series_head.pt").is_file():
         run_demo(trained, overwrite=True, settings=settings)
@@ -74,9 +93,6 @@ def make_cohort(folder: Path, seed: int, series: int, size: int, variants: str |
     command = [sys.executable, "-m", "bodycomp_cli", "phantoms", str(folder), "--series", str(series)]
     command += ["--size", str(size), "--seed", str(seed), "--workers", "1", "--overwrite"]
     if variants:
-        usage = subprocess.run([*command[:4], "--help"], capture_output=True, text=True, check=True).stdout
-        if "--variants" not in usage:
-            raise SystemExit("--variants: this bodycomp's `phantoms` has no --variants option yet")
         command += ["--variants", variants]
     subprocess.run(command, check=True)
 
@@ -91,8 +107,9 @@ def estimated_cohorts(args: argparse.Namespace) -> list[Cohort]:
     loaded = load_estimator_models(models / "select", [str(models / "seg")], None, gpus=None)
     cohorts = []
     for k in range(args.seeds):
-        seed = COHORT_SEED_BASE + k
-        folder = args.output / f"cohort_{seed}_{args.series}x{args.size}_{args.variants or 'standard'}"
+        seed = args.first_seed + k
+        mix = hashlib.sha1((args.variants or "").encode()).hexdigest()[:6] if args.variants else "standard"
+        folder = args.output / f"cohort_{seed}_{args.series}x{args.size}_{mix}"
         make_cohort(folder / "phantoms", seed, args.series, args.size, args.variants)
         # One estimate per cohort and models (the other benchmark script reuses it).
         estimate = folder / f"estimate_{hashlib.sha1(str(models.resolve()).encode()).hexdigest()[:8]}"
@@ -101,7 +118,8 @@ def estimated_cohorts(args: argparse.Namespace) -> list[Cohort]:
             run_estimate(collect_inputs([folder / "phantoms" / "series.csv"]), loaded, estimate, options)
         truth = json.loads((folder / "phantoms" / "phantoms.json").read_text())["series"]
         results = pd.read_csv(estimate / "results.csv", keep_default_na=False, dtype=str).set_index("series")
-        cohorts.append(Cohort(seed, args.size, folder, estimate, truth, results, list(loaded.levels)))
+        levels = list(loaded.levels)
+        cohorts.append(Cohort(seed, args.size, folder, estimate, truth, results, levels, args.variants or None))
     return cohorts
 
 

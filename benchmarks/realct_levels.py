@@ -1,11 +1,11 @@
 """Phantom-trained models on real CT: is every level inside its vertebra or flagged, and is an absent L3 absent?
 
 Usage:
-    python benchmarks/realct_levels.py SELECT_RUN SEG_RUN [--output DIR]
-Reads ../shared/realct/totalsegmentator (see its README): example_ct.nii.gz (abdomen and pelvis, holds L3; the
-multilabel example_seg_fast_force_split.nii.gz gives each vertebra's extent, L3 = label 29) and dicom_series/
-(20 slices at T11/T12: no L3). Prints, per series and level, the chosen z, the vertebra's extent, the reason,
-the review and the confidence.
+    python -m benchmarks.realct_levels SELECT_RUN SEG_RUN [--output DIR]
+Reads ../shared/realct/totalsegmentator (see its README): example_ct.nii.gz (abdomen and pelvis, holds L3) and
+dicom_series/ (20 slices at T11/T12: no L3), with the TotalSegmentator multilabel of each, which gives every
+vertebra's extent. Prints, per series and level, the chosen z, the vertebra's extent, the verdict (`ok`: inside its
+vertebra or flagged, and absent when the vertebra is not in the scan), the reason, the review and the confidence.
 """
 
 from __future__ import annotations
@@ -19,52 +19,70 @@ import pandas as pd
 
 REALCT = Path(__file__).resolve().parents[2] / "shared" / "realct" / "totalsegmentator"
 ABDOMEN = REALCT / "example_ct.nii.gz"
-VERTEBRAE = REALCT / "example_seg_fast_force_split.nii.gz"
 CHEST_DICOM = REALCT / "dicom_series"
-# TotalSegmentator v2 `total` labels of the vertebrae estimate may be asked for (README of shared/realct)
-VERTEBRA_LABELS = {"L5": 27, "L4": 28, "L3": 29, "L2": 30, "L1": 31, "T12": 32, "T11": 33}
+# Each CT and the TotalSegmentator multilabel of its vertebrae (README of shared/realct)
+MULTILABELS = {
+    ABDOMEN: REALCT / "example_seg_fast_force_split.nii.gz",
+    CHEST_DICOM: REALCT / "example_seg_dicom.nii.gz",
+}
+# TotalSegmentator v2 `total` labels of the vertebrae: 27 L5, 28 L4, ..., 32 T12, 33 T11, ..., 39 T5
+VERTEBRA_LABELS = {**{f"L{i}": 32 - i for i in range(1, 6)}, **{f"T{i}": 44 - i for i in range(5, 13)}}
 
 
-def vertebra_extent_mm(level: str) -> tuple[float, float] | None:
-    """(lowest, highest) z of the slices of example_ct that hold the vertebra, in the z estimate reads it with.
+def vertebra_extent_mm(multilabel: Path, level: str) -> tuple[float, float] | None:
+    """(lowest, highest) world z of the multilabel's voxels of the vertebra (None: not in it). RAS and LPS share
+    z, which is the z estimate reports (ImagePositionPatient, or the NIfTI affine)."""
+    import nibabel as nib
 
-    The multilabel lies on example_ct's grid: turned into display orientation as the CT is, its slices have the
-    CT's z."""
-    from nibabel.orientations import apply_orientation
+    image = nib.load(multilabel)
+    voxels = np.argwhere(np.asanyarray(image.dataobj) == VERTEBRA_LABELS[level])
+    if not len(voxels):
+        return None
+    z = nib.affines.apply_affine(image.affine, voxels)[:, 2]
+    return float(z.min()), float(z.max())
 
-    from bodycomp_cli.io.volumes import load_nifti_3d, nifti_display_transform, read_nifti
 
-    image, data, _, _ = load_nifti_3d(VERTEBRAE)
-    transform, _ = nifti_display_transform(image.affine, data.shape, VERTEBRAE)
-    labels, z_mm = apply_orientation(data, transform), read_nifti(ABDOMEN).z_mm
-    holding = np.flatnonzero((labels == VERTEBRA_LABELS[level]).any(axis=(1, 2)))
-    return (float(z_mm[holding].min()), float(z_mm[holding].max())) if holding.size else None
+def judge(extent: tuple[float, float] | None, scan: tuple[float, float], z: float | None, flagged: bool) -> str:
+    """`ok` or what is wrong with one level of one series. A vertebra cut by an end of the scan may be called
+    absent (its centre may lie outside) or be given a slice inside it."""
+    step = 3.5  # the coarser slice spacing (3 mm) and a half
+    if extent is None:
+        return "ok" if z is None else "absent level given a slice"
+    cut = extent[0] <= scan[0] + step or extent[1] >= scan[1] - step
+    if z is None:
+        return "ok" if cut else "present level called absent"
+    if extent[0] - 1.5 <= z <= extent[1] + 1.5 or flagged:
+        return "ok"
+    return "outside its vertebra and not flagged"
 
 
 def check_real_ct(select_run: Path, seg_run: Path, output: Path) -> pd.DataFrame:
-    """Estimate both series with every level the run has; one row per (series, level) that it has a vertebra for."""
+    """Estimate both series with every level the run has; one row per (series, level), judged (`judge`)."""
     from bodycomp_cli.estimate.inputs import collect_inputs
     from bodycomp_cli.estimate.models import load_estimator_models
     from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
 
     models = load_estimator_models(select_run, [str(seg_run)], None, gpus=0)
     options = EstimateOptions(previews=False, show_progress=False, overwrite=True)
-    run_estimate(collect_inputs([ABDOMEN, CHEST_DICOM]), models, output, options)
-    results = pd.read_csv(output / "results.csv", keep_default_na=False, dtype=str)
+    inputs = collect_inputs([ABDOMEN, CHEST_DICOM])
+    run_estimate(inputs, models, output, options)
+    results = pd.read_csv(output / "results.csv", keep_default_na=False, dtype=str).set_index("series")
     rows = []
-    for _, row in results.iterrows():
-        abdomen = row["series"] == collect_inputs([ABDOMEN])[0].series
+    for entry in inputs:
+        row = results.loc[entry.series]
+        names = {ABDOMEN: "abdomen (NIfTI)", CHEST_DICOM: "chest (DICOM, T11/T12)"}
+        scan_z = _scan_z_mm(entry.path)
         for level in models.levels:
-            extent = vertebra_extent_mm(level) if abdomen and level in VERTEBRA_LABELS else None
+            extent = vertebra_extent_mm(MULTILABELS[entry.path], level) if level in VERTEBRA_LABELS else None
             z = float(row[f"{level}_z_mm"]) if row[f"{level}_z_mm"] else None
-            inside = None if extent is None or z is None else bool(extent[0] - 1.5 <= z <= extent[1] + 1.5)
             rows.append(
                 {
-                    "series": "abdomen (NIfTI)" if abdomen else "chest (DICOM, T11/T12)",
+                    "series": names[entry.path],
                     "level": level,
                     "z_mm": z,
                     "vertebra_mm": "" if extent is None else f"{extent[0]:.0f}..{extent[1]:.0f}",
-                    "inside": inside,
+                    "scan_mm": f"{scan_z[0]:.0f}..{scan_z[1]:.0f}",
+                    "verdict": judge(extent, scan_z, z, bool(row[f"{level}_review"])),
                     "reason": row[f"{level}_reason"],
                     "review": row[f"{level}_review"],
                     "confidence": row[f"{level}_confidence"],
@@ -72,6 +90,13 @@ def check_real_ct(select_run: Path, seg_run: Path, output: Path) -> pd.DataFrame
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _scan_z_mm(path: Path) -> tuple[float, float]:
+    from bodycomp_cli.io.volumes import read_volume
+
+    z = read_volume(path).z_mm
+    return float(z.min()), float(z.max())
 
 
 def main() -> None:
@@ -83,6 +108,9 @@ def main() -> None:
     table = check_real_ct(args.select_run, args.seg_run, args.output)
     with pd.option_context("display.max_colwidth", 200, "display.width", 250):
         print(table.to_string(index=False))
+    wrong = table[table["verdict"] != "ok"]
+    print(f"{len(table) - len(wrong)}/{len(table)} levels ok (inside the vertebra or flagged; absent when absent)")
+    raise SystemExit(0 if wrong.empty else 1)
 
 
 if __name__ == "__main__":

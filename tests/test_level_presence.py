@@ -12,7 +12,14 @@ from test_estimate_cli import THRESHOLD_MM, FakeModels, write_series
 
 from bodycomp_cli.core.metrics import outputs_from_offsets
 from bodycomp_cli.estimate.inputs import collect_inputs
-from bodycomp_cli.estimate.level_presence import NOT_IN_SCAN, level_presence, predicted_level_z_mm
+from bodycomp_cli.estimate.level_presence import (
+    NOT_IN_SCAN,
+    level_presence,
+    level_presence_of_evidence,
+    predicted_level_z_mm,
+    pressed_against_an_end,
+    series_presence,
+)
 from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
 
 Z = np.arange(30) * 4.0  # 0..116 mm
@@ -46,6 +53,50 @@ def test_a_flat_curve_gives_a_bound_beyond_the_nearer_end() -> None:
 def test_the_margin_is_a_setting() -> None:
     assert not level_presence(head_outputs(-8.0), Z, THRESHOLD_MM, margin_mm=5.0).in_scan
     assert level_presence(head_outputs(-8.0), Z, THRESHOLD_MM, margin_mm=10.0).in_scan
+
+
+def test_every_reading_must_put_the_level_inside() -> None:
+    # The snap moved the head's level from 30 mm above the top slice (116 mm) to 110 mm: the chosen outputs
+    # alone say "in the scan", the head before the snap does not.
+    snapped, head, cnn = head_outputs(110.0), head_outputs(146.0), head_outputs(112.0)
+    assert level_presence(snapped, Z, THRESHOLD_MM).in_scan
+    moved = level_presence_of_evidence([snapped, head, cnn], Z, THRESHOLD_MM)
+    assert not moved.in_scan and moved.reason == NOT_IN_SCAN and moved.level_z_mm == pytest.approx(110.0, abs=0.5)
+    # the per-slice CNN sees every slice far below the level (saturated at 1): not in the scan either
+    saturated = level_presence_of_evidence([snapped, None, np.ones_like(Z)], Z, THRESHOLD_MM)
+    assert not saturated.in_scan
+    # all three inside (a run without a head before the snap gives None): in the scan, at the chosen position
+    inside = level_presence_of_evidence([snapped, None, cnn], Z, THRESHOLD_MM)
+    assert inside.in_scan and inside.reason == "" and inside.level_z_mm == pytest.approx(110.0, abs=0.5)
+
+
+def test_a_level_squeezed_against_an_end_is_beyond_it() -> None:
+    # Z runs 0..116 mm. L5 found at 4 mm with L3 at 24 mm: 10 mm per vertebra, where an adult's L3 -> L5 is 72 mm,
+    # so L5 lies near 24 - 72 = -48 mm, far below the first slice.
+    assert pressed_against_an_end("L5", 4.0, {"L3": 24.0, "L5": 4.0}, Z, THRESHOLD_MM)
+    # the same at the top: T12 at 112 mm with L1 at 100 mm (an adult's T12 -> L1 about 27 mm)
+    assert pressed_against_an_end("T12", 112.0, {"T12": 112.0, "L1": 100.0}, Z, THRESHOLD_MM)
+    # spaced as an adult's: L5 at 4 mm with L3 at 76 mm puts it at 4 mm, inside
+    assert not pressed_against_an_end("L5", 4.0, {"L3": 76.0, "L5": 4.0}, Z, THRESHOLD_MM)
+    # away from the ends, without a neighbour on the inner side, or not a vertebra: never
+    assert not pressed_against_an_end("L5", 60.0, {"L3": 70.0, "L5": 60.0}, Z, THRESHOLD_MM)
+    assert not pressed_against_an_end("L5", 4.0, {"S1": 1.0, "L5": 4.0}, Z, THRESHOLD_MM)
+    assert not pressed_against_an_end("umbilicus", 4.0, {"L3": 24.0}, Z, THRESHOLD_MM)
+
+
+def test_the_spine_order_carries_absence_past_a_level_beyond_an_end() -> None:
+    from bodycomp_cli.tasks.slice_selection.evidence import SelectionEvidence
+
+    # A chest scan (0..116 mm): T12 at 60 mm, L1 read 60 mm below the first slice; L3's own readings put it
+    # at 20 mm (inside), which cannot be: it lies below L1.
+    columns = np.stack([head_outputs(60.0), head_outputs(-60.0), head_outputs(20.0)], axis=1)
+    evidence = SelectionEvidence(["T12", "L1", "L3"], columns, columns)
+    presence = series_presence(evidence, Z, THRESHOLD_MM)
+    assert presence["T12"].in_scan and not presence["L1"].in_scan
+    assert not presence["L3"].in_scan and presence["L3"].reason == NOT_IN_SCAN
+    # the same readings with L1 inside: L3 stays in the scan
+    columns[:, 1] = head_outputs(40.0)
+    assert series_presence(SelectionEvidence(["T12", "L1", "L3"], columns, columns), Z, THRESHOLD_MM)["L3"].in_scan
 
 
 def test_bad_shapes_are_refused() -> None:

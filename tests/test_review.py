@@ -12,7 +12,14 @@ from test_estimate_cli import LEVEL_Z_MM, THRESHOLD_MM, FakeModels, write_series
 
 from bodycomp_cli.core.metrics import outputs_from_offsets
 from bodycomp_cli.estimate.inputs import collect_inputs
-from bodycomp_cli.estimate.review import Segmentation, Tolerances, cues_of, level_positions, review_reasons
+from bodycomp_cli.estimate.review import (
+    Segmentation,
+    Tolerances,
+    cues_of,
+    level_positions,
+    review_from_measures,
+    review_reasons,
+)
 from bodycomp_cli.estimate.run import EstimateOptions, run_estimate
 from bodycomp_cli.tasks.slice_selection.evidence import SelectionEvidence
 
@@ -64,9 +71,9 @@ def test_a_snap_that_moved_the_head_far_is_a_reason() -> None:
 
 
 def test_a_blurred_curve_is_a_reason() -> None:
-    cnn = curve(100.0)
-    cnn[np.abs(Z - 100.0) <= 30.0] = 0.5  # flat where it should rise: each slice reads itself, the median 100 mm
     near = np.abs(Z - 100.0) <= 3 * T
+    cnn = curve(100.0)
+    cnn[near] = 1.0 - cnn[near]  # falls where it should rise: each slice reads 200 - z, the median still 100 mm
     misfit = np.sqrt(np.mean((cnn[near] - curve(100.0)[near]) ** 2))
     assert misfit > Tolerances().misfit
     review = review_reasons(evidence(cnn), "L3", Z, T, 100.0)
@@ -75,8 +82,8 @@ def test_a_blurred_curve_is_a_reason() -> None:
 
 def test_implausible_spacing_between_predicted_levels_is_a_reason() -> None:
     ok = evidence(curve(100.0))
-    squeezed = review_reasons(ok, "L3", Z, T, 100.0, positions_mm={"L1": 110.0, "L3": 100.0, "L5": 10.0})
-    # 5 mm per vertebra up to L1 (an adult's lumbar vertebra: 36 mm); 45 mm down to L5 is within 1.6x
+    squeezed = review_reasons(ok, "L3", Z, T, 100.0, positions_mm={"L1": 110.0, "L3": 100.0, "L5": 30.0})
+    # 5 mm per vertebra up to L1 (an adult's lumbar vertebra: 36 mm); 35 mm down to L5 is within the tolerance
     assert squeezed.reasons == ["L3 lies 5 mm per vertebra from L1 over 2 (an adult's: ~36)"]
     swapped = review_reasons(ok, "L3", Z, T, 100.0, positions_mm={"L1": 60.0, "L3": 100.0})
     assert swapped.reasons == ["L3 lies on the wrong side of L1"] and swapped.confidence == 0.0
@@ -95,17 +102,24 @@ def slice_with(hu_by_label: dict[int, float]) -> tuple[np.ndarray, np.ndarray]:
 
 def test_segmentation_cues_each_give_their_reason() -> None:
     hu, labels = slice_with({1: 40.0, 2: -100.0, 3: -322.0})  # the issue's "visceral fat" that was lung
-    margin = np.ones(labels.shape, np.float32)
-    margin[2:5] = 0.2  # 60 of the 280 tissue pixels: 21 %
-    seg = Segmentation(hu, labels, CLASSES, margin, {"muscle": True, "visceral_fat": False})
+    expected = [np.nan, 0.85, 0.97, np.nan]  # muscle below the 0.90 the segmentation must expect; VAT unread
+    seg = Segmentation(hu, labels, CLASSES, expected, {"muscle": True, "visceral_fat": False})
     review = review_reasons(evidence(curve(100.0)), "L3", Z, T, 100.0, segmentation=seg)
     assert review.reasons == [
-        "the segmentation is unsure of 21 % of the tissue",
+        "the segmentation expects muscle Dice 0.85",
         "muscle touches the edge of the field of view",
         "visceral fat mean -322 HU lies outside -190..-30 HU",
     ]
-    assert review.confidence == pytest.approx(1.0 / (1.0 + (60 / 280) / Tolerances().uncertain_share))
-    assert cues_of(review.text) == ["uncertainty", "field of view", "HU"]
+    shortfall = (1.0 - 0.85) / (1.0 - Tolerances().expected_dice)
+    assert review.confidence == pytest.approx(1.0 / (1.0 + shortfall))
+    assert cues_of(review.measures) == ["uncertainty", "field of view", "HU"]
+    # every cue's measure is written, whether it spoke or not
+    measures = dict(item.split("=") for item in review.measures.split("; "))
+    assert measures["expected_dice_muscle"] == "0.85" and measures["expected_dice_subcutaneous_fat"] == "0.97"
+    assert measures["edge_muscle"] == "1" and measures["edge_visceral_fat"] == "0"
+    assert measures["hu_muscle"] == "0" and measures["hu_visceral_fat"] == "1"
+    # under a looser expected-Dice tolerance the same measures give one reason fewer
+    assert review_from_measures(review.measures, Tolerances(expected_dice=0.8)) == ["field of view", "HU"]
     hu, labels = slice_with({1: 200.0, 2: -100.0, 3: -100.0})
     calm = review_reasons(None, "L3", Z, T, 100.0, segmentation=Segmentation(hu, labels, CLASSES))
     assert calm.reasons == ["muscle mean 200 HU lies outside -29..150 HU"] and calm.confidence == 0.5
@@ -124,7 +138,7 @@ def test_level_positions_keep_the_levels_in_the_scan() -> None:
 
 class ReviewedModels(FakeModels):
     """FakeModels with evidence: pixel [0, 1] of a series set to 1 makes its CNN see L3 60 mm higher, and the
-    segmentation's margin is 1 (sure) everywhere."""
+    segmentation expects Dice 1 (sure) of every class."""
 
     def selection_evidence(self, hu_volume: np.ndarray, z_mm: np.ndarray) -> SelectionEvidence:
         outputs = self.slice_outputs(hu_volume, z_mm)
@@ -133,9 +147,9 @@ class ReviewedModels(FakeModels):
         cnn = outputs_from_offsets(z - LEVEL_Z_MM - shift, T)[:, None]
         return SelectionEvidence(["L3"], outputs, cnn)
 
-    def segment_with_margin(self, level: str, hu_slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def segment_with_expected_dice(self, level: str, hu_slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         labels = self.segment(level, hu_slices)
-        return labels, np.ones(labels.shape, np.float32)
+        return labels, np.ones((len(labels), len(self.classes(level))))
 
 
 def test_estimate_writes_review_and_confidence_and_puts_flagged_series_first(tmp_path: Path) -> None:
@@ -178,6 +192,23 @@ def test_a_series_head_run_gives_its_cnn_head_and_phase_apart(trained: dict[str,
     assert evidence.phase is not None and evidence.phase.shape == (n, 2)  # L3-labelled data: a phase run
     assert evidence.head_outputs is not None and evidence.head_outputs.shape == (n, 1)
     assert not np.array_equal(evidence.cnn_outputs, evidence.outputs)  # the CNN's own outputs, not the head's
-    labels, margin = models.segment_with_margin("L3", volume.hu[:2])
+    labels, expected = models.segment_with_expected_dice("L3", volume.hu[:2])
     np.testing.assert_array_equal(labels, models.segment("L3", volume.hu[:2]))
-    assert margin.shape == labels.shape and 0.0 <= margin.min() and margin.max() <= 1.0 + 1e-6
+    assert expected.shape == (2, len(models.classes("L3")))
+    found = np.isfinite(expected)
+    assert found[:, 0].all() and 0.0 < expected[found].min() and expected[found].max() <= 1.0 + 1e-9
+
+
+def test_expected_dice_is_the_soft_dice_of_the_probabilities_against_the_argmax() -> None:
+    import torch
+
+    from bodycomp_cli.tasks.segmentation.predictor import expected_dice
+
+    probabilities = torch.tensor([[[[0.9, 0.3]], [[0.1, 0.7]]]])  # 1 slice, 2 classes, 1 x 2 pixels
+    logits = probabilities.log()
+    dice = expected_dice(logits, logits.argmax(dim=1))
+    # class 0: its mask is pixel 0; 2 * 0.9 / (0.9 + 0.3 + 1); class 1: 2 * 0.7 / (0.1 + 0.7 + 1)
+    np.testing.assert_allclose(dice.numpy(), [[2 * 0.9 / 2.2, 2 * 0.7 / 1.8]], rtol=1e-6)
+    absent = expected_dice(torch.tensor([[[[9.0, 9.0]], [[0.0, 0.0]]]]), torch.zeros(1, 1, 2, dtype=torch.long))
+    assert absent[0, 0] == pytest.approx(2 * 2 * (1 / (1 + np.exp(-9))) / (2 * (1 / (1 + np.exp(-9))) + 2))
+    assert torch.isnan(absent[0, 1])  # under one pixel of class 1 in the probabilities and none in the labels

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.realct_levels import REALCT, check_real_ct
+from benchmarks.realct_levels import REALCT, check_real_ct, judge
 
 
 def test_every_level_is_inside_its_vertebra_or_flagged_and_an_absent_l3_is_absent(
@@ -19,11 +19,19 @@ def test_every_level_is_inside_its_vertebra_or_flagged_and_an_absent_l3_is_absen
             raise AssertionError(f"{REALCT} is missing and CI is set")
         pytest.skip(f"{REALCT} absent (the repository's sibling shared/realct); outside CI this test skips")
     table = check_real_ct(trained["select"], trained["seg"], tmp_path / "out")
-    abdomen = table[table["series"].str.startswith("abdomen")]
-    chest = table[table["series"].str.startswith("chest")]
-    assert len(abdomen) == len(chest) == 1  # the session's tiny models estimate L3 only
-    for _, row in abdomen.iterrows():  # inside the vertebra the multilabel gives, or flagged for review
-        assert row["inside"] or row["review"], row.to_dict()
-        assert row["reason"] or float(row["confidence"]) <= 0.5 or row["inside"]
-    l3 = chest[chest["level"] == "L3"].iloc[0]
-    assert l3["reason"] == "not in scan", l3.to_dict()
+    assert list(table["level"]) == ["L3", "L3"]  # the session's tiny models estimate L3 only
+    # inside the vertebra the multilabel gives, or flagged for review; and absent from the chest series
+    assert (table["verdict"] == "ok").all(), table.to_dict("records")
+    chest = table[table["series"].str.startswith("chest")].iloc[0]
+    assert chest["reason"] == "not in scan" and chest["vertebra_mm"] == "", chest.to_dict()
+
+
+def test_the_verdicts_of_the_real_ct_check() -> None:
+    scan = (100.0, 400.0)
+    assert judge((200.0, 240.0), scan, 220.0, flagged=False) == "ok"
+    assert judge((200.0, 240.0), scan, 260.0, flagged=False) == "outside its vertebra and not flagged"
+    assert judge((200.0, 240.0), scan, 260.0, flagged=True) == "ok"
+    assert judge((200.0, 240.0), scan, None, flagged=False) == "present level called absent"
+    assert judge((360.0, 400.0), scan, None, flagged=False) == "ok"  # cut by the top: its centre may lie above
+    assert judge(None, scan, None, flagged=False) == "ok"
+    assert judge(None, scan, 250.0, flagged=True) == "absent level given a slice"

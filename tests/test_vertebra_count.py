@@ -66,3 +66,32 @@ def test_a_stretch_without_a_readable_phase_leaves_the_count_blank() -> None:
 
 def test_lumbar_levels() -> None:
     assert [is_lumbar(name) for name in ("T12", "L1", "L5", "S1", "spleen")] == [False, True, True, False, False]
+
+
+@pytest.mark.parametrize("variant", ["ribs_11", "ribs_13", "sacralised_l5", "lumbarised_s1", "none"])
+def test_on_transitional_phantoms_the_count_is_the_one_phantoms_json_states(variant: str) -> None:
+    """A model that names levels from the anatomy around them puts L1 at the first rib-free vertebra and L5 at the
+    last one above the sacrum; the phase of each slice (what the CNN is trained to output) turns once per
+    vertebra. On each transitional phantom the count between them is the `lumbar_count` of its truth."""
+    from bodycomp_cli.core.vertebrae import phase_targets
+    from bodycomp_cli.phantoms import series_params
+    from bodycomp_cli.phantoms.writer import slice_positions
+
+    prevalence = {} if variant == "none" else {variant: 1.0}
+    checked = 0
+    for index in range(24):
+        params = series_params(7, index, 32, prevalence)
+        spine, variants = params.spine, params.variants
+        assert variant == "none" or variant in variants.names
+        z = slice_positions(params)
+        reader_l1 = float(spine.z_at(variants.rib_pairs))  # v: 0 = T1, so the first vertebra without a rib
+        reader_l5 = float(spine.z_at(variants.sacrum_index - 1))
+        if not (z.min() < reader_l5 < reader_l1 < z.max()):  # this series' coverage ends before an anchor
+            continue
+        phase, _ = phase_targets(spine.v_at(z))
+        result = lumbar_count(z, phase, {"L1": reader_l1, "L5": reader_l5})
+        expected = {"ribs_11": 6, "ribs_13": 4, "sacralised_l5": 4, "lumbarised_s1": 6, "none": 5}[variant]
+        assert variants.lumbar_count == expected and result.count == expected, (index, result)
+        assert result.transitional is (expected != 5)
+        checked += 1
+    assert checked >= 6

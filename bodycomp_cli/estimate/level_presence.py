@@ -7,15 +7,26 @@ the scan and never when it lies outside; counting crossings cannot tell a chest 
 predicted position can. A level predicted more than a margin beyond the first or last slice is not in the scan:
 it gets blank measures and a reason, never a chosen slice.
 
-Where it fails: it trusts the model's position. A model that never saw a series without the level (a chest CT
-for L3) may place the level inside it; the review flags catch that, not this test.
+With a series head the level must be inside by every reading the run gives (level_presence_of_evidence): the
+position the slice choice reads (the head's after the vertebral phase snapped it), the head's before the snap,
+and the per-slice CNN's. The snap looks for the level's phase near the head's position, and from a level just
+beyond an end it may land on the end's own vertebra: on held-out phantoms (issue 24) every level reported in
+the scan while lying 27-45 mm beyond it had been moved 16-22 mm inward by the snap, or was seen beyond the end
+by the CNN.
+
+Where it fails: it trusts the model's readings. A model that never saw a series without the level (a chest CT
+for L3) may place the level inside it with every reading; the review flags catch that, not this test.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from bodycomp_cli.core.vertebrae import nominal_step_mm, spine_index
+from bodycomp_cli.tasks.slice_selection.evidence import SelectionEvidence
 
 NOT_IN_SCAN = "not in scan"
 # Outputs inside (INFORMATIVE, 1 - INFORMATIVE) are read as positions: |offset| <= T * logit(0.95) ~ 2.9 T.
@@ -69,3 +80,79 @@ def level_presence(
     z = np.asarray(z_mm, dtype=np.float64)
     inside = float(z.min()) - margin <= level_z <= float(z.max()) + margin
     return LevelPresence(in_scan=inside, level_z_mm=level_z, reason="" if inside else NOT_IN_SCAN)
+
+
+def level_presence_of_evidence(
+    columns: Sequence[np.ndarray | None], z_mm: np.ndarray, threshold_mm: float, margin_mm: float | None = None
+) -> LevelPresence:
+    """level_presence of the first column (what the slice choice reads), but not in the scan when any other
+    column (the head's before the snap, the per-slice CNN's; None: the run has none) puts the level beyond it.
+
+    Example: level_presence_of_evidence([outputs[:, k], head[:, k], cnn[:, k]], volume.z_mm, 10.0).in_scan
+    """
+    chosen = level_presence(columns[0], z_mm, threshold_mm, margin_mm)  # type: ignore[arg-type]
+    if not chosen.in_scan:
+        return chosen
+    for column in columns[1:]:
+        if column is not None and not level_presence(column, z_mm, threshold_mm, margin_mm).in_scan:
+            return LevelPresence(in_scan=False, level_z_mm=chosen.level_z_mm, reason=NOT_IN_SCAN)
+    return chosen
+
+
+def pressed_against_an_end(
+    level: str, level_z_mm: float, positions_mm: Mapping[str, float], z_mm: np.ndarray, threshold_mm: float
+) -> bool:
+    """Is a level found within one threshold of an end of the scan where its nearest vertebral neighbour on the
+    inner side, at an average adult's spacing (core/vertebrae.nominal_step_mm), puts it more than one threshold
+    beyond that end? Then the model squeezed a level that lies beyond the scan into it: on held-out phantoms
+    such an L5 lay 17-18 mm per vertebra from L3 (an adult's ~36) and 27-29 mm below the last slice.
+
+    Example: pressed_against_an_end("L5", -307.0, {"L3": -290.0, "L5": -307.0}, volume.z_mm, 10.0)
+    """
+    index = spine_index(level)
+    if index is None:
+        return False
+    z = np.asarray(z_mm, dtype=np.float64)
+    low, high = float(z.min()), float(z.max())
+    named = [(spine_index(name), z_other) for name, z_other in positions_mm.items() if name != level]
+    others = [(i, z_other) for i, z_other in named if i is not None]
+    for at_bottom in (True, False):
+        if (level_z_mm > low + threshold_mm) if at_bottom else (level_z_mm < high - threshold_mm):
+            continue
+        inner = [(i, z_other) for i, z_other in others if (i < index if at_bottom else i > index)]
+        if not inner:
+            continue
+        other_index, other_z = min(inner, key=lambda item: abs(item[0] - index))
+        span = sum(nominal_step_mm(k) for k in range(min(other_index, index), max(other_index, index)))
+        if (other_z - span < low - threshold_mm) if at_bottom else (other_z + span > high + threshold_mm):
+            return True
+    return False
+
+
+def series_presence(evidence: SelectionEvidence, z_mm: np.ndarray, threshold_mm: float) -> dict[str, LevelPresence]:
+    """Every output level's presence: level_presence_of_evidence, then pressed_against_an_end, then the spine's
+    order. A vertebra found beyond the bottom of the scan has every vertebra below it beyond as well, and one
+    beyond the top every vertebra above it: a chest CT whose L1 lies below its last slice holds no L3, whatever
+    L3's own readings say.
+
+    Example: series_presence(models.selection_evidence(volume.hu, volume.z_mm), volume.z_mm, 10.0)["L3"].in_scan
+    """
+    z = np.asarray(z_mm, dtype=np.float64)
+    low, high = float(z.min()), float(z.max())
+    presence = {}
+    for k, level in enumerate(evidence.levels):
+        head = None if evidence.head_outputs is None else evidence.head_outputs[:, k]
+        readings = [evidence.outputs[:, k], head, evidence.cnn_outputs[:, k]]
+        presence[level] = level_presence_of_evidence(readings, z, threshold_mm)
+    found = {level: p.level_z_mm for level, p in presence.items() if p.in_scan}
+    for level, p in presence.items():
+        if p.in_scan and pressed_against_an_end(level, p.level_z_mm, found, z, threshold_mm):
+            presence[level] = LevelPresence(False, p.level_z_mm, NOT_IN_SCAN)
+    absent = [(spine_index(level), p.level_z_mm) for level, p in presence.items() if not p.in_scan]
+    below = [i for i, level_z in absent if i is not None and level_z < low]
+    above = [i for i, level_z in absent if i is not None and level_z > high]
+    for level, p in presence.items():
+        index = spine_index(level)
+        if p.in_scan and index is not None and (any(index > i for i in below) or any(index < i for i in above)):
+            presence[level] = LevelPresence(False, p.level_z_mm, NOT_IN_SCAN)
+    return presence

@@ -117,9 +117,9 @@ class EstimatorModels:
     def classes(self, level: str) -> list[str]:
         return self.segmenters[level].classes
 
-    def segment_with_margin(self, level: str, hu_slices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """segment(), and the margin between the top two class probabilities per pixel (for the review)."""
-        return self.segmenters[level].segment_with_margin(hu_slices)
+    def segment_with_expected_dice(self, level: str, hu_slices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """segment(), and the Dice the model expects per slice and class (for the review)."""
+        return self.segmenters[level].segment_with_expected_dice(hu_slices)
 
     def segment(self, level: str, hu_slices: np.ndarray) -> np.ndarray:
         """N x H x W uint8 labels from the level's segmentation model, at the slices' own size."""

@@ -19,7 +19,10 @@ from bodycomp_cli.io.dicom_tree import IDENTIFIER_COLUMNS
 from bodycomp_cli.io.journal import read_complete_text
 
 # reason: blank, or why no slice; review: why a reader should check the level, confidence in [0, 1] (review.py)
-LEVEL_FIELDS = ("slice_index", "z_mm", "zero_crossings", "sop_instance_uid", "reason", "review", "confidence")
+# review_cues: every cue's measure, `key=value; ...` (review.py)
+LEVEL_FIELDS = (
+    "slice_index", "z_mm", "zero_crossings", "sop_instance_uid", "reason", "review", "confidence", "review_cues",
+)  # fmt: skip
 TISSUE_FIELDS = (*STATISTICS, "touches_edge")
 # The `slice_selection` column: how each series' slices were chosen.
 SELECTION_BY_MODEL = "model"

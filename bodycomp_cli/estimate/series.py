@@ -14,7 +14,7 @@ from bodycomp_cli.core.selection import SliceChoice, select_level_slice
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.dicom_seg import write_dicom_seg
 from bodycomp_cli.estimate.field_of_view import tissues_touching_edge
-from bodycomp_cli.estimate.level_presence import level_presence
+from bodycomp_cli.estimate.level_presence import series_presence
 from bodycomp_cli.estimate.measure import STATISTICS, measure_tissues
 from bodycomp_cli.estimate.muscle_quality import DEFAULT_HU_RANGES, gate_labels, muscle_quality
 from bodycomp_cli.estimate.preview import save_preview
@@ -85,6 +85,7 @@ def estimate_series(
     skip_selection = volume.hu.shape[0] == 1
     evidence = None if skip_selection else _selection_evidence(models, volume)
     outputs = None if evidence is None else evidence.columns(models.levels).outputs
+    presences = {} if evidence is None else series_presence(evidence, volume.z_mm, models.threshold_mm)
     row: dict[str, object] = {"slice_selection": SELECTION_SKIPPED if skip_selection else SELECTION_BY_MODEL}
     positions = {} if evidence is None else level_positions(evidence, volume.z_mm, models.threshold_mm)
     count = LumbarCount(None, "one slice: no level was predicted")
@@ -97,7 +98,7 @@ def estimate_series(
         if outputs is None:
             choice = SliceChoice(index=0, zero_crossings=None, smoothed=None)
         else:
-            presence = level_presence(outputs[:, column], volume.z_mm, models.threshold_mm)
+            presence = presences[level]
             if not presence.in_scan:
                 row.update(_absent_level(level, models.classes(level)[1:], presence.reason))
                 continue
@@ -107,7 +108,7 @@ def estimate_series(
         # --range: every slice within +-MM of the chosen one; the chosen slice always counts.
         near = np.flatnonzero(np.abs(volume.z_mm - z_chosen) <= options.range_mm)
         indices = near if choice.index in near else np.array([choice.index])
-        labels, margin = _segment(models, level, np.asarray(volume.hu[indices]))
+        labels, expected = _segment(models, level, np.asarray(volume.hu[indices]))
         classes = models.classes(level)
         quality = muscle_quality(volume.hu[indices], labels, classes, volume.pixel_spacing)  # before any gating
         row.update({f"{level}_{name}": value for name, value in quality.items()})
@@ -125,13 +126,14 @@ def estimate_series(
             row[f"{level}_{tissue}_touches_edge"] = touching[tissue]
         at = int(np.flatnonzero(indices == choice.index)[0])
         chosen_labels = labels[at]
-        margin_at = None if margin is None else margin[at]
-        seg = Segmentation(volume.hu[choice.index], chosen_labels, classes, margin_at, touching_edge=touching)
+        expected_at = None if expected is None else expected[at]
+        seg = Segmentation(volume.hu[choice.index], chosen_labels, classes, expected_at, touching_edge=touching)
         review = review_reasons(
             evidence, level, volume.z_mm, models.threshold_mm, z_chosen, positions, seg,
             count.review_reason if is_lumbar(level) else "",
         )  # fmt: skip
         row[f"{level}_review"], row[f"{level}_confidence"] = review.text, round(review.confidence, 3)
+        row[f"{level}_review_cues"] = review.measures
         details[level] = {
             "choice": choice,
             "labels": chosen_labels,
@@ -153,9 +155,9 @@ def _selection_evidence(models: Models, volume: Volume) -> SelectionEvidence:
 
 
 def _segment(models: Models, level: str, hu_slices: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Labels, and the top-two class margin per pixel where the models give it."""
-    if hasattr(models, "segment_with_margin"):
-        return models.segment_with_margin(level, hu_slices)
+    """Labels, and the Dice the model expects per slice and class where the models give it."""
+    if hasattr(models, "segment_with_expected_dice"):
+        return models.segment_with_expected_dice(level, hu_slices)
     return models.segment(level, hu_slices), None
 
 
@@ -164,7 +166,7 @@ def _absent_level(level: str, tissues: list[str], reason: str) -> dict[str, obje
     cells: dict[str, object] = {f"{level}_{name}": None for name in ("slice_index", "z_mm", "zero_crossings")}
     cells[f"{level}_sop_instance_uid"] = ""
     cells[f"{level}_reason"] = reason
-    cells[f"{level}_review"], cells[f"{level}_confidence"] = "", None
+    cells[f"{level}_review"], cells[f"{level}_confidence"], cells[f"{level}_review_cues"] = "", None, ""
     for tissue in tissues:
         cells |= dict.fromkeys((f"{level}_{tissue}_{stat}" for stat in TISSUE_FIELDS), None)
     return cells

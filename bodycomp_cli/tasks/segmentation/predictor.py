@@ -24,19 +24,26 @@ class SegmentationPredictor:
 
     def segment(self, hu_slices: np.ndarray) -> np.ndarray:
         """N x H x W raw HU -> N x H x W uint8 labels at the input size (window as trained, argmax of logits)."""
-        return self.segment_with_margin(hu_slices, margin=False)[0]
+        return self.segment_with_expected_dice(hu_slices, expected=False)[0]
 
     @torch.no_grad()
-    def segment_with_margin(self, hu_slices: np.ndarray, margin: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """As segment(), and per pixel the margin between the top two class probabilities (softmax), N x H x W
-        float32 at the input size: the model's own uncertainty, which estimate's review reads."""
+    def segment_with_expected_dice(
+        self, hu_slices: np.ndarray, expected: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """As segment(), and per slice and class the Dice the model itself expects of its labels, N x classes
+        float64 (NaN where neither the labels nor the probabilities hold the class): estimate's review reads it.
+
+        The expected Dice of class c is the soft Dice between the model's probabilities p_c and its own
+        argmax mask m_c, 2 sum(p_c m_c) / (sum p_c + sum m_c): 1 when every pixel is sure, lower as more of
+        the class's pixels are near a tie, and it reads the whole class, so a thin structure drawn with soft
+        borders scores low where a share of uncertain pixels would not tell thin from unsure."""
         run = self.run
         hu_slices = np.asarray(hu_slices)
         if hu_slices.ndim == 2:
             hu_slices = hu_slices[None]
         window, size = run.config.window, run.config.image_size
         labels = np.empty(hu_slices.shape, dtype=np.uint8)
-        margins = np.empty(hu_slices.shape, dtype=np.float32) if margin else None
+        dice = np.empty((len(hu_slices), len(self.classes))) if expected else None
         for start in range(0, len(hu_slices), self.batch_size):
             batch = hu_slices[start : start + self.batch_size]
             images = segmentation_input(batch, window.level, window.width, size)
@@ -44,14 +51,12 @@ class SegmentationPredictor:
                 logits = run.model(images.to(run.device))
             # Labels at the model's size go back to the slice's size with nearest, so every output pixel carries
             # a label the model chose; nearest-exact keeps pixel centres aligned.
-            predicted = resize_labels(logits.argmax(dim=1).to(torch.uint8), hu_slices.shape[-2:])
+            argmax = logits.argmax(dim=1)
+            predicted = resize_labels(argmax.to(torch.uint8), hu_slices.shape[-2:])
             labels[start : start + self.batch_size] = predicted.cpu().numpy()
-            if margins is not None:
-                top2 = torch.softmax(logits.float(), dim=1).topk(2, dim=1).values
-                gap = (top2[:, 0] - top2[:, 1]).unsqueeze(1)
-                resized = torch.nn.functional.interpolate(gap, size=hu_slices.shape[-2:], mode="nearest-exact")
-                margins[start : start + self.batch_size] = resized[:, 0].cpu().numpy()
-        return labels, margins
+            if dice is not None:
+                dice[start : start + self.batch_size] = expected_dice(logits, argmax).cpu().numpy()
+        return labels, dice
 
     def score(self, data_dir: Path, split: str, output_dir: Path, options: Any, progress: Any = None) -> dict:
         """evaluate: Dice and area error on prepare-seg arrays, worst-slice overlays in output_dir."""
@@ -60,3 +65,13 @@ class SegmentationPredictor:
         return evaluate_segmentation(
             self.classes, self.segment, data_dir, split, output_dir, self.batch_size, options.pixel_spacing_mm, progress
         )
+
+
+def expected_dice(logits: torch.Tensor, argmax: torch.Tensor) -> torch.Tensor:
+    """B x C x H x W logits and their B x H x W argmax -> B x C soft Dice of the probabilities against the
+    argmax masks (NaN where a class has under one pixel of either)."""
+    probabilities = torch.softmax(logits.float(), dim=1)
+    masks = torch.nn.functional.one_hot(argmax, probabilities.shape[1]).permute(0, 3, 1, 2).float()
+    overlap = (probabilities * masks).sum(dim=(2, 3))
+    total = probabilities.sum(dim=(2, 3)) + masks.sum(dim=(2, 3))
+    return torch.where(total >= 1.0, 2.0 * overlap / total.clamp_min(1e-6), torch.nan).double()
