@@ -39,7 +39,8 @@ def main() -> None:
             for level in cohort.levels:
                 true_z = params.spine.z_of(level)
                 said_absent = row[f"{level}_reason"] == NOT_IN_SCAN
-                for tally in (by_variant[cohort.variant(series)], by_level[level]):
+                tallies = [by_variant[name] for name in cohort.variant(series).split("+")] + [by_level[level]]
+                for tally in tallies:
                     if true_z < z.min() - threshold or true_z > z.max() + threshold:
                         tally[0] += 1
                         tally[1] += said_absent
@@ -52,12 +53,13 @@ def main() -> None:
     print(f"{len(cohorts)} cohort(s) of {args.series} series, T = {threshold:g} mm")
     totals = [0, 0, 0, 0]
     for name, table in (("variant", by_variant), ("level", by_level)):
-        print(f"\n{name:28} {'absent reported absent':>26} {'present wrongly absent':>26}")
+        print(f"\n{name:16} {'absent reported absent':>26} {'present wrongly absent':>26}")
         totals = [0, 0, 0, 0]
         for key, tally in sorted(table.items()):
             totals = [a + b for a, b in zip(totals, tally, strict=True)]
-            print(f"{key:28} {percent(tally[1], tally[0]):>26} {percent(tally[3], tally[2]):>26}")
-        print(f"{'all':28} {percent(totals[1], totals[0]):>26} {percent(totals[3], totals[2]):>26}")
+            print(f"{key:16} {percent(tally[1], tally[0]):>26} {percent(tally[3], tally[2]):>26}")
+        if name == "level":  # a series with two variants counts in the row of each, so only levels sum up
+            print(f"{'all':16} {percent(totals[1], totals[0]):>26} {percent(totals[3], totals[2]):>26}")
     for line in missed:
         print("  not reported absent:", line)
     met_absent = totals[0] > 0 and totals[1] == totals[0]

@@ -94,22 +94,24 @@ def report(scored: list[Scored], tolerances: Tolerances) -> bool:
     }
     for title, rows in groups.items():
         print(f"\n{title}")
-        print(f"{'variant':28} {'levels':>6} {'wrong':>6} {'wrong levels caught':>22} {'right levels flagged':>22}")
+        print(f"{'variant':16} {'levels':>6} {'wrong':>6} {'wrong levels caught':>22} {'right levels flagged':>22}")
         by_variant: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-        for s in rows:
-            tally = by_variant[s.variant]
-            tally[0 if s.wrong else 2] += 1
-            tally[1 if s.wrong else 3] += bool(s.fired(tolerances))
-        totals = [0, 0, 0, 0]
+        for s in rows:  # a series with two variants counts in the row of each
+            for variant in s.variant.split("+"):
+                tally = by_variant[variant]
+                tally[0 if s.wrong else 2] += 1
+                tally[1 if s.wrong else 3] += bool(s.fired(tolerances))
+        everything = [sum(bool(s.wrong) for s in rows), sum(bool(s.wrong and s.fired(tolerances)) for s in rows)]
+        everything += [sum(not s.wrong for s in rows), sum(bool(not s.wrong and s.fired(tolerances)) for s in rows)]
         for variant, tally in sorted(by_variant.items()):
-            totals = [a + b for a, b in zip(totals, tally, strict=True)]
             n = tally[0] + tally[2]
             print(
-                f"{variant:28} {n:6d} {tally[0]:6d} {percent(tally[1], tally[0]):>22} {percent(tally[3], tally[2]):>22}"
+                f"{variant:16} {n:6d} {tally[0]:6d} {percent(tally[1], tally[0]):>22} {percent(tally[3], tally[2]):>22}"
             )
+        totals = everything
         n = totals[0] + totals[2]
         print(
-            f"{'all':28} {n:6d} {totals[0]:6d} {percent(totals[1], totals[0]):>22} {percent(totals[3], totals[2]):>22}"
+            f"{'all':16} {n:6d} {totals[0]:6d} {percent(totals[1], totals[0]):>22} {percent(totals[3], totals[2]):>22}"
         )
         if title.startswith("L3"):
             caught = totals[0] == 0 or totals[1] >= 0.95 * totals[0]
