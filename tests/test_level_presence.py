@@ -139,3 +139,12 @@ def test_estimate_leaves_an_absent_level_blank_and_says_why(tmp_path: Path) -> N
         collect_inputs([tmp_path / "s1.npz"]), TwoLevelModels(), out, EstimateOptions(resume=True, show_progress=False)
     )
     assert (out / "results.csv").read_text() == before
+
+
+def test_integer_columns_stay_integers_beside_blank_cells() -> None:
+    # a level absent from one series leaves its slice index blank; the other series' index must not become 12.0
+    from bodycomp_cli.estimate.report import csv_text
+
+    rows = [{"series": "a", "L3_slice_index": 12, "lumbar_vertebrae": 4}, {"series": "b", "L3_slice_index": None}]
+    text = csv_text(rows, ["series", "L3_slice_index", "lumbar_vertebrae", "L3_z_mm"])
+    assert text.splitlines() == ["series,L3_slice_index,lumbar_vertebrae,L3_z_mm", "a,12,4,", "b,,,"]

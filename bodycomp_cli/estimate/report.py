@@ -77,7 +77,11 @@ def csv_text(rows: Sequence[dict[str, object]], columns: Sequence[str], header: 
     import pandas as pd
 
     buffer = io.StringIO()
-    pd.DataFrame(list(rows), columns=list(columns)).to_csv(buffer, index=False, header=header)
+    frame = pd.DataFrame(list(rows), columns=list(columns))
+    for column in frame.columns:
+        if column.endswith(INTEGER_FIELDS):  # a blank cell would make pandas write the others as 4.0
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    frame.to_csv(buffer, index=False, header=header)
     return buffer.getvalue()
 
 
@@ -103,7 +107,13 @@ def read_results(path: Path, layout: Layout) -> list[dict[str, object]]:
         text = read_complete_text(path)
         if not text:  # killed before its first record was complete: nothing was done
             return []
-        text_fields = ("sop_instance_uid", "reason", "review", *(f"vertebra_{f}" for f in VERTEBRA_TEXT_FIELDS))
+        text_fields = (
+            "sop_instance_uid",
+            "reason",
+            "review",
+            "review_cues",
+            *(f"vertebra_{f}" for f in VERTEBRA_TEXT_FIELDS),
+        )
         columns = (
             dict.fromkeys((*TEXT_COLUMNS, *CLINICAL_TEXT_COLUMNS), str)
             | {f"{level}_{name}": str for level, _ in layout for name in text_fields}
