@@ -103,9 +103,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("select_run", type=Path)
     parser.add_argument("seg_run", type=Path)
-    parser.add_argument("--output", type=Path, default=Path(tempfile.mkdtemp(prefix="realct-levels-")))
+    parser.add_argument("--output", type=Path, default=None, help="keep the estimate here (default: a temporary one)")
     args = parser.parse_args()
-    table = check_real_ct(args.select_run, args.seg_run, args.output)
+    with tempfile.TemporaryDirectory(prefix="realct-levels-") as scratch:  # removed at the end: nothing is left behind
+        table = check_real_ct(args.select_run, args.seg_run, args.output or Path(scratch) / "estimate")
     with pd.option_context("display.max_colwidth", 200, "display.width", 250):
         print(table.to_string(index=False))
     wrong = table[table["verdict"] != "ok"]
