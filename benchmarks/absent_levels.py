@@ -39,15 +39,16 @@ def main() -> None:
             for level in cohort.levels:
                 true_z = params.spine.z_of(level)
                 said_absent = row[f"{level}_reason"] == NOT_IN_SCAN
+                absent = true_z < z.min() - threshold or true_z > z.max() + threshold
                 tallies = [by_variant[name] for name in cohort.variant(series).split("+")] + [by_level[level]]
                 for tally in tallies:
-                    if true_z < z.min() - threshold or true_z > z.max() + threshold:
+                    if absent:
                         tally[0] += 1
                         tally[1] += said_absent
                     elif z.min() <= true_z <= z.max():
                         tally[2] += 1
                         tally[3] += said_absent
-                if (true_z < z.min() - threshold or true_z > z.max() + threshold) and not said_absent:
+                if absent and not said_absent:
                     beyond = max(z.min() - true_z, true_z - z.max())
                     missed.append(f"{cohort.seed}/{series['series']} {level} ({beyond:.0f} mm beyond the scan)")
     print(f"{len(cohorts)} cohort(s) of {args.series} series, T = {threshold:g} mm")

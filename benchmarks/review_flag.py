@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks.held_out import Cohort, add_arguments, estimated_cohorts, percent
 from bodycomp_cli.core.metrics import dice_summary, segmentation_counts
-from bodycomp_cli.estimate.review import Tolerances, review_from_measures
+from bodycomp_cli.estimate.review import Tolerances, parse_measures, review_from_measures
 from bodycomp_cli.estimate.series import file_stem
 from bodycomp_cli.phantoms import SeriesRenderer
 
@@ -207,9 +207,7 @@ def print_measures(scored: list[Scored]) -> None:
     for kind in ("position_mm", "snap_mm", "misfit", "spacing_factor"):
         right, off = [], []
         for s in scored:
-            values = [
-                float(v) for k, _, v in (item.partition("=") for item in s.measures.split("; ")) if k.startswith(kind)
-            ]
+            values = [cue.value for cue in parse_measures(s.measures) if cue.kind == kind]
             if values:
                 (off if s.error_mm > OFF_MM else right).append(max(values))
         quantiles = np.quantile(right, [0.9, 0.95, 0.97, 0.99]) if right else []

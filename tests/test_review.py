@@ -15,7 +15,6 @@ from bodycomp_cli.estimate.inputs import collect_inputs
 from bodycomp_cli.estimate.review import (
     Segmentation,
     Tolerances,
-    cues_of,
     level_positions,
     review_from_measures,
     review_reasons,
@@ -112,7 +111,7 @@ def test_segmentation_cues_each_give_their_reason() -> None:
     ]
     shortfall = (1.0 - 0.85) / (1.0 - Tolerances().expected_dice)
     assert review.confidence == pytest.approx(1.0 / (1.0 + shortfall))
-    assert cues_of(review.measures) == ["uncertainty", "field of view", "HU"]
+    assert review_from_measures(review.measures, Tolerances()) == ["uncertainty", "field of view", "HU"]
     # every cue's measure is written, whether it spoke or not
     measures = dict(item.split("=") for item in review.measures.split("; "))
     assert measures["expected_dice_muscle"] == "0.85" and measures["expected_dice_subcutaneous_fat"] == "0.97"

@@ -133,15 +133,15 @@ class Review:
         return "; ".join(f"{cue.key}={cue.value:.4g}" for cue in self.cues)
 
 
+def parse_measures(cell: str) -> list[Cue]:
+    """The cues of a `<LEVEL>_review_cues` cell, with their measures (reasons are not stored: blank)."""
+    items = filter(None, (part.strip() for part in cell.split(";")))
+    return [Cue(key, float(value), "") for key, _, value in (item.partition("=") for item in items)]
+
+
 def review_from_measures(cell: str, tolerances: Tolerances) -> list[str]:
     """The cues (CUE_KINDS' values) a `<LEVEL>_review_cues` cell gives reasons for under other tolerances."""
-    fired = []
-    for item in filter(None, (part.strip() for part in cell.split(";"))):
-        key, _, value = item.partition("=")
-        cue = Cue(key, float(value), "")
-        if cue.ratio(tolerances) >= 1.0:
-            fired.append(CUE_KINDS[cue.kind])
-    return fired
+    return [CUE_KINDS[cue.kind] for cue in parse_measures(cell) if cue.ratio(tolerances) >= 1.0]
 
 
 def _words(tissue: str) -> str:
@@ -245,11 +245,6 @@ def review_reasons(
     if count_reason:
         cues.append(Cue("count", 1.0, count_reason))
     return Review(cues, tolerances or Tolerances())
-
-
-def cues_of(measures_cell: str, tolerances: Tolerances | None = None) -> list[str]:
-    """The cues behind a level's review, one per reason, from its `<LEVEL>_review_cues` cell."""
-    return review_from_measures(measures_cell, tolerances or Tolerances())
 
 
 def level_positions(evidence: SelectionEvidence, z_mm: np.ndarray, threshold_mm: float) -> dict[str, float]:

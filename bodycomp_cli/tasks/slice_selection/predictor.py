@@ -45,19 +45,18 @@ class SliceSelectionPredictor:
     def outputs(self, hu_volume: np.ndarray, z_mm: np.ndarray | None = None) -> np.ndarray:
         """Z x H x W raw HU -> Z x n_levels sigmoid outputs (the model saw 8-bit windowed PNGs, so window to uint8
         with the run's window first). A --context-mm or series-head run also needs each slice's z_mm (Z,)."""
+        return self.evidence(hu_volume, z_mm).outputs[:, : len(self.run.config.levels)]
+
+    def evidence(self, hu_volume: np.ndarray, z_mm: np.ndarray | None = None) -> SelectionEvidence:
+        """As outputs(), with every output level and what the per-slice CNN, the series head and the phase
+        said apart (evidence.py): what estimate's review compares."""
         hu_volume, window = np.asarray(hu_volume), self.run.config.window
 
         def windowed(rows: np.ndarray) -> np.ndarray:
             # Batch by batch: windowing a whole volume at once would take 8 bytes (float64) per voxel.
             return window_hu(hu_volume[rows], window.level, window.width)
 
-        return self._evidence(len(hu_volume), windowed, z_mm).outputs[:, : len(self.run.config.levels)]
-
-    def evidence(self, hu_volume: np.ndarray, z_mm: np.ndarray | None = None) -> SelectionEvidence:
-        """As outputs(), with every output level and what the per-slice CNN, the series head and the phase
-        said apart (evidence.py): what estimate's review compares."""
-        hu_volume, window = np.asarray(hu_volume), self.run.config.window
-        return self._evidence(len(hu_volume), lambda rows: window_hu(hu_volume[rows], window.level, window.width), z_mm)
+        return self._evidence(len(hu_volume), windowed, z_mm)
 
     def outputs_8bit(self, pixels: np.ndarray, z_mm: np.ndarray | None = None) -> np.ndarray:
         """Z x H x W 8-bit slices, windowed as the run's PNGs (evaluate reads those) -> Z x n_levels outputs."""
