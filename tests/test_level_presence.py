@@ -16,6 +16,7 @@ from bodycomp_cli.estimate.level_presence import (
     NOT_IN_SCAN,
     level_presence,
     level_presence_of_evidence,
+    positions_in_scan,
     predicted_level_z_mm,
     pressed_against_an_end,
     series_presence,
@@ -148,3 +149,33 @@ def test_integer_columns_stay_integers_beside_blank_cells() -> None:
     rows = [{"series": "a", "L3_slice_index": 12, "lumbar_vertebrae": 4}, {"series": "b", "L3_slice_index": None}]
     text = csv_text(rows, ["series", "L3_slice_index", "lumbar_vertebrae", "L3_z_mm"])
     assert text.splitlines() == ["series,L3_slice_index,lumbar_vertebrae,L3_z_mm", "a,12,4,", "b,,,"]
+
+
+class SqueezedL5Models(FakeModels):
+    """L1 at 116 mm, L3 at 50 mm (as FakeModels) and L5 squeezed to 4 mm, against the last slice (0 mm):
+    at an adult's spacing from L3 it lies some 20 mm below it, so series_presence calls it absent."""
+
+    levels = ["L1", "L3", "L5"]
+
+    def slice_outputs(self, hu_volume: np.ndarray, z_mm: np.ndarray) -> np.ndarray:
+        z = hu_volume[:, 0, 0].astype(np.float64)
+        return np.stack([1 / (1 + np.exp(-(z - level) / THRESHOLD_MM)) for level in (116.0, 50.0, 4.0)], axis=1)
+
+
+def test_a_level_called_absent_is_no_neighbour_of_the_others(tmp_path: Path) -> None:
+    from bodycomp_cli.estimate.review import parse_measures
+    from bodycomp_cli.tasks.slice_selection.evidence import SelectionEvidence
+
+    outputs = SqueezedL5Models().slice_outputs(np.rint(Z)[:, None, None] * np.ones((1, 1, 2)), Z)
+    presences = series_presence(SelectionEvidence(SqueezedL5Models.levels, outputs, outputs), Z, THRESHOLD_MM)
+    assert not presences["L5"].in_scan and sorted(positions_in_scan(presences)) == ["L1", "L3"]
+    write_series(tmp_path / "s1.npz")
+    out = tmp_path / "out"
+    run_estimate(collect_inputs([tmp_path / "s1.npz"]), SqueezedL5Models(), out, EstimateOptions(show_progress=False))
+    row = pd.read_csv(out / "results.csv", keep_default_na=False).iloc[0]
+    assert row["L5_reason"] == NOT_IN_SCAN and row["L5_review_cues"] == ""
+    # L3's spacing is read against L1 (33 mm per vertebra, an adult's ~36) and not against the absent L5, whose
+    # 23 mm per vertebra would have flagged it
+    measures = {cue.key for cue in parse_measures(row["L3_review_cues"])}
+    assert "spacing_factor_L1" in measures and "spacing_factor_L5" not in measures
+    assert "spacing" not in row["L3_review"] and "L5" not in row["L3_review"]

@@ -15,7 +15,6 @@ from bodycomp_cli.estimate.inputs import collect_inputs
 from bodycomp_cli.estimate.review import (
     Segmentation,
     Tolerances,
-    level_positions,
     review_from_measures,
     review_reasons,
 )
@@ -127,12 +126,6 @@ def test_segmentation_cues_each_give_their_reason() -> None:
 def test_a_count_reason_is_passed_on() -> None:
     review = review_reasons(evidence(curve(100.0)), "L3", Z, T, 100.0, count_reason="six lumbar")
     assert review.reasons == ["six lumbar"] and review.confidence == 0.5
-
-
-def test_level_positions_keep_the_levels_in_the_scan() -> None:
-    both = SelectionEvidence(["L3", "T5"], np.stack([curve(100.0), curve(900.0)], 1), np.zeros((len(Z), 2)))
-    positions = level_positions(both, Z, T)
-    assert list(positions) == ["L3"] and positions["L3"] == pytest.approx(100.0)
 
 
 class ReviewedModels(FakeModels):

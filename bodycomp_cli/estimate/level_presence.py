@@ -156,3 +156,13 @@ def series_presence(evidence: SelectionEvidence, z_mm: np.ndarray, threshold_mm:
         if p.in_scan and index is not None and (any(index > i for i in below) or any(index < i for i in above)):
             presence[level] = LevelPresence(False, p.level_z_mm, NOT_IN_SCAN)
     return presence
+
+
+def positions_in_scan(presences: Mapping[str, LevelPresence]) -> dict[str, float]:
+    """The predicted z of every level series_presence keeps in the scan: the neighbours the spacing cue and the
+    lumbar count may read. A level it called absent (squeezed against an end, or beyond by the spine's order)
+    is no neighbour, even where its own position lies inside.
+
+    Example: positions_in_scan(series_presence(evidence, volume.z_mm, 10.0))  # {"L3": 48.0, ...}
+    """
+    return {level: p.level_z_mm for level, p in presences.items() if p.in_scan}

@@ -245,14 +245,3 @@ def review_reasons(
     if count_reason:
         cues.append(Cue("count", 1.0, count_reason))
     return Review(cues, tolerances or Tolerances())
-
-
-def level_positions(evidence: SelectionEvidence, z_mm: np.ndarray, threshold_mm: float) -> dict[str, float]:
-    """Every output level's predicted z (from the outputs the slice choice reads), for those inside the scan."""
-    z_mm = np.asarray(z_mm, dtype=np.float64)
-    positions = {}
-    for k, level in enumerate(evidence.levels):
-        z = predicted_level_z_mm(evidence.outputs[:, k], z_mm, threshold_mm)
-        if z_mm.min() - threshold_mm <= z <= z_mm.max() + threshold_mm:
-            positions[level] = z
-    return positions

@@ -14,13 +14,13 @@ from bodycomp_cli.core.selection import SliceChoice, select_level_slice
 from bodycomp_cli.errors import BodycompError
 from bodycomp_cli.estimate.dicom_seg import write_dicom_seg
 from bodycomp_cli.estimate.field_of_view import tissues_touching_edge
-from bodycomp_cli.estimate.level_presence import series_presence
+from bodycomp_cli.estimate.level_presence import positions_in_scan, series_presence
 from bodycomp_cli.estimate.measure import STATISTICS, measure_tissues
 from bodycomp_cli.estimate.muscle_quality import DEFAULT_HU_RANGES, gate_labels, muscle_quality
 from bodycomp_cli.estimate.preview import save_preview
 from bodycomp_cli.estimate.qc import QcSettings
 from bodycomp_cli.estimate.report import SELECTION_BY_MODEL, SELECTION_SKIPPED, TISSUE_FIELDS, Layout
-from bodycomp_cli.estimate.review import Segmentation, level_positions, review_reasons
+from bodycomp_cli.estimate.review import Segmentation, review_reasons
 from bodycomp_cli.estimate.vertebra_count import LumbarCount, is_lumbar, lumbar_count
 from bodycomp_cli.io.atomic import atomic_write_bytes
 from bodycomp_cli.io.dicom_tree import DicomSeries
@@ -87,7 +87,7 @@ def estimate_series(
     outputs = None if evidence is None else evidence.columns(models.levels).outputs
     presences = {} if evidence is None else series_presence(evidence, volume.z_mm, models.threshold_mm)
     row: dict[str, object] = {"slice_selection": SELECTION_SKIPPED if skip_selection else SELECTION_BY_MODEL}
-    positions = {} if evidence is None else level_positions(evidence, volume.z_mm, models.threshold_mm)
+    positions = positions_in_scan(presences)
     count = LumbarCount(None, "one slice: no level was predicted")
     if evidence is not None:
         count = lumbar_count(volume.z_mm, evidence.phase, positions)
