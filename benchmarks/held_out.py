@@ -77,6 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", default=VARIANTS, help="`bodycomp phantoms --variants` ('' for none)")
     parser.add_argument("--seg-epochs", type=int, default=SEG_EPOCHS, help="without --models: segmentation epochs")
     parser.add_argument("--seg-slices", type=int, default=SEG_SLICES, help="without --models: slices per series")
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        default=0,
+        help="without --models: the training phantoms' and run's seed (below the cohorts')",
+    )
 
 
 def models_folder(args: argparse.Namespace) -> Path:
@@ -86,7 +92,7 @@ def models_folder(args: argparse.Namespace) -> Path:
     base = FAST
     if args.train == "full":
         base = replace(FULL, series=TRAINING_SERIES, seg_epochs=args.seg_epochs, seg_slices=args.seg_slices)
-    settings = replace(base, levels=LEVELS, anatomy="realistic", variants=args.variants or "")
+    settings = replace(base, levels=LEVELS, anatomy="realistic", variants=args.variants or "", seed=args.train_seed)
     trained = args.output / "training"
     if not (trained / "models" / "select" / "series_head.pt").is_file():
         run_demo(trained, overwrite=True, settings=settings)
