@@ -4,7 +4,8 @@ score. Not a benchmark itself.
 The cohort is made by `bodycomp phantoms` (seeds of its own, from --first-seed, so no series was seen in
 training), with the phantom variants at VARIANTS' prevalences unless --variants says otherwise. The models are
 `--models DIR` (a folder with select/ and seg/ runs, e.g. a demo's models/), or are trained here with the demo's
-settings on every phantom level, on TRAINING_SERIES series of the realistic anatomy with the same variants.
+pipeline on every phantom level, on TRAINING_SERIES series of the realistic anatomy with the same variants, and
+with SEG_EPOCHS of segmentation on SEG_SLICES slices per series (the demo's 12 on 6 are too few to judge the flag).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def models_folder(args: argparse.Namespace) -> Path:
-    """--models, or models trained now on every phantom level (demo settings)."""
+    """--models, or models trained now on every phantom level: the demo's pipeline and settings, with more series
+    and longer segmentation training (--seg-epochs, --seg-slices) in full mode."""
     if args.models is not None:
         return args.models
     base = FAST
