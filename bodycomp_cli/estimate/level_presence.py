@@ -129,6 +129,16 @@ def pressed_against_an_end(
     return False
 
 
+def positions_in_scan(presences: Mapping[str, LevelPresence]) -> dict[str, float]:
+    """The predicted z of every level series_presence keeps in the scan: the neighbours the spacing cue and the
+    lumbar count may read. A level it called absent (squeezed against an end, or beyond by the spine's order)
+    is no neighbour, even where its own position lies inside.
+
+    Example: positions_in_scan(series_presence(evidence, volume.z_mm, 10.0))  # {"L3": 48.0, ...}
+    """
+    return {level: p.level_z_mm for level, p in presences.items() if p.in_scan}
+
+
 def series_presence(evidence: SelectionEvidence, z_mm: np.ndarray, threshold_mm: float) -> dict[str, LevelPresence]:
     """Every output level's presence: level_presence_of_evidence, then pressed_against_an_end, then the spine's
     order. A vertebra found beyond the bottom of the scan has every vertebra below it beyond as well, and one
@@ -144,7 +154,7 @@ def series_presence(evidence: SelectionEvidence, z_mm: np.ndarray, threshold_mm:
         head = None if evidence.head_outputs is None else evidence.head_outputs[:, k]
         readings = [evidence.outputs[:, k], head, evidence.cnn_outputs[:, k]]
         presence[level] = level_presence_of_evidence(readings, z, threshold_mm)
-    found = {level: p.level_z_mm for level, p in presence.items() if p.in_scan}
+    found = positions_in_scan(presence)
     for level, p in presence.items():
         if p.in_scan and pressed_against_an_end(level, p.level_z_mm, found, z, threshold_mm):
             presence[level] = LevelPresence(False, p.level_z_mm, NOT_IN_SCAN)
@@ -156,13 +166,3 @@ def series_presence(evidence: SelectionEvidence, z_mm: np.ndarray, threshold_mm:
         if p.in_scan and index is not None and (any(index > i for i in below) or any(index < i for i in above)):
             presence[level] = LevelPresence(False, p.level_z_mm, NOT_IN_SCAN)
     return presence
-
-
-def positions_in_scan(presences: Mapping[str, LevelPresence]) -> dict[str, float]:
-    """The predicted z of every level series_presence keeps in the scan: the neighbours the spacing cue and the
-    lumbar count may read. A level it called absent (squeezed against an end, or beyond by the spine's order)
-    is no neighbour, even where its own position lies inside.
-
-    Example: positions_in_scan(series_presence(evidence, volume.z_mm, 10.0))  # {"L3": 48.0, ...}
-    """
-    return {level: p.level_z_mm for level, p in presences.items() if p.in_scan}

@@ -32,7 +32,7 @@ import numpy as np
 
 from bodycomp_cli.core.selection import ideal_curve
 from bodycomp_cli.core.vertebrae import nominal_step_mm, spine_index
-from bodycomp_cli.estimate.level_presence import predicted_level_z_mm
+from bodycomp_cli.estimate.level_presence import level_presence, predicted_level_z_mm
 from bodycomp_cli.estimate.muscle_quality import FAT_HU, MUSCLE_HU
 from bodycomp_cli.tasks.slice_selection.evidence import SelectionEvidence
 
@@ -51,7 +51,7 @@ class Tolerances:
     snap_mm: float = 15.0
     misfit: float = 0.45  # RMS of the CNN's outputs against the ideal sigmoid, within +-3 thresholds
     spacing_factor: float = 1.25  # distance per vertebra beyond [nominal / f, nominal * f]
-    expected_dice: float = 0.92  # tracks the true Dice (Spearman 0.81-0.95 per tissue), ~0.01 above it
+    expected_dice: float = 0.92  # tracks the true Dice (Spearman 0.65-0.93 per tissue), 0.001-0.02 above it
 
 
 @dataclass(frozen=True)
@@ -155,11 +155,11 @@ def _selection_cues(
     k = evidence.levels.index(level)
     cnn = np.asarray(evidence.cnn_outputs[:, k], dtype=np.float64)
     cues = []
-    cnn_z = predicted_level_z_mm(cnn, z_mm, threshold_mm)
-    if cnn_z < z_mm.min() - threshold_mm or cnn_z > z_mm.max() + threshold_mm:
+    seen = level_presence(cnn, z_mm, threshold_mm)  # beyond the scan's margin: the CNN sees no level here
+    if not seen.in_scan:
         cues.append(Cue("absent_cnn", math.inf, f"the per-slice CNN sees no {level} in the scan"))
     else:
-        apart = abs(cnn_z - chosen_z_mm)
+        apart = abs(seen.level_z_mm - chosen_z_mm)
         cues.append(Cue("position_mm", apart, f"the per-slice CNN puts {level} {apart:.0f} mm from the chosen slice"))
     if evidence.head_outputs is not None:
         head_z = predicted_level_z_mm(evidence.head_outputs[:, k], z_mm, threshold_mm)
@@ -231,10 +231,10 @@ def review_reasons(
     """Why a reader should check LEVEL of one series (each cue's reason when it speaks) and its confidence.
 
     evidence: the selection run's outputs for the series (every output level; None when no model chose the
-    slice, as in a one-slice series); chosen_z_mm: the chosen slice's
-    z; positions_mm: the predicted z of every output level found in the scan (for the spacing cue);
-    segmentation: the chosen slice's (for the expected-Dice, field-of-view and HU cues); count_reason: a reason
-    from the lumbar count (vertebra_count.py), "" when it is five or unknown.
+    slice, as in a one-slice series); chosen_z_mm: the chosen slice's z; positions_mm: the predicted z of every
+    level reported in the scan (level_presence.positions_in_scan; for the spacing cue); segmentation: the chosen
+    slice's (for the expected-Dice, field-of-view and HU cues); count_reason: a reason from the lumbar count
+    (vertebra_count.py), "" when it is five or unknown.
     Example: review_reasons(evidence, "L3", volume.z_mm, 10.0, 312.0).text
     """
     z_mm = np.asarray(z_mm, dtype=np.float64)
