@@ -25,6 +25,7 @@ MULTILABELS = {
     ABDOMEN: REALCT / "example_seg_fast_force_split.nii.gz",
     CHEST_DICOM: REALCT / "example_seg_dicom.nii.gz",
 }
+NAMES = {ABDOMEN: "abdomen (NIfTI)", CHEST_DICOM: "chest (DICOM, T11/T12)"}
 # TotalSegmentator v2 `total` labels of the vertebrae: 27 L5, 28 L4, ..., 32 T12, 33 T11, ..., 39 T5
 VERTEBRA_LABELS = {**{f"L{i}": 32 - i for i in range(1, 6)}, **{f"T{i}": 44 - i for i in range(5, 13)}}
 
@@ -70,14 +71,13 @@ def check_real_ct(select_run: Path, seg_run: Path, output: Path) -> pd.DataFrame
     rows = []
     for entry in inputs:
         row = results.loc[entry.series]
-        names = {ABDOMEN: "abdomen (NIfTI)", CHEST_DICOM: "chest (DICOM, T11/T12)"}
         scan_z = _scan_z_mm(entry.path)
         for level in models.levels:
             extent = vertebra_extent_mm(MULTILABELS[entry.path], level) if level in VERTEBRA_LABELS else None
             z = float(row[f"{level}_z_mm"]) if row[f"{level}_z_mm"] else None
             rows.append(
                 {
-                    "series": names[entry.path],
+                    "series": NAMES[entry.path],
                     "level": level,
                     "z_mm": z,
                     "vertebra_mm": "" if extent is None else f"{extent[0]:.0f}..{extent[1]:.0f}",

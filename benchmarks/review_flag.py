@@ -56,9 +56,14 @@ class Scored:
     measures: str  # the `<LEVEL>_review_cues` cell
 
     @property
-    def wrong(self) -> bool:
+    def why_wrong(self) -> list[str]:
+        """Why it is wrong: "off" (> OFF_MM), "dice" (a tissue below DICE_FLOOR), "cut" (a tissue at the edge)."""
         low = self.dice is not None and np.isfinite(self.dice).any() and np.nanmin(self.dice) < DICE_FLOOR
-        return self.error_mm > OFF_MM or low or self.cut
+        return [name for name, bad in (("off", self.error_mm > OFF_MM), ("dice", low), ("cut", self.cut)) if bad]
+
+    @property
+    def wrong(self) -> bool:
+        return bool(self.why_wrong)
 
     def fired(self, tolerances: Tolerances) -> list[str]:
         cues = review_from_measures(self.measures, tolerances)
@@ -124,7 +129,7 @@ def report(scored: list[Scored], tolerances: Tolerances) -> bool:
             print(f"goal flag fires on <= 10 % of right L3s: {'met' if quiet else 'not met'}")
             met &= caught and quiet
     l3 = [s for s in scored if s.level == "L3"]
-    why = Counter(reason for s in l3 if s.wrong for reason in _why_wrong(s))
+    why = Counter(reason for s in l3 for reason in s.why_wrong)
     print("\nwhy L3s were wrong:", dict(why.most_common()))
     print("cues that fired on right L3s:", dict(Counter(c for s in l3 if not s.wrong for c in s.fired(tolerances))))
     missed = [s for s in l3 if s.wrong and not s.fired(tolerances)]
@@ -141,26 +146,25 @@ def report(scored: list[Scored], tolerances: Tolerances) -> bool:
     for words, rows in (
         ("arms-down L3 slices", arms),
         ("arms-down L3 slices unflagged", [s for s in arms if not s.fired(tolerances)]),
-        (f"arms-down L3 slices without {', '.join(sorted(PIXEL_VARIANTS))} (the goal's)", alone),
     ):
         if rows:
-            mean = np.nanmean(np.array([s.dice for s in rows]), axis=0)
-            good = bool((mean >= ARMS_DICE_GOAL).all())
-            print(f"Dice on {words} ({len(rows)}), muscle / SAT / VAT: {' / '.join(f'{v:.3f}' for v in mean)}", end="")
-            print(f": {'met' if good else 'not met'}" if rows is alone else "")
-            met &= good or rows is not alone
+            print(f"Dice on {words} ({len(rows)}), muscle / SAT / VAT: {_dice_words(rows)}")
+    if alone:
+        good = bool((_mean_dice(alone) >= ARMS_DICE_GOAL).all())
+        words = f"arms-down L3 slices without {', '.join(sorted(PIXEL_VARIANTS))} (the goal's)"
+        print(
+            f"Dice on {words} ({len(alone)}), muscle / SAT / VAT: {_dice_words(alone)}: {'met' if good else 'not met'}"
+        )
+        met &= good
     return met and ok
 
 
-def _why_wrong(s: Scored) -> list[str]:
-    reasons = []
-    if s.error_mm > OFF_MM:
-        reasons.append("off")
-    if s.dice is not None and np.isfinite(s.dice).any() and np.nanmin(s.dice) < DICE_FLOOR:
-        reasons.append("dice")
-    if s.cut:
-        reasons.append("cut")
-    return reasons
+def _mean_dice(rows: list[Scored]) -> np.ndarray:
+    return np.nanmean(np.array([s.dice for s in rows]), axis=0)
+
+
+def _dice_words(rows: list[Scored]) -> str:
+    return " / ".join(f"{value:.3f}" for value in _mean_dice(rows))
 
 
 # The values --tune tries for each tolerance, loosest first (inf: the cue never speaks).
