@@ -14,8 +14,13 @@ beyond an end it may land on the end's own vertebra: on held-out phantoms (issue
 the scan while lying 27-45 mm beyond it had been moved 16-22 mm inward by the snap, or was seen beyond the end
 by the CNN.
 
-Where it fails: it trusts the model's readings. A model that never saw a series without the level (a chest CT
-for L3) may place the level inside it with every reading; the review flags catch that, not this test.
+One test reads the pixels instead: a series whose every slice shows the rib cage (rib_cage.inside_rib_cage)
+holds no vertebra below L2, whatever the model reads. Phantom-trained models read the real 38 mm chest series
+of ../shared/realct as holding L3 with every reading; this rule reports it absent.
+
+Where it fails: otherwise it trusts the model's readings. A model that never saw a series without the level may
+place the level inside it with every reading where the ribs do not settle it (a pelvis read as holding L3, a
+chest series with metal on a sampled slice); the review flags catch that, not this test.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bodycomp_cli.core.vertebrae import nominal_step_mm, spine_index
+from bodycomp_cli.estimate.rib_cage import below_rib_cage
 from bodycomp_cli.tasks.slice_selection.evidence import SelectionEvidence
 
 NOT_IN_SCAN = "not in scan"
@@ -139,11 +145,14 @@ def positions_in_scan(presences: Mapping[str, LevelPresence]) -> dict[str, float
     return {level: p.level_z_mm for level, p in presences.items() if p.in_scan}
 
 
-def series_presence(evidence: SelectionEvidence, z_mm: np.ndarray, threshold_mm: float) -> dict[str, LevelPresence]:
+def series_presence(
+    evidence: SelectionEvidence, z_mm: np.ndarray, threshold_mm: float, inside_rib_cage: bool = False
+) -> dict[str, LevelPresence]:
     """Every output level's presence: level_presence_of_evidence, then pressed_against_an_end, then the spine's
     order. A vertebra found beyond the bottom of the scan has every vertebra below it beyond as well, and one
     beyond the top every vertebra above it: a chest CT whose L1 lies below its last slice holds no L3, whatever
-    L3's own readings say.
+    L3's own readings say. A series with every slice inside the rib cage (rib_cage.inside_rib_cage) holds no
+    vertebra below L2 (rib_cage.below_rib_cage), whatever the model reads.
 
     Example: series_presence(models.selection_evidence(volume.hu, volume.z_mm), volume.z_mm, 10.0)["L3"].in_scan
     """
@@ -154,6 +163,8 @@ def series_presence(evidence: SelectionEvidence, z_mm: np.ndarray, threshold_mm:
         head = None if evidence.head_outputs is None else evidence.head_outputs[:, k]
         readings = [evidence.outputs[:, k], head, evidence.cnn_outputs[:, k]]
         presence[level] = level_presence_of_evidence(readings, z, threshold_mm)
+        if inside_rib_cage and below_rib_cage(level):
+            presence[level] = LevelPresence(False, presence[level].level_z_mm, NOT_IN_SCAN)
     found = positions_in_scan(presence)
     for level, p in presence.items():
         if p.in_scan and pressed_against_an_end(level, p.level_z_mm, found, z, threshold_mm):

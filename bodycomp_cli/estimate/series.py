@@ -21,6 +21,7 @@ from bodycomp_cli.estimate.preview import save_preview
 from bodycomp_cli.estimate.qc import QcSettings
 from bodycomp_cli.estimate.report import SELECTION_BY_MODEL, SELECTION_SKIPPED, TISSUE_FIELDS, Layout
 from bodycomp_cli.estimate.review import Segmentation, review_reasons
+from bodycomp_cli.estimate.rib_cage import inside_rib_cage
 from bodycomp_cli.estimate.vertebra_count import LumbarCount, is_lumbar, lumbar_count
 from bodycomp_cli.io.atomic import atomic_write_bytes
 from bodycomp_cli.io.dicom_tree import DicomSeries
@@ -85,7 +86,10 @@ def estimate_series(
     skip_selection = volume.hu.shape[0] == 1
     evidence = None if skip_selection else _selection_evidence(models, volume)
     outputs = None if evidence is None else evidence.columns(models.levels).outputs
-    presences = {} if evidence is None else series_presence(evidence, volume.z_mm, models.threshold_mm)
+    presences = {}
+    if evidence is not None:
+        caged = inside_rib_cage(volume.hu, volume.pixel_spacing)
+        presences = series_presence(evidence, volume.z_mm, models.threshold_mm, caged)
     row: dict[str, object] = {"slice_selection": SELECTION_SKIPPED if skip_selection else SELECTION_BY_MODEL}
     positions = positions_in_scan(presences)
     count = LumbarCount(None, "one slice: no level was predicted")
