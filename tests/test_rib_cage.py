@@ -1,5 +1,5 @@
-"""A series inside the rib cage holds no L3, whatever a model reads (estimate/rib_cage.py; issue 24's real check):
-read on the real CT of ../shared/realct and on every phantom variant."""
+"""A series inside the rib cage holds no L1 or lower vertebra, whatever a model reads (estimate/rib_cage.py;
+issue 24's real check): read on the real CT of ../shared/realct and on every phantom variant."""
 
 from __future__ import annotations
 
@@ -39,14 +39,21 @@ def test_every_slice_of_the_real_chest_series_shows_the_rib_cage() -> None:
     assert inside_rib_cage(volume.hu, volume.pixel_spacing)
 
 
-def test_no_real_abdominal_slice_from_l2_down_shows_it_and_the_abdomen_is_not_inside_it() -> None:
+def test_no_real_abdominal_slice_from_t12_down_shows_it_and_the_abdomen_is_not_inside_it() -> None:
     need_realct()
     volume = read_volume(ABDOMEN)
-    top_of_l2 = vertebra_extent_mm(MULTILABELS[ABDOMEN], "L2")[1]  # type: ignore[index]
+    top_of_t12 = volume.z_mm.max()  # T12 is cut by the top of this volume
+    middle_of_l1 = float(np.mean(vertebra_extent_mm(MULTILABELS[ABDOMEN], "L1")))  # type: ignore[arg-type]
     middle_of_l5 = float(np.mean(vertebra_extent_mm(MULTILABELS[ABDOMEN], "L5")))  # type: ignore[arg-type]
-    lumbar = np.flatnonzero((volume.z_mm >= middle_of_l5) & (volume.z_mm <= top_of_l2))
-    assert len(lumbar) == 41
-    assert not any(shows_rib_cage(volume.hu[k], volume.pixel_spacing) for k in lumbar)
+    spine = np.flatnonzero((volume.z_mm >= middle_of_l5) & (volume.z_mm <= top_of_t12))
+    assert len(spine) == 61
+    pieces = [rib_pieces(volume.hu[k], volume.pixel_spacing) for k in spine]
+    assert not any(p.rib_cage for p in pieces)
+    # From L1's centre down the ring stays open by far more than 120 degrees, though the iliac crests at L5
+    # give up to 7 pieces on a side.
+    below_l1 = [p for k, p in zip(spine, pieces, strict=True) if volume.z_mm[k] <= middle_of_l1]
+    assert max(max(p.left, p.right) for p in below_l1) == 7
+    assert min(p.largest_gap_deg for p in below_l1) == pytest.approx(168.4, abs=0.1)
     assert not inside_rib_cage(volume.hu, volume.pixel_spacing)
     # Slices at the sacrum may pass one by one (2 of them here); a series must pass at every slice.
     passing = [k for k in range(len(volume.hu)) if shows_rib_cage(volume.hu[k], volume.pixel_spacing)]
@@ -54,17 +61,19 @@ def test_no_real_abdominal_slice_from_l2_down_shows_it_and_the_abdomen_is_not_in
 
 
 @pytest.mark.parametrize("variant", [None, *VARIANT_NAMES])
-def test_no_phantom_slice_from_l2_down_shows_it(variant: str | None) -> None:
+def test_no_phantom_slice_from_the_centre_of_l1_down_shows_it(variant: str | None) -> None:
     params = series_params(3, 0, 128, parse_prevalence(f"{variant}=1") if variant else None)
     renderer, noise = SeriesRenderer(params), np.random.default_rng(3)
     spacing = (params.pixel_spacing_mm, params.pixel_spacing_mm)
-    for vertebra in np.arange(13.0, 20.0, 0.5):  # 0 = T1: L2 down to the sacrum
+    for vertebra in np.arange(12.0, 20.0, 0.5):  # 0 = T1: L1's centre down to the sacrum (13 rib pairs included)
         hu = renderer.add_noise(renderer.render_slice(float(params.spine.z_at(vertebra))).hu, noise)
         assert not shows_rib_cage(hu, spacing), (variant, vertebra, rib_pieces(hu, spacing))
 
 
 def test_the_levels_a_caged_series_cannot_hold() -> None:
     assert [level for level in ("T10", "T12", "L1", "L2", "L3", "L4", "L5") if below_rib_cage(level)] == [
+        "L1",
+        "L2",
         "L3",
         "L4",
         "L5",
@@ -73,15 +82,15 @@ def test_the_levels_a_caged_series_cannot_hold() -> None:
     assert not inside_rib_cage(np.zeros((3, 8, 8)), None)  # no pixel spacing: no areas, no verdict
 
 
-def test_a_caged_series_reports_l3_and_below_absent_and_keeps_the_rest() -> None:
+def test_a_caged_series_reports_l1_and_below_absent_and_keeps_the_rest() -> None:
     z = np.arange(100) * 2.0  # 198 mm, with the levels at an adult's spacing well inside it
     sigmoid = [1 / (1 + np.exp(-(z - level) / THRESHOLD_MM)) for level in (170.0, 140.0, 70.0)]
     outputs = np.stack(sigmoid, axis=1)
     evidence = SelectionEvidence(["T12", "L1", "L3"], outputs, outputs)
     assert all(p.in_scan for p in series_presence(evidence, z, THRESHOLD_MM).values())
     caged = series_presence(evidence, z, THRESHOLD_MM, inside_rib_cage=True)
-    assert caged["T12"].in_scan and caged["L1"].in_scan
-    assert not caged["L3"].in_scan and caged["L3"].reason == NOT_IN_SCAN
+    assert caged["T12"].in_scan
+    assert [caged[level].reason for level in ("L1", "L3")] == [NOT_IN_SCAN, NOT_IN_SCAN]
 
 
 class LevelsInTheMiddle(FakeModels):
@@ -95,7 +104,7 @@ class LevelsInTheMiddle(FakeModels):
         return np.stack([1 / (1 + np.exp(-(z_mm - (middle + d)) / THRESHOLD_MM)) for d in (8, 0, -8)], axis=1)
 
 
-def test_estimate_reports_l3_absent_from_the_real_chest_series_whatever_the_model_reads(tmp_path: Path) -> None:
+def test_estimate_reports_l1_and_l3_absent_from_the_real_chest_series_whatever_the_model_reads(tmp_path: Path) -> None:
     need_realct()
     out = tmp_path / "out"
     inputs = collect_inputs([CHEST_DICOM, ABDOMEN])
@@ -103,7 +112,8 @@ def test_estimate_reports_l3_absent_from_the_real_chest_series_whatever_the_mode
     rows = pd.read_csv(out / "results.csv", keep_default_na=False, dtype=str).set_index("series")
     chest, abdomen = rows.loc[inputs[0].series], rows.loc[inputs[1].series]
     assert chest["L3_reason"] == NOT_IN_SCAN and chest["L3_z_mm"] == "" and chest["L3_muscle_area_cm2"] == ""
-    assert chest["T12_reason"] == "" and chest["L1_z_mm"] != ""
+    assert chest["L1_reason"] == NOT_IN_SCAN and chest["L1_z_mm"] == ""
+    assert chest["T12_reason"] == "" and chest["T12_z_mm"] != ""
     assert abdomen["L3_reason"] == "" and abdomen["L3_z_mm"] != ""  # the abdomen reaches rib-free slices
 
 

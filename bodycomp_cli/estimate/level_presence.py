@@ -15,7 +15,7 @@ the scan while lying 27-45 mm beyond it had been moved 16-22 mm inward by the sn
 by the CNN.
 
 One test reads the pixels instead: a series whose every slice shows the rib cage (rib_cage.inside_rib_cage)
-holds no vertebra below L2, whatever the model reads. Phantom-trained models read the real 38 mm chest series
+holds no vertebra below T12, whatever the model reads. Phantom-trained models read the real 38 mm chest series
 of ../shared/realct as holding L3 with every reading; this rule reports it absent.
 
 Where it fails: otherwise it trusts the model's readings. A model that never saw a series without the level may
@@ -152,7 +152,7 @@ def series_presence(
     order. A vertebra found beyond the bottom of the scan has every vertebra below it beyond as well, and one
     beyond the top every vertebra above it: a chest CT whose L1 lies below its last slice holds no L3, whatever
     L3's own readings say. A series with every slice inside the rib cage (rib_cage.inside_rib_cage) holds no
-    vertebra below L2 (rib_cage.below_rib_cage), whatever the model reads.
+    vertebra below T12 (rib_cage.below_rib_cage), whatever the model reads.
 
     Example: series_presence(models.selection_evidence(volume.hu, volume.z_mm), volume.z_mm, 10.0)["L3"].in_scan
     """

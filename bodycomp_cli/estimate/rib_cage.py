@@ -1,24 +1,32 @@
-"""Does every slice of a series lie inside the rib cage? Then the scan holds no vertebra below L2, whatever a
+"""Does every slice of a series lie inside the rib cage? Then the scan holds no vertebra below T12, whatever a
 selection model reads there.
 
 This is the one presence test that reads the pixels rather than a model. A model trained on phantoms read a
 real 38 mm chest series at T11/T12 (../shared/realct) as L3, with every reading it gives (issue 24), and a
-reader of axial CT would not: there the ribs ring the trunk on both sides on every slice.
+reader of axial CT would not: there the ribs ring the trunk on both sides on every slice. Once L3 was ruled out
+that way, the same models put L1 on the series' top slice.
 
-A slice shows the rib cage when, inside the trunk, its bone (>= 200 HU) outside the vertebra falls into at
-least four small pieces on each side of the spine, spread around the trunk so that no gap between them spans
-more than 120 degrees seen from its centre. On that real series every slice holds 6-11 pieces a side with gaps
-of 48-94 degrees. Real abdominal slices from L2 down hold 0-2 pieces a side. Pelvic slices can hold as many
-pieces (the hip bones in parts, phleboliths, noise), but they cluster: gaps of 110-343 degrees. Only every slice
-of a series can pass, so an abdomen or pelvis that reaches a rib-free slice never does. The ribs of 11 or 13
-pairs end at T12 or L1 (with the costal margin reaching L2-L3 laterally, never the whole ring), hence L3 and below.
+A slice shows the rib cage when, inside the trunk, its bone (>= 200 HU) outside the vertebra falls into at least
+four small pieces on each side of the spine, spread around the trunk so that no gap between them spans more than 120
+degrees seen from its centre. On that real series every slice holds 6-11 pieces a side with gaps of 48-94 degrees.
+On the real abdomen no slice from T12 down passes: below the xiphoid the ring opens in front (gaps of 134 degrees or
+more at T12 and L1), and from L1's centre to L5's it stays open by 168 degrees or more, though the iliac crests give
+up to 7 pieces a side. Pelvic slices can hold as many pieces (the hip bones in parts, phleboliths, noise), but they
+cluster: gaps of 110-343 degrees. Only every slice of a series can pass, so an abdomen or pelvis that reaches a
+rib-free slice never does. A series that holds a vertebra's centre has its last slice at or below it, and the last
+slice is always read: so where no slice from L1's centre down can pass, a series inside the cage holds no L1 and
+nothing below it. The lowest ribs (on L1 when there are 13 pairs) and the costal margin (down to L2-L3) reach that
+far only at the sides and the back, never as the whole ring.
 
 Metal breaks the rule: the streaks from pedicle screws cut the bone of a phantom's L3 slice into ten pieces a
 side around the trunk. A slice holding metal (>= METAL_HU over METAL_AREA_MM2) is therefore never read as inside
 the rib cage, and a series with metal on a sampled slice keeps what the model reads.
 
 Phantom thoracic slices pass (their ribs and the speckle of the heart's wall give enough pieces); no phantom
-slice from L2 down does, with any variant (tests/test_rib_cage.py).
+slice from L1's centre down does, with any variant, 13 rib pairs included (tests/test_rib_cage.py).
+
+Where it fails: a person whose costal cartilages close the ring in front down to L1 would have a present L1
+called absent in a series that ends there; none of the CT we hold does.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ PIECE_AREA_MM2 = (30.0, 1000.0)  # a rib's or a costal cartilage's cross-section
 SPINE_CLEARANCE_MM = 45.0  # pieces this close to the vertebra are its own processes, not ribs
 PIECES_PER_SIDE = 4
 LARGEST_GAP_DEG = 120.0
-LOWEST_LEVEL_IN_CAGE = "L2"  # a series inside the rib cage holds no level below this one
+LOWEST_LEVEL_IN_CAGE = "T12"  # a series inside the rib cage holds no level below this one
 METAL_HU = 2500.0  # cortical bone stays below 2000 HU (1839 at most on the real chest series); steel does not
 METAL_AREA_MM2 = 10.0
 SAMPLED_SLICES = 16  # a long series is read at this many slices, evenly spaced, both ends included
@@ -113,7 +121,7 @@ def inside_rib_cage(hu_volume: np.ndarray, pixel_spacing: tuple[float, float] | 
 
 
 def below_rib_cage(level: str) -> bool:
-    """Is this a vertebra that a series inside the rib cage cannot hold (L3 and below)?"""
+    """Is this a vertebra that a series inside the rib cage cannot hold (L1 and below)?"""
     index = spine_index(level)
     return index is not None and index > spine_index(LOWEST_LEVEL_IN_CAGE)  # type: ignore[operator]
 
