@@ -123,6 +123,18 @@ def test_segmentation_cues_each_give_their_reason() -> None:
     assert calm.reasons == ["muscle mean 200 HU lies outside -29..150 HU"] and calm.confidence == 0.5
 
 
+def test_metal_on_the_chosen_slice_is_a_reason_when_its_area_is_known() -> None:
+    hu, labels = slice_with({1: 40.0, 2: -100.0, 3: -100.0})
+    hu[0, :3] = 3000.0  # three pixels of a screw: 12 mm² at 2 x 2 mm pixels
+    review = review_reasons(None, "L3", Z, T, 100.0, segmentation=Segmentation(hu, labels, CLASSES, None, {}, (2, 2)))
+    assert review.reasons == ["metal on the slice (12 mm² at 2500 HU or more): streaks change HU and labels"]
+    assert review_from_measures(review.measures, Tolerances()) == ["metal"] and review.confidence == 0.5
+    small = review_reasons(None, "L3", Z, T, 100.0, segmentation=Segmentation(hu, labels, CLASSES, None, {}, (1, 1)))
+    assert small.reasons == [] and "metal=0" in small.measures  # 3 mm²: below the 10 a screw's section exceeds
+    unknown = review_reasons(None, "L3", Z, T, 100.0, segmentation=Segmentation(hu, labels, CLASSES))
+    assert "metal" not in unknown.measures  # no pixel spacing, no area: the cue is not read
+
+
 def test_a_count_reason_is_passed_on() -> None:
     review = review_reasons(evidence(curve(100.0)), "L3", Z, T, 100.0, count_reason="six lumbar")
     assert review.reasons == ["six lumbar"] and review.confidence == 0.5

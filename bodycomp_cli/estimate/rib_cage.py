@@ -19,7 +19,7 @@ nothing below it. The lowest ribs (on L1 when there are 13 pairs) and the costal
 far only at the sides and the back, never as the whole ring.
 
 Metal breaks the rule: the streaks from pedicle screws cut the bone of a phantom's L3 slice into ten pieces a
-side around the trunk. A slice holding metal (>= METAL_HU over METAL_AREA_MM2) is therefore never read as inside
+side around the trunk. A slice holding metal (metal.holds_metal) is therefore never read as inside
 the rib cage, and a series with metal on a sampled slice keeps what the model reads.
 
 Phantom thoracic slices pass (their ribs and the speckle of the heart's wall give enough pieces); no phantom
@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from bodycomp_cli.core.vertebrae import spine_index
+from bodycomp_cli.estimate.metal import holds_metal
 
 BONE_HU = 200.0
 BODY_HU = -300.0  # the trunk: soft tissue and bone, not air or the table's foam
@@ -45,8 +46,6 @@ SPINE_CLEARANCE_MM = 45.0  # pieces this close to the vertebra are its own proce
 PIECES_PER_SIDE = 4
 LARGEST_GAP_DEG = 120.0
 LOWEST_LEVEL_IN_CAGE = "T12"  # a series inside the rib cage holds no level below this one
-METAL_HU = 2500.0  # cortical bone stays below 2000 HU (1839 at most on the real chest series); steel does not
-METAL_AREA_MM2 = 10.0
 SAMPLED_SLICES = 16  # a long series is read at this many slices, evenly spaced, both ends included
 
 
@@ -74,7 +73,7 @@ def rib_pieces(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> RibPieces:
     Example: rib_pieces(volume.hu[0], volume.pixel_spacing).left
     """
     hu = np.asarray(hu)
-    if np.count_nonzero(hu >= METAL_HU) * pixel_spacing[0] * pixel_spacing[1] >= METAL_AREA_MM2:
+    if holds_metal(hu, pixel_spacing):
         return RibPieces(0, 0, 360.0, metal=True)
     trunk = _trunk(hu > BODY_HU)
     if trunk is None:

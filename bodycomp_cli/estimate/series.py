@@ -131,7 +131,7 @@ def estimate_series(
         at = int(np.flatnonzero(indices == choice.index)[0])
         chosen_labels = labels[at]
         expected_at = None if expected is None else expected[at]
-        seg = Segmentation(volume.hu[choice.index], chosen_labels, classes, expected_at, touching_edge=touching)
+        seg = Segmentation(volume.hu[choice.index], chosen_labels, classes, expected_at, touching, volume.pixel_spacing)
         review = review_reasons(
             evidence, level, volume.z_mm, models.threshold_mm, z_chosen, positions, seg,
             count.review_reason if is_lumbar(level) else "",
