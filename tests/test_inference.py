@@ -67,3 +67,21 @@ def test_load_run_puts_the_model_in_channels_last_with_the_same_outputs(tmp_path
     images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(run.model(images), model(images), atol=1e-5)
+
+
+class _ThresholdSegmenter(torch.nn.Module):
+    """Muscle wherever the windowed image is above one half: labels that follow the pixels wherever they move."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(images), 20.0 * (images - 0.5)], dim=1)
+
+
+def test_shift_agreement_is_high_for_labels_that_follow_the_pixels_and_low_for_labels_tied_to_the_grid():
+    hu = np.full((2, 32, 32), -1000, dtype=np.int16)
+    hu[0, 8:24, 10:22] = 1000  # a block of "muscle"; slice 1 holds none
+    config = RunConfig("segmentation", "threshold", 32, classes=["background", "muscle"])
+    follows = SegmentationPredictor(LoadedRun(_ThresholdSegmenter(), config, Path("run"), choose_placement(0)))
+    agreement = follows.shift_agreement(hu)
+    assert agreement.shape == (2,) and agreement[0] > 0.9 and np.isnan(agreement[1])  # slice 1: no tissue either way
+    tied = _run(32).shift_agreement(hu[:1])  # the checkerboard stays on the grid: moved back, it lands a pixel off
+    assert tied[0] < 0.5

@@ -198,6 +198,8 @@ def test_a_series_head_run_gives_its_cnn_head_and_phase_apart(trained: dict[str,
     assert not np.array_equal(evidence.cnn_outputs, evidence.outputs)  # the CNN's own outputs, not the head's
     labels, expected = models.segment_with_expected_dice("L3", volume.hu[:2])
     np.testing.assert_array_equal(labels, models.segment("L3", volume.hu[:2]))
+    agreement = models.shift_agreement("L3", volume.hu[:2])
+    assert agreement.shape == (2,) and (np.isnan(agreement) | ((agreement >= 0.0) & (agreement <= 1.0))).all()
     assert expected.shape == (2, len(models.classes("L3")))
     found = np.isfinite(expected)
     assert found[:, 0].all() and 0.0 < expected[found].min() and expected[found].max() <= 1.0 + 1e-9
@@ -216,3 +218,19 @@ def test_expected_dice_is_the_soft_dice_of_the_probabilities_against_the_argmax(
     absent = expected_dice(torch.tensor([[[[9.0, 9.0]], [[0.0, 0.0]]]]), torch.zeros(1, 1, 2, dtype=torch.long))
     assert absent[0, 0] == pytest.approx(2 * 2 * (1 / (1 + np.exp(-9))) / (2 * (1 / (1 + np.exp(-9))) + 2))
     assert torch.isnan(absent[0, 1])  # under one pixel of class 1 in the probabilities and none in the labels
+
+
+def test_labels_that_change_when_the_slice_moves_are_a_reason() -> None:
+    hu, labels = slice_with({1: 40.0, 2: -100.0, 3: -100.0})
+    tol = Tolerances().shift_agreement
+    moved = Segmentation(hu, labels, CLASSES, shift_agreement=0.90)
+    review = review_reasons(None, "L3", Z, T, 100.0, segmentation=moved)
+    assert review.reasons == [
+        "the segmentation changes when the slice moves by 3 % of the image (lowest tissue Dice 0.90 against it)"
+    ]
+    assert review.confidence == pytest.approx(1.0 / (1.0 + (1.0 - 0.90) / (1.0 - tol)))
+    assert review_from_measures(review.measures, Tolerances()) == ["shift"]
+    steady = review_reasons(
+        None, "L3", Z, T, 100.0, segmentation=Segmentation(hu, labels, CLASSES, shift_agreement=0.97)
+    )
+    assert steady.reasons == [] and "shift_agreement=0.97" in steady.measures

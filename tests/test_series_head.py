@@ -122,6 +122,15 @@ def test_train_select_adds_a_series_head_trained_on_every_level_of_the_data(tmp_
     assert loaded.heads is not None and len(loaded.heads) == HeadSettings().members
     with pytest.raises(Exception, match="z_mm per slice"):  # the head (and its context slices) need z
         loaded.outputs(volume)
+    # The CNN pass alone gives what evidence() compares, and the head run on its features gives the same output.
+    volume = np.random.default_rng(0).integers(-200, 300, (7, 40, 40)).astype(np.int16)
+    evidence = loaded.evidence(volume, z)
+    cnn, features, phase = loaded.series_features(volume, z)
+    assert features.shape[0] == 7 and phase is not None and phase.shape == (7, 2)
+    np.testing.assert_array_equal(cnn, evidence.cnn_outputs)
+    np.testing.assert_array_equal(phase, evidence.phase)
+    again = outputs_from_offsets(predict_offsets_mm(loaded.heads, z, features, phase), config["threshold"])
+    np.testing.assert_allclose(again[:, :1], evidence.outputs[:, :1], atol=1e-6)
 
     evaluated = invoke(["evaluate", run, data, "--split", "val", "-o", tmp_path / "eval"])
     assert evaluated.exit_code == 0, evaluated.output + str(evaluated.exception)

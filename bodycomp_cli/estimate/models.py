@@ -121,6 +121,10 @@ class EstimatorModels:
         """segment(), and the Dice the model expects per slice and class (for the review)."""
         return self.segmenters[level].segment_with_expected_dice(hu_slices)
 
+    def shift_agreement(self, level: str, hu_slices: np.ndarray) -> np.ndarray:
+        """Per slice, how well the level's segmentation keeps its labels when the slice moves (for the review)."""
+        return self.segmenters[level].shift_agreement(hu_slices)
+
     def segment(self, level: str, hu_slices: np.ndarray) -> np.ndarray:
         """N x H x W uint8 labels from the level's segmentation model, at the slices' own size."""
         return self.segmenters[level].segment(hu_slices)

@@ -131,7 +131,10 @@ def estimate_series(
         at = int(np.flatnonzero(indices == choice.index)[0])
         chosen_labels = labels[at]
         expected_at = None if expected is None else expected[at]
-        seg = Segmentation(volume.hu[choice.index], chosen_labels, classes, expected_at, touching, volume.pixel_spacing)
+        seg = Segmentation(
+            volume.hu[choice.index], chosen_labels, classes, expected_at, touching, volume.pixel_spacing,
+            _shift_agreement(models, level, volume.hu[choice.index]),
+        )  # fmt: skip
         review = review_reasons(
             evidence, level, volume.z_mm, models.threshold_mm, z_chosen, positions, seg,
             count.review_reason if is_lumbar(level) else "",
@@ -163,6 +166,15 @@ def _segment(models: Models, level: str, hu_slices: np.ndarray) -> tuple[np.ndar
     if hasattr(models, "segment_with_expected_dice"):
         return models.segment_with_expected_dice(level, hu_slices)
     return models.segment(level, hu_slices), None
+
+
+def _shift_agreement(models: Models, level: str, hu_slice: np.ndarray) -> float | None:
+    """The chosen slice's lowest tissue Dice between its labels and those of the slice moved and moved back, where
+    the models give it (SegmentationPredictor.shift_agreement); None otherwise or when no tissue was labelled."""
+    if not hasattr(models, "shift_agreement"):
+        return None
+    value = float(models.shift_agreement(level, np.asarray(hu_slice)[None])[0])
+    return value if np.isfinite(value) else None
 
 
 def _absent_level(level: str, tissues: list[str], reason: str) -> dict[str, object]:

@@ -73,10 +73,27 @@ class SliceSelectionPredictor:
 
         return evaluate_slice_selection(self.run.config, predict, data_dir, split, self.batch_size, progress)
 
+    def series_features(
+        self, hu_volume: np.ndarray, z_mm: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """A series-head run's per-slice CNN pass alone: the CNN's sigmoid outputs (Z x levels), its pooled
+        features (Z x F, what the head reads) and its vertebral phase (Z x 2, or None). The head can then be run
+        on any subset of the slices (predict_offsets_mm), as benchmarks/review_candidates.py does to ask whether
+        a level moves when part of the scan is cut away."""
+        if self.heads is None:
+            raise BodycompError(f"{self.run.run_dir}: has no series head, so no series features")
+        hu_volume, window = np.asarray(hu_volume), self.run.config.window
+        outputs, features, phase = self._cnn_pass(
+            len(hu_volume), lambda rows: window_hu(hu_volume[rows], window.level, window.width), z_mm
+        )
+        return outputs, np.asarray(features), phase
+
     @torch.no_grad()
-    def _evidence(
+    def _cnn_pass(
         self, n_slices: int, slices_8bit: Callable[[np.ndarray], np.ndarray], z_mm: np.ndarray | None
-    ) -> SelectionEvidence:
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The per-slice CNN over every slice: its sigmoid outputs, and with a series head its pooled features
+        and (in runs that output it) its vertebral phase."""
         run, config = self.run, self.run.config
         try:
             rows = volume_context_rows(n_slices, z_mm, config.context_mm)
@@ -107,15 +124,21 @@ class SliceSelectionPredictor:
                         phases.append(logits[:, phase].float().cpu().numpy())
                 sigmoid = torch.sigmoid(logits[:, :n_levels].float()).cpu().numpy()
                 outputs[start : start + self.batch_size] = sigmoid
-        if self.heads is None:
+        pooled = np.concatenate(features) if features else None
+        return outputs, pooled, (np.concatenate(phases) if phases else None)
+
+    def _evidence(
+        self, n_slices: int, slices_8bit: Callable[[np.ndarray], np.ndarray], z_mm: np.ndarray | None
+    ) -> SelectionEvidence:
+        levels = output_levels(self.run.config)
+        outputs, pooled_all, phase_outputs = self._cnn_pass(n_slices, slices_8bit, z_mm)
+        if self.heads is None or pooled_all is None:
             return SelectionEvidence(levels, outputs, outputs)
         # The head's offsets, in the form of the CNN's outputs, so the one slice-choice rule reads both alike.
-        phase_outputs = np.concatenate(phases) if phase is not None else None
-        pooled_all = np.concatenate(features)
         offsets = predict_offsets_mm(self.heads, np.asarray(z_mm), pooled_all, phase_outputs)
         head = None  # where the head alone put each level: a second pass of the (tiny) head, without the snap
         if phase_outputs is not None:
             unsnapped = predict_offsets_mm(self.heads, np.asarray(z_mm), pooled_all)
-            head = outputs_from_offsets(unsnapped, config.threshold).astype(np.float32)
-        chosen = outputs_from_offsets(offsets, config.threshold).astype(np.float32)
+            head = outputs_from_offsets(unsnapped, self.run.config.threshold).astype(np.float32)
+        chosen = outputs_from_offsets(offsets, self.run.config.threshold).astype(np.float32)
         return SelectionEvidence(levels, chosen, outputs, head, phase_outputs)
