@@ -5,8 +5,9 @@ Usage:
 Run it on tuning cohorts (not the 1001-1004 that docs/performance.md measures the flag on). Two candidates:
 
 - test-time augmentation (segmentation): the L3 slice segmented again flipped left-right, scaled by 0.9 and
-  1.1, shifted by 3 % (0.06 in affine_grid's coordinates) and rotated by 8 degrees either way (the training augmentation's kinds), each mapped back;
-  the measure is the lowest tissue Dice between those labels and the estimate's own. A model sure of wrong
+  1.1, shifted by 3 % (0.06 in affine_grid's coordinates) and rotated by 8 degrees either way (the training
+  augmentation's kinds), each mapped back; the measure is the lowest tissue Dice between those labels and the
+  model's own. A model sure of wrong
   labels might still change them when the slice moves.
 - cut-away consistency (selection): the series head run again on the slices from 60 mm below the chosen L3
   upward (the pelvis cut away) and on those up to 60 mm above it (the ribs cut away); the measure is how far

@@ -3,7 +3,8 @@
 Known scripts run in a fixed order (cheap first, the memory one last); any other script added to
 benchmarks/ runs after them. A script that is missing is reported, not fatal. accuracy.py trains for
 much longer than the rest (it has its own target, `make bench-accuracy`), so it runs only with
---accuracy: `make bench` stays in minutes.
+--accuracy: `make bench` stays in minutes. The review scripts (REVIEW) score trained models on held-out cohorts
+and take arguments of their own: `make bench-review` runs them, never this runner.
 Each prints its own baseline, project figure and ratio; this runner adds the wall time, the exit code and
 the 1-minute load average before and after each script (the machine may be shared).
 
@@ -25,12 +26,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ("prepare_slices", "loaders", "engine_overhead", "estimate", "memory", "accuracy")
+REVIEW = ("held_out", "review_flag", "absent_levels", "realct_levels", "review_candidates")
 
 
 def scripts(skip: list[str]) -> list[Path]:
     """The benchmark scripts present, known ones in ORDER first, then any others by name."""
     found = {path.stem: path for path in HERE.glob("*.py") if path.stem != Path(__file__).stem}
-    found = {name: path for name, path in found.items() if not name.startswith("_") and name not in skip}
+    found = {
+        name: path
+        for name, path in found.items()
+        if not name.startswith("_") and name not in skip and name not in REVIEW
+    }
     return [found[name] for name in ORDER if name in found] + [found[n] for n in sorted(found) if n not in ORDER]
 
 

@@ -221,7 +221,8 @@ def _segmentation_cues(seg: Segmentation) -> list[Cue]:
         cues.append(Cue(f"expected_dice_{name}", dice, f"the segmentation expects {_words(name)} Dice {dice:.2f}"))
     if seg.shift_agreement is not None:
         value = seg.shift_agreement
-        reason = f"the segmentation changes when the slice moves by 3 % of the image (lowest tissue Dice {value:.2f} against it)"
+        moved = "the segmentation changes when the slice moves by 3 % of the image"
+        reason = f"{moved} (lowest tissue Dice {value:.2f} against it)"
         cues.append(Cue("shift_agreement", value, reason))
     for name, touches in seg.touching_edge.items():
         cues.append(Cue(f"edge_{name}", float(touches), f"{_words(name)} touches the edge of the field of view"))
