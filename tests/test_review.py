@@ -11,6 +11,7 @@ import pytest
 from test_estimate_cli import LEVEL_Z_MM, THRESHOLD_MM, FakeModels, write_series
 
 from bodycomp_cli.core.metrics import outputs_from_offsets
+from bodycomp_cli.core.vertebrae import nominal_step_mm
 from bodycomp_cli.estimate.inputs import collect_inputs
 from bodycomp_cli.estimate.review import (
     Segmentation,
@@ -234,3 +235,23 @@ def test_labels_that_change_when_the_slice_moves_are_a_reason() -> None:
         None, "L3", Z, T, 100.0, segmentation=Segmentation(hu, labels, CLASSES, shift_agreement=0.97)
     )
     assert steady.reasons == [] and "shift_agreement=0.97" in steady.measures
+
+
+def test_a_vertebra_skipped_higher_up_the_spine_is_a_reason_for_every_level_below() -> None:
+    # T10 read a vertebra high (12 mm per vertebra from T8, an adult's ~25): T12, L1 and L3 follow it at an
+    # adult's spacing, so L3's own neighbours say nothing
+    regular = {"T8": 400.0, "T10": 350.0, "T12": 297.0, "L1": 270.0, "L3": 198.0}
+    shifted = {**regular, "T10": 375.0, "T12": 322.0, "L1": 295.0, "L3": 223.0}
+    review = review_reasons(None, "L3", Z, T, 223.0, positions_mm=shifted)
+    assert review.reasons == [
+        "T8 and T10 lie 12 mm per vertebra apart (an adult's: ~25): the level names along the spine may be shifted"
+    ]
+    factor = (400.0 - 375.0) / 2 / np.mean([nominal_step_mm(14), nominal_step_mm(15)])
+    assert review.confidence == pytest.approx(1.0 / (1.0 + math.log(1 / factor) / math.log(Tolerances().chain_factor)))
+    assert review_from_measures(review.measures, Tolerances()) == ["spacing"]
+    assert review_reasons(None, "L3", Z, T, 198.0, positions_mm=regular).reasons == []
+    # the level's own neighbours are the spacing cue's, not this one's: T10 itself is read against T8 there
+    assert (
+        "chain_factor"
+        not in review_reasons(None, "T10", Z, T, 375.0, positions_mm={"T8": 400.0, "T10": 375.0}).measures
+    )

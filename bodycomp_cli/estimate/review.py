@@ -10,7 +10,9 @@ crosses zero once and that count can never warn. The cues below each read someth
 - sharpness: how far the CNN's outputs around the chosen slice lie from the ideal sigmoid of a level there
   (RMS over +-3 thresholds): a blurred or notched curve is a guess;
 - spacing: the distance per vertebra from this level to its nearest predicted vertebral neighbours against an
-  average adult's (core/vertebrae.nominal_step_mm), and a lumbar count other than five (vertebra_count.py);
+  average adult's (core/vertebrae.nominal_step_mm), the worst such distance between any two other consecutive
+  predicted levels (a vertebra skipped higher up shifts every name below it), and a lumbar count other than
+  five (vertebra_count.py);
 - uncertainty: the Dice the segmentation expects of each tissue from its own probabilities (a soft Dice of
   its probabilities against its labels; segmentation/predictor.expected_dice);
 - shift: the lowest tissue Dice between the labels and those of the same slice moved by 3 % of the image and
@@ -60,6 +62,10 @@ class Tolerances:
     snap_mm: float = 15.0
     misfit: float = 0.45  # RMS of the CNN's outputs against the ideal sigmoid, within +-3 thresholds
     spacing_factor: float = 1.25  # distance per vertebra beyond [nominal / f, nominal * f]
+    # Any two consecutive predicted levels elsewhere on the spine: set on tuning cohorts 1005-1008 (both training
+    # seeds), where it caught the two L3s a vertebra off that every other cue missed (1.98 and 21.6) and flagged
+    # one right, silent L3 of 119 with each seed (their 99th percentiles 1.70 and 1.56).
+    chain_factor: float = 1.8
     expected_dice: float = 0.92  # tracks the true Dice (Spearman 0.65-0.93 per tissue), 0.001-0.02 above it
     # Set on tuning cohorts 1005-1008 with both training seeds' models (benchmarks/review_candidates.py): right
     # L3s the other cues left silent had 0.940 / 0.950 at their 1st percentile; a confident wrong slice 0.921.
@@ -97,8 +103,8 @@ class Cue:
         """The measure over its tolerance: >= 1 is a reason."""
         tol = tolerances or Tolerances()
         kind, value = self.kind, self.value
-        if kind == "spacing_factor":
-            return math.log(value) / math.log(tol.spacing_factor) if value > 0 else math.inf
+        if kind in ("spacing_factor", "chain_factor"):
+            return math.log(value) / math.log(getattr(tol, kind)) if value > 0 else math.inf
         if kind in ("expected_dice", "shift_agreement"):
             return (1.0 - value) / (1.0 - getattr(tol, kind))
         if kind in ("position_mm", "snap_mm", "misfit"):
@@ -114,6 +120,7 @@ CUE_KINDS = {
     "misfit": "sharpness",
     "spacing_factor": "spacing",
     "wrong_side": "spacing",
+    "chain_factor": "spacing",
     "count": "count",
     "expected_dice": "uncertainty",
     "shift_agreement": "shift",
@@ -212,6 +219,29 @@ def _spacing_cues(level: str, positions_mm: Mapping[str, float]) -> list[Cue]:
     return cues
 
 
+def _chain_cue(level: str, positions_mm: Mapping[str, float]) -> list[Cue]:
+    """The worst distance per vertebra between two consecutive predicted levels other than this one: a model that
+    skips or repeats a vertebra somewhere (T10 read on T9) names every level beyond that place one off, and this
+    level's own neighbours may still be spaced as an adult's."""
+    if spine_index(level) is None:
+        return []
+    named = sorted((i, positions_mm[name], name) for name in positions_mm if (i := spine_index(name)) is not None)
+    worst = None
+    for (upper, upper_z, upper_name), (lower, lower_z, lower_name) in zip(named, named[1:], strict=False):
+        if level in (upper_name, lower_name):
+            continue  # the spacing cue reads the level's own neighbours, at its own tolerance
+        nominal = float(np.mean([nominal_step_mm(i) for i in range(upper, lower)]))
+        per_vertebra = (upper_z - lower_z) / (lower - upper)
+        factor = math.inf if per_vertebra <= 0 else math.exp(abs(math.log(per_vertebra / nominal)))
+        if worst is None or factor > worst[0]:
+            worst = (factor, per_vertebra, nominal, upper_name, lower_name)
+    if worst is None:
+        return []
+    factor, per_vertebra, nominal, upper_name, lower_name = worst
+    apart = f"{upper_name} and {lower_name} lie {per_vertebra:.0f} mm per vertebra apart (an adult's: ~{nominal:.0f})"
+    return [Cue("chain_factor", factor, f"{apart}: the level names along the spine may be shifted")]
+
+
 def _segmentation_cues(seg: Segmentation) -> list[Cue]:
     cues = []
     for label, name in enumerate(seg.classes):
@@ -265,6 +295,7 @@ def review_reasons(
     z_mm = np.asarray(z_mm, dtype=np.float64)
     cues = [] if evidence is None else _selection_cues(evidence, level, z_mm, threshold_mm, chosen_z_mm)
     cues += _spacing_cues(level, positions_mm or {})
+    cues += _chain_cue(level, positions_mm or {})
     if segmentation is not None:
         cues += _segmentation_cues(segmentation)
     if count_reason:
