@@ -196,6 +196,15 @@ def _selection_cues(
     return cues
 
 
+def _spacing(index_a: int, z_a: float, index_b: int, z_b: float) -> tuple[float, float, float]:
+    """Between two predicted vertebral levels: mm per vertebra (> 0 when z rises toward the head, as it must),
+    an average adult's over the same vertebrae, and their ratio as a factor >= 1 either way (inf when <= 0)."""
+    per_vertebra = (z_a - z_b) / (index_b - index_a)
+    nominal = float(np.mean([nominal_step_mm(i) for i in range(min(index_a, index_b), max(index_a, index_b))]))
+    factor = math.exp(abs(math.log(per_vertebra / nominal))) if per_vertebra > 0 else math.inf
+    return per_vertebra, nominal, factor
+
+
 def _spacing_cues(level: str, positions_mm: Mapping[str, float]) -> list[Cue]:
     """Per vertebral neighbour found (nearest above and below), how its distance per vertebra compares."""
     index = spine_index(level)
@@ -208,12 +217,10 @@ def _spacing_cues(level: str, positions_mm: Mapping[str, float]) -> list[Cue]:
     cues = []
     for other_index, other_z, name in above + below:
         steps = abs(other_index - index)
-        nominal = float(np.mean([nominal_step_mm(i) for i in range(min(index, other_index), max(index, other_index))]))
-        per_vertebra = (other_z - positions_mm[level]) / (index - other_index)  # > 0: z rises toward the head
+        per_vertebra, nominal, factor = _spacing(other_index, other_z, index, positions_mm[level])
         if per_vertebra <= 0:
             cues.append(Cue(f"wrong_side_{name}", math.inf, f"{level} lies on the wrong side of {name}"))
             continue
-        factor = math.exp(abs(math.log(per_vertebra / nominal)))
         spacing = f"{per_vertebra:.0f} mm per vertebra from {name} over {steps} (an adult's: ~{nominal:.0f})"
         cues.append(Cue(f"spacing_factor_{name}", factor, f"{level} lies {spacing}"))
     return cues
@@ -230,9 +237,7 @@ def _chain_cue(level: str, positions_mm: Mapping[str, float]) -> list[Cue]:
     for (upper, upper_z, upper_name), (lower, lower_z, lower_name) in zip(named, named[1:], strict=False):
         if level in (upper_name, lower_name):
             continue  # the spacing cue reads the level's own neighbours, at its own tolerance
-        nominal = float(np.mean([nominal_step_mm(i) for i in range(upper, lower)]))
-        per_vertebra = (upper_z - lower_z) / (lower - upper)
-        factor = math.inf if per_vertebra <= 0 else math.exp(abs(math.log(per_vertebra / nominal)))
+        per_vertebra, nominal, factor = _spacing(upper, upper_z, lower, lower_z)
         if worst is None or factor > worst[0]:
             worst = (factor, per_vertebra, nominal, upper_name, lower_name)
     if worst is None:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bodycomp_cli.core.metrics import dice_summary, segmentation_counts
 from bodycomp_cli.core.preprocess import resize_labels, segmentation_input
 from bodycomp_cli.inference.run import LoadedRun
 
@@ -66,10 +67,10 @@ class SegmentationPredictor:
     def shift_agreement(self, hu_slices: np.ndarray, shift: float = SHIFT_FRACTION) -> np.ndarray:
         """Per slice, the lowest tissue Dice between the model's labels and its labels of the same slice moved by
         `shift` (affine_grid's coordinates: half of it is the share of the image; down-right, then up-left) and
-        moved back, on the model's grid; NaN where no
-        tissue is labelled either way. A CNN is nearly shift-equivariant, so labels it holds firmly stay put;
-        labels that change when the slice moves were not settled by the pixels, however sure the softmax is
-        (expected Dice reads only the softmax). estimate's review reads it."""
+        moved back, on the model's grid; NaN where no tissue is labelled either way. A CNN is nearly
+        shift-equivariant, so labels it holds firmly stay put; labels that change when the slice moves were not
+        settled by the pixels, however sure the softmax is (expected Dice reads only the softmax). estimate's
+        review reads it."""
         run = self.run
         hu_slices = np.asarray(hu_slices)
         if hu_slices.ndim == 2:
@@ -84,7 +85,8 @@ class SegmentationPredictor:
                 labels = run.model(images).argmax(dim=1)
                 for signed in (shift, -shift):
                     back = _translate(run.model(_translate(images, signed)).float().softmax(dim=1), -signed)
-                    dice.append(_tissue_dice(labels, back.argmax(dim=1), len(self.classes)).cpu().numpy())
+                    counts = segmentation_counts(labels, back.argmax(dim=1), len(self.classes))
+                    dice.append(dice_summary(counts.cpu().numpy()).per_slice)
             both = np.concatenate(dice, axis=1)
             found = np.isfinite(both).any(axis=1)
             lowest[start : start + len(both)][found] = np.min(np.where(np.isfinite(both), both, np.inf)[found], axis=1)
@@ -104,17 +106,6 @@ def _translate(images: torch.Tensor, fraction: float) -> torch.Tensor:
     theta = torch.tensor([[1.0, 0.0, fraction], [0.0, 1.0, fraction]], device=images.device, dtype=images.dtype)
     grid = torch.nn.functional.affine_grid(theta.expand(len(images), 2, 3), list(images.shape), align_corners=False)
     return torch.nn.functional.grid_sample(images, grid, padding_mode="border", align_corners=False)
-
-
-def _tissue_dice(first: torch.Tensor, second: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """B x (n_classes - 1) Dice per tissue (labels 1..) between two B x H x W label maps; NaN where neither has it."""
-    dice = []
-    for label in range(1, n_classes):
-        a, b = first == label, second == label
-        total = (a.sum(dim=(1, 2)) + b.sum(dim=(1, 2))).double()
-        overlap = (a & b).sum(dim=(1, 2)).double()
-        dice.append(torch.where(total > 0, 2.0 * overlap / total.clamp_min(1.0), torch.nan))
-    return torch.stack(dice, dim=1)
 
 
 def expected_dice(logits: torch.Tensor, argmax: torch.Tensor) -> torch.Tensor:
