@@ -6,8 +6,8 @@ Targets (issue 24): 100 % of absent levels reported absent; <= 2 % of present le
 Also printed: results.csv's `lumbar_vertebrae` against each series' true lumbar count (phantoms.json), which
 issue 24 asks for without a target.
 A level counts as absent when its vertebral centre lies more than one threshold (T mm) beyond the first or last
-slice, present when it lies inside the scan; a centre within T outside is the estimator's margin (it still gets
-the end slice) and is counted in neither.
+slice, present when it lies inside the scan; a centre within T outside is counted in neither (the estimator's
+margin, T/2, lies in that band: a level it keeps there gets the end slice).
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def test_volume_between_two_levels_counts_every_slice(tmp_path: Path) -> None:
     ("centres", "reason"),
     [
         ((89.0, 49.0, -300.0), "L4: not in scan"),
-        ((89.0, 49.0, -7.0), "L4 lies beyond the scan's end (-7.0 mm): the range is cut"),
+        ((89.0, 49.0, -4.0), "L4 lies beyond the scan's end (-4.0 mm): the range is cut"),
     ],
 )
 def test_volume_is_blank_when_a_level_is_absent_or_cut(tmp_path: Path, centres, reason) -> None:

@@ -4,8 +4,8 @@ The outputs are sigmoid(offset / T) per slice, offset = z_slice - z_level (posit
 slice whose output is not saturated says where the level is: z_level = z - T * logit(p). In series-head mode
 the outputs are made from the head's one predicted level, so they always cross 0.5 when that level lies inside
 the scan and never when it lies outside; counting crossings cannot tell a chest CT from an abdomen, but the
-predicted position can. A level predicted more than a margin beyond the first or last slice is not in the scan:
-it gets blank measures and a reason, never a chosen slice.
+predicted position can. A level predicted more than a margin (half a threshold) beyond the first or last slice
+is not in the scan: it gets blank measures and a reason, never a chosen slice.
 
 With a series head the level must be inside by every reading the run gives (level_presence_of_evidence): the
 position the slice choice reads (the head's after the vertebral phase snapped it), the head's before the snap,
@@ -17,6 +17,13 @@ by the CNN.
 One test reads the pixels instead: a series whose every slice shows the rib cage (rib_cage.inside_rib_cage)
 holds no vertebra below T12, whatever the model reads. Phantom-trained models read the real 38 mm chest series
 of ../shared/realct as holding L3 with every reading; this rule reports it absent.
+
+Two tests read how the names were counted. With every level from T12 up read above the scan, no rib anchors the
+names and the model counted the lumbar levels up from the sacrum, one vertebra too low over a lumbarised S1: a
+lumbar level then stays in the scan only if the vertebra above it does too (one_name_up_lies_beyond_the_top). Its
+cost: an L5 in a pelvis scan that starts less than an adult's vertebra (36 mm) above it is blanked, present or not.
+And four lumbar vertebrae counted with no sacrum in the scan below L5 cannot tell a sacralised L5 from an L4 named
+"L5": that L5 is not in the scan (short_count_without_a_sacrum). A wrong number is worse than a missing one.
 
 Where it fails: otherwise it trusts the model's readings. A model that never saw a series without the level may
 place the level inside it with every reading where the ribs do not settle it (a pelvis read as holding L3, a
@@ -32,12 +39,17 @@ import numpy as np
 
 from bodycomp_cli.core.vertebrae import nominal_step_mm, spine_index
 from bodycomp_cli.estimate.rib_cage import below_rib_cage
+from bodycomp_cli.estimate.vertebra_count import LUMBAR, lumbar_count
 from bodycomp_cli.tasks.slice_selection.evidence import SelectionEvidence
 
 NOT_IN_SCAN = "not in scan"
 # Outputs inside (INFORMATIVE, 1 - INFORMATIVE) are read as positions: |offset| <= T * logit(0.95) ~ 2.9 T.
 # Further out the sigmoid is flat and a small error in p is a large error in mm.
 INFORMATIVE = 0.05
+# A level whose centre lies at an end of the scan is in it; one whose centre lies a threshold (T mm) beyond is not.
+# The line between sits halfway, so that a position error under T/2 decides either one right. At one whole T a
+# chest-only phantom's T12, 13 mm below the last slice and read 9 mm below it, was kept in the scan (issue 24).
+MARGIN_THRESHOLDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -76,12 +88,12 @@ def predicted_level_z_mm(probabilities: np.ndarray, z_mm: np.ndarray, threshold_
 def level_presence(
     probabilities: np.ndarray, z_mm: np.ndarray, threshold_mm: float, margin_mm: float | None = None
 ) -> LevelPresence:
-    """Is the level inside [z_min - margin, z_max + margin]? margin defaults to one threshold (T mm): a level
-    within it still gets the end slice, as the slice-choice rule gives.
+    """Is the level inside [z_min - margin, z_max + margin]? margin defaults to half a threshold (MARGIN_THRESHOLDS):
+    a level within it still gets the end slice, as the slice-choice rule gives.
 
     Example: level_presence(outputs[:, 0], volume.z_mm, 10.0).in_scan
     """
-    margin = threshold_mm if margin_mm is None else margin_mm
+    margin = MARGIN_THRESHOLDS * threshold_mm if margin_mm is None else margin_mm
     level_z = predicted_level_z_mm(probabilities, z_mm, threshold_mm)
     z = np.asarray(z_mm, dtype=np.float64)
     inside = float(z.min()) - margin <= level_z <= float(z.max()) + margin
@@ -145,6 +157,53 @@ def positions_in_scan(presences: Mapping[str, LevelPresence]) -> dict[str, float
     return {level: p.level_z_mm for level, p in presences.items() if p.in_scan}
 
 
+def counted_up_from_the_sacrum(presences: Mapping[str, LevelPresence], high_mm: float) -> bool:
+    """Does the run read every level it has from T12 up (one at least) above the top of the scan? Then no rib in the
+    scan anchors the names from above, and the model can only have named the lumbar levels by counting up from the
+    sacrum, which a lumbarised S1 (six lumbar vertebrae) puts one vertebra too low.
+
+    Example: counted_up_from_the_sacrum(presences, float(volume.z_mm.max()))
+    """
+    last_rib = spine_index("T12")
+    above = [p for level, p in presences.items() if (spine_index(level) or last_rib + 1) <= last_rib]
+    return bool(above) and all(not p.in_scan and p.level_z_mm > high_mm for p in above)
+
+
+def one_name_up_lies_beyond_the_top(level: str, level_z_mm: float, high_mm: float, threshold_mm: float) -> bool:
+    """Would a lumbar level lie beyond the scan (more than half a threshold above the top slice) if its name were one
+    vertebra too low, as names counted up from the sacrum of a lumbarised S1 are? Its vertebra above, an adult's
+    lumbar spacing higher, says. A pelvis that starts at L3 looks like one that starts at L4 over six lumbar
+    vertebrae: on held-out pelvis-only phantoms (issue 24) "L3" was the true L4, 2 and 12 mm below the top, with
+    L3 29-32 mm above it. A wrong number is worse than a missing one, so counted from the sacrum alone a lumbar
+    level is kept only where both counts put it in the scan.
+
+    Example: one_name_up_lies_beyond_the_top("L3", 100.0, 116.0, 10.0)  # True: L3 would be near 136 mm
+    """
+    index = spine_index(level)
+    if index is None or not spine_index("L1") <= index <= spine_index("L5"):  # type: ignore[operator]
+        return False
+    return level_z_mm + nominal_step_mm(index - 1) > high_mm + MARGIN_THRESHOLDS * threshold_mm
+
+
+def short_count_without_a_sacrum(
+    evidence: SelectionEvidence, z_mm: np.ndarray, positions_mm: Mapping[str, float], threshold_mm: float
+) -> bool:
+    """Does the model count fewer than five lumbar vertebrae (vertebra_count.lumbar_count) while the scan ends
+    before the sacrum, one adult's vertebra below its L5? A sacralised L5 is told by the sacrum fused to it; with
+    no sacrum in the scan, four lumbar vertebrae read mean the model named L4 "L5" and L5 lies below the scan,
+    as on a held-out phantom with a cut field of view (issue 24): L5 read inside, the true one 35 mm below.
+
+    Example: short_count_without_a_sacrum(evidence, volume.z_mm, positions_in_scan(presences), 10.0)
+    """
+    if "L5" not in positions_mm:
+        return False
+    count = lumbar_count(z_mm, evidence.phase, positions_mm).count
+    if count is None or count >= LUMBAR:
+        return False
+    sacrum_z = positions_mm["L5"] - nominal_step_mm(spine_index("L5"))  # type: ignore[arg-type]
+    return sacrum_z < float(np.min(z_mm)) - threshold_mm
+
+
 def series_presence(
     evidence: SelectionEvidence, z_mm: np.ndarray, threshold_mm: float, inside_rib_cage: bool = False
 ) -> dict[str, LevelPresence]:
@@ -169,6 +228,12 @@ def series_presence(
     for level, p in presence.items():
         if p.in_scan and pressed_against_an_end(level, p.level_z_mm, found, z, threshold_mm):
             presence[level] = LevelPresence(False, p.level_z_mm, NOT_IN_SCAN)
+    if counted_up_from_the_sacrum(presence, high):
+        for level, p in presence.items():
+            if p.in_scan and one_name_up_lies_beyond_the_top(level, p.level_z_mm, high, threshold_mm):
+                presence[level] = LevelPresence(False, p.level_z_mm, NOT_IN_SCAN)
+    if short_count_without_a_sacrum(evidence, z, positions_in_scan(presence), threshold_mm):
+        presence["L5"] = LevelPresence(False, presence["L5"].level_z_mm, NOT_IN_SCAN)
     absent = [(spine_index(level), p.level_z_mm) for level, p in presence.items() if not p.in_scan]
     below = [i for i, level_z in absent if i is not None and level_z < low]
     above = [i for i, level_z in absent if i is not None and level_z > high]
