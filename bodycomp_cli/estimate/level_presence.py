@@ -173,9 +173,9 @@ def one_name_up_lies_beyond_the_top(level: str, level_z_mm: float, high_mm: floa
     """Would a lumbar level lie beyond the scan (more than half a threshold above the top slice) if its name were one
     vertebra too low, as names counted up from the sacrum of a lumbarised S1 are? Its vertebra above, an adult's
     lumbar spacing higher, says. A pelvis that starts at L3 looks like one that starts at L4 over six lumbar
-    vertebrae: on held-out pelvis-only phantoms (issue 24) "L3" was the true L4, 2 and 12 mm below the top, with
-    L3 29-32 mm above it. A wrong number is worse than a missing one, so counted from the sacrum alone a lumbar
-    level is kept only where both counts put it in the scan.
+    vertebrae: on a held-out and a tuning pelvis-only phantom (issue 24) "L3" was the true L4, 2 and 12 mm below
+    the top, with L3 32 and 29 mm above it. A wrong number is worse than a missing one, so counted from the
+    sacrum alone a lumbar level is kept only where both counts put it in the scan.
 
     Example: one_name_up_lies_beyond_the_top("L3", 100.0, 116.0, 10.0)  # True: L3 would be near 136 mm
     """
@@ -189,9 +189,10 @@ def short_count_without_a_sacrum(
     evidence: SelectionEvidence, z_mm: np.ndarray, positions_mm: Mapping[str, float], threshold_mm: float
 ) -> bool:
     """Does the model count fewer than five lumbar vertebrae (vertebra_count.lumbar_count) while the scan ends
-    before the sacrum, one adult's vertebra below its L5? A sacralised L5 is told by the sacrum fused to it; with
-    no sacrum in the scan, four lumbar vertebrae read mean the model named L4 "L5" and L5 lies below the scan,
-    as on a held-out phantom with a cut field of view (issue 24): L5 read inside, the true one 35 mm below.
+    less than one adult's vertebra (and a threshold) below its L5, before the sacrum? A sacralised L5 is told by the
+    sacrum fused to it; with no sacrum in the scan, four lumbar vertebrae cannot be told from an L4 named "L5" with
+    L5 below the scan, as on a held-out phantom with a cut field of view (issue 24): "L5" read inside, the true
+    one 35 mm below.
 
     Example: short_count_without_a_sacrum(evidence, volume.z_mm, positions_in_scan(presences), 10.0)
     """
@@ -207,9 +208,10 @@ def short_count_without_a_sacrum(
 def series_presence(
     evidence: SelectionEvidence, z_mm: np.ndarray, threshold_mm: float, inside_rib_cage: bool = False
 ) -> dict[str, LevelPresence]:
-    """Every output level's presence: level_presence_of_evidence, then pressed_against_an_end, then the spine's
-    order. A vertebra found beyond the bottom of the scan has every vertebra below it beyond as well, and one
-    beyond the top every vertebra above it: a chest CT whose L1 lies below its last slice holds no L3, whatever
+    """Every output level's presence: level_presence_of_evidence, then pressed_against_an_end, then the naming
+    tests (one_name_up_lies_beyond_the_top where counted_up_from_the_sacrum; short_count_without_a_sacrum), then
+    the spine's order. A vertebra found beyond the bottom of the scan has every vertebra below it beyond as well,
+    and one beyond the top every vertebra above it: a chest CT whose L1 lies below its last slice holds no L3, whatever
     L3's own readings say. A series with every slice inside the rib cage (rib_cage.inside_rib_cage) holds no
     vertebra below T12 (rib_cage.below_rib_cage), whatever the model reads.
 
