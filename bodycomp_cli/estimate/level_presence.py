@@ -39,7 +39,7 @@ import numpy as np
 
 from bodycomp_cli.core.vertebrae import nominal_step_mm, spine_index
 from bodycomp_cli.estimate.rib_cage import below_rib_cage
-from bodycomp_cli.estimate.vertebra_count import LUMBAR, lumbar_count
+from bodycomp_cli.estimate.vertebra_count import LUMBAR, is_lumbar, lumbar_count
 from bodycomp_cli.tasks.slice_selection.evidence import SelectionEvidence
 
 NOT_IN_SCAN = "not in scan"
@@ -165,7 +165,8 @@ def counted_up_from_the_sacrum(presences: Mapping[str, LevelPresence], high_mm: 
     Example: counted_up_from_the_sacrum(presences, float(volume.z_mm.max()))
     """
     last_rib = spine_index("T12")
-    above = [p for level, p in presences.items() if (spine_index(level) or last_rib + 1) <= last_rib]
+    indices = {level: spine_index(level) for level in presences}
+    above = [p for level, p in presences.items() if indices[level] is not None and indices[level] <= last_rib]
     return bool(above) and all(not p.in_scan and p.level_z_mm > high_mm for p in above)
 
 
@@ -179,10 +180,10 @@ def one_name_up_lies_beyond_the_top(level: str, level_z_mm: float, high_mm: floa
 
     Example: one_name_up_lies_beyond_the_top("L3", 100.0, 116.0, 10.0)  # True: L3 would be near 136 mm
     """
-    index = spine_index(level)
-    if index is None or not spine_index("L1") <= index <= spine_index("L5"):  # type: ignore[operator]
+    if not is_lumbar(level):
         return False
-    return level_z_mm + nominal_step_mm(index - 1) > high_mm + MARGIN_THRESHOLDS * threshold_mm
+    index = spine_index(level)
+    return level_z_mm + nominal_step_mm(index - 1) > high_mm + MARGIN_THRESHOLDS * threshold_mm  # type: ignore[operator]
 
 
 def short_count_without_a_sacrum(
